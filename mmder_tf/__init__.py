@@ -1,0 +1,34 @@
+"""mmder_tf: MultiMAE-DER (multimodal masked autoencoder for dynamic emotion recognition) in Keras 3.
+
+The public API is imported lazily so that `import mmder_tf` stays cheap and the
+pure-Keras model can be used under any Keras backend.
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "VideoMAEBackbone": "mmder_tf.backbone",
+    "EmotionClassifier": "mmder_tf.classifier",
+    "BACKBONE_PRESETS": "mmder_tf.presets",
+    "load_pretrained": "mmder_tf.convert",
+    "convert_checkpoint": "mmder_tf.convert",
+    "FusionConfig": "mmder_tf.config",
+    "STRATEGIES": "mmder_tf.config",
+    "decode_clip": "mmder_tf.media",
+    "fuse_clip": "mmder_tf.preprocess",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmder_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,110 @@
+"""Preprocessing settings shared by fuse_clip, the prepared cache, training and export."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from mmder_tf.errors import ConfigError
+
+STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio")
+AUDIO_VISUAL_STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas")
+_HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
+
+
+def check_strategy(strategy: str) -> str:
+    name = str(strategy).lower()
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return name
+
+
+def frames_per_modality(strategy: str, num_frames: int = 16) -> int:
+    """Frames sampled from each modality: sequence strategies share the clip's frames."""
+    strategy = check_strategy(strategy)
+    return num_frames // 2 if strategy in _HALF_FRAME_STRATEGIES else num_frames
+
+
+def modality_size(strategy: str, image_size: int = 224) -> tuple[int, int]:
+    """(height, width) of each video frame and spectrogram before fusion."""
+    strategy = check_strategy(strategy)
+    return (image_size // 2, image_size) if strategy == "cfas" else (image_size, image_size)
+
+
+def needs_audio(strategy: str) -> bool:
+    return check_strategy(strategy) != "video"
+
+
+def needs_video(strategy: str) -> bool:
+    return check_strategy(strategy) != "audio"
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig:
+    """How one clip becomes the fused uint8 [num_frames, image_size, image_size, 3] input.
+
+    `official=True` reproduces the official code's frame choice (first ~1.5 s),
+    wrapped uint8 SFAS and the official spectrogram settings, for comparison.
+    """
+
+    strategy: str = "fslf"
+    num_frames: int = 16
+    image_size: int = 224
+    sample_rate: int = 16000
+    crop: str = "center"  # "center" (square centre crop), "face" (Haar cascade), "none" (stretch)
+    spectrogram: str = "logmel"  # "logmel" or "mfcc"
+    n_fft: int = 512
+    win_ms: float = 25.0
+    hop_ms: float = 5.0
+    n_mels: int = 128
+    n_mfcc: int = 40
+    fmin: float = 0.0
+    fmax: float | None = None  # None: sample_rate / 2
+    top_db: float = 80.0
+    colormap: str = "viridis"  # "viridis" or "gray" (replicated to 3 channels)
+    rfas_seed: int = 0
+    rfas_per_epoch: bool = False  # False: one fixed permutation per clip; True: redrawn each epoch
+    official: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "strategy", check_strategy(self.strategy))
+        if self.num_frames % 2 or self.num_frames < 2:
+            raise ConfigError(f"num_frames must be even and >= 2 (tubelets pair frames), got {self.num_frames}")
+        if self.image_size % 32:
+            raise ConfigError(f"image_size must be a multiple of 32 (16-pixel patches, CFAS halves), got {self.image_size}")
+        if self.crop not in ("center", "face", "none"):
+            raise ConfigError(f"crop must be 'center', 'face' or 'none', got {self.crop!r}")
+        if self.spectrogram not in ("logmel", "mfcc"):
+            raise ConfigError(f"spectrogram must be 'logmel' or 'mfcc', got {self.spectrogram!r}")
+        if self.colormap not in ("viridis", "gray"):
+            raise ConfigError(f"colormap must be 'viridis' or 'gray', got {self.colormap!r}")
+        if self.sample_rate <= 0:
+            raise ConfigError(f"sample_rate must be positive, got {self.sample_rate}")
+
+    @property
+    def frames_per_modality(self) -> int:
+        return frames_per_modality(self.strategy, self.num_frames)
+
+    @property
+    def modality_size(self) -> tuple[int, int]:
+        return modality_size(self.strategy, self.image_size)
+
+    def replace(self, **changes) -> "FusionConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FusionConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown FusionConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FusionConfig":
+        return cls.from_dict(json.loads(text))
