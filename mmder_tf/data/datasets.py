@@ -1,0 +1,509 @@
+"""Dataset adapters: a user's folder (or CSV) -> `Manifest` of `ClipRecord`s.
+
+Every adapter scans recursively and never stops on one odd file: names it cannot
+read, labels outside the protocol and missing videos become `Skip(path, reason)`
+entries in `Manifest.skipped`. Only conditions that make the whole dataset
+unusable raise `DatasetError` (nothing found, a label outside an explicit class
+list, duplicate keys).
+
+Keys: each record has a stable `key` (path relative to the dataset root, POSIX
+separators, plus `#segment` for utterances cut from a longer video). The prepared
+cache, the folds and the reports all refer to clips by key, so a cache stays
+valid when the dataset folder moves.
+
+Protocols (see /work/shared/REFERENCE.md section 1, 4):
+- RAVDESS: full audio-video speech (modality 01, vocal channel 01) by default,
+  1440 clips of 24 actors; 7 classes with calm merged into neutral (288 neutral,
+  192 each other) or 8 classes with `num_classes=8`.
+- CREMA-D: {actor}_{sentence}_{EMO}_{level}.flv/.mp4, 6 classes, 91 actors.
+- IEMOCAP: utterances from Session*/dialog/EmoEvaluation/*.txt cut out of the
+  dialog videos Session*/dialog/avi/DivX/<dialog>.avi; 4 classes (excitement
+  merged into happiness); subject = session + speaker gender ("Ses01F").
+- CSV: columns path,label,subject[,start,end]; paths relative to the CSV.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from mmder_tf.errors import DatasetError
+
+VIDEO_EXTENSIONS = (".mp4", ".flv", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".aac", ".m4a", ".ogg")
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
+
+DATASETS = ("ravdess", "cremad", "iemocap", "csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRecord:
+    """One labelled clip (or an utterance segment [start, end) seconds of a longer video)."""
+
+    path: str
+    label: int
+    label_name: str
+    subject: str
+    start: float | None = None
+    end: float | None = None
+    meta: dict = dataclasses.field(default_factory=dict, hash=False)
+    key: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", str(self.path))
+        object.__setattr__(self, "label", int(self.label))
+        object.__setattr__(self, "subject", str(self.subject))
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+        if self.start is not None and self.end is not None and not self.end > self.start:
+            raise DatasetError(f"{self.path}: segment end {self.end} is not after start {self.start}")
+        if not self.key:
+            object.__setattr__(self, "key", _segment_key(Path(self.path).name, self.start, self.end))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ClipRecord":
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    """A file or utterance the adapter did not take, and why."""
+
+    path: str
+    reason: str
+
+
+def _segment_key(relative: str, start, end, segment: str | None = None) -> str:
+    if segment:
+        return f"{relative}#{segment}"
+    if start is None and end is None:
+        return relative
+    return f"{relative}#{'' if start is None else f'{start:.4f}'}-{'' if end is None else f'{end:.4f}'}"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The clips of one dataset, its class names (label id = index) and what was skipped."""
+
+    records: tuple
+    class_names: tuple
+    dataset: str = "csv"
+    root: str = ""
+    skipped: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "records", tuple(self.records))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        object.__setattr__(self, "skipped", tuple(self.skipped))
+        if len(set(self.class_names)) != len(self.class_names):
+            raise DatasetError(f"duplicate class names in {self.class_names}")
+        keys = Counter(r.key for r in self.records)
+        duplicates = sorted(k for k, n in keys.items() if n > 1)
+        if duplicates:
+            raise DatasetError(f"duplicate clip keys in manifest: {duplicates[:5]}{' ...' if len(duplicates) > 5 else ''}")
+        for record in self.records:
+            if not 0 <= record.label < len(self.class_names) or self.class_names[record.label] != record.label_name:
+                raise DatasetError(
+                    f"{record.key}: label {record.label} ({record.label_name!r}) does not match class list {self.class_names}"
+                )
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def subjects(self) -> tuple:
+        return tuple(sorted({r.subject for r in self.records}))
+
+    def class_counts(self) -> dict:
+        counts = Counter(r.label_name for r in self.records)
+        return {name: counts.get(name, 0) for name in self.class_names}
+
+    def subject_counts(self) -> dict:
+        counts = Counter(r.subject for r in self.records)
+        return {s: counts[s] for s in sorted(counts)}
+
+    def by_key(self) -> dict:
+        return {r.key: r for r in self.records}
+
+    def subset(self, records) -> "Manifest":
+        return dataclasses.replace(self, records=tuple(records), skipped=())
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "root": self.root,
+            "class_names": list(self.class_names),
+            "records": [r.to_dict() for r in self.records],
+            "skipped": [dataclasses.asdict(s) for s in self.skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Manifest":
+        try:
+            return cls(
+                records=[ClipRecord.from_dict(r) for r in values["records"]],
+                class_names=values["class_names"],
+                dataset=values.get("dataset", "csv"),
+                root=values.get("root", ""),
+                skipped=[Skip(**s) for s in values.get("skipped", [])],
+            )
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"not a manifest: {exc}") from exc
+
+    def to_json(self, path=None) -> str:
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text) -> "Manifest":
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            text = Path(path_or_text).read_text()
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"manifest JSON cannot be parsed: {exc}") from exc
+        return cls.from_dict(values)
+
+    def to_csv(self, path=None) -> str:
+        """CSV with the full record (meta as JSON); readable back by `from_csv` and by the CSV adapter."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "label", "subject", "start", "end", "key", "meta"])
+        base = Path(path).resolve().parent if path is not None else None
+        for r in self.records:
+            shown = r.path
+            if base is not None:
+                try:
+                    shown = os.path.relpath(Path(r.path).resolve(), base)
+                except ValueError:
+                    pass
+            writer.writerow([shown, r.label_name, r.subject, "" if r.start is None else repr(r.start),
+                             "" if r.end is None else repr(r.end), r.key, json.dumps(r.meta, sort_keys=True)])
+        text = buffer.getvalue()
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_csv(cls, path, class_names=None, dataset="csv", check_files=True) -> "Manifest":
+        return scan_csv(path, class_names=class_names, dataset=dataset, check_files=check_files)
+
+
+def atomic_write_text(path, text: str):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _walk(root: Path):
+    """All files under root, sorted, skipping hidden files and folders (e.g. macOS ._ resource forks)."""
+    if not root.is_dir():
+        raise DatasetError(f"data directory not found: {root}")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _finish(records, class_names, dataset, root, skipped) -> Manifest:
+    if not records:
+        reasons = Counter(s.reason.split(":")[0] for s in skipped)
+        detail = f"; skipped {len(skipped)} files ({dict(reasons.most_common(3))})" if skipped else ""
+        raise DatasetError(f"no {dataset} clips found under {root}{detail}")
+    records = sorted(records, key=lambda r: r.key)
+    return Manifest(records=records, class_names=class_names, dataset=dataset, root=str(root), skipped=skipped)
+
+
+# ---------------------------------------------------------------- RAVDESS
+RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
+                    "06": "fearful", "07": "disgust", "08": "surprised"}
+RAVDESS_CLASSES_7 = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+RAVDESS_CLASSES_8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+_RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(\w+)$")
+_RAVDESS_MODALITY = {"01": "audio-video", "02": "video-only", "03": "audio-only"}
+_RAVDESS_CHANNEL = {"01": "speech", "02": "song"}
+
+
+def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_channels=("01",)) -> Manifest:
+    """RAVDESS 03-01-EE-II-SS-RR-AA names (modality-channel-emotion-intensity-statement-repetition-actor)."""
+    if num_classes not in (7, 8):
+        raise DatasetError(f"RAVDESS has 7 (calm merged into neutral) or 8 classes, got num_classes={num_classes}")
+    classes = RAVDESS_CLASSES_7 if num_classes == 7 else RAVDESS_CLASSES_8
+    root = Path(data_dir)
+    records, skipped, seen = [], [], {}
+    for path in _walk(root):
+        if path.suffix.lower() not in MEDIA_EXTENSIONS:
+            continue
+        match = _RAVDESS_NAME.match(path.name)
+        if not match:
+            skipped.append(Skip(str(path), "unknown file name: not MM-VV-EE-II-SS-RR-AA"))
+            continue
+        modality, channel, emotion, intensity, statement, repetition, actor, _ = match.groups()
+        if emotion not in RAVDESS_EMOTIONS or modality not in _RAVDESS_MODALITY or channel not in _RAVDESS_CHANNEL:
+            skipped.append(Skip(str(path), f"unknown code in file name (modality {modality}, channel {channel}, emotion {emotion})"))
+            continue
+        if modality not in modalities or channel not in vocal_channels:
+            skipped.append(Skip(str(path), f"not selected: {_RAVDESS_MODALITY[modality]} {_RAVDESS_CHANNEL[channel]}"))
+            continue
+        if modality != "03" and path.suffix.lower() not in VIDEO_EXTENSIONS:
+            skipped.append(Skip(str(path), "not selected: audio file with a video modality code"))
+            continue
+        stem = path.stem
+        if stem in seen:
+            skipped.append(Skip(str(path), f"duplicate of {seen[stem]}"))
+            continue
+        seen[stem] = str(path)
+        name = RAVDESS_EMOTIONS[emotion]
+        if num_classes == 7 and name == "calm":
+            name = "neutral"
+        records.append(ClipRecord(
+            path=str(path), label=classes.index(name), label_name=name, subject=actor,
+            meta={"emotion_code": emotion, "intensity": intensity, "statement": statement,
+                  "repetition": repetition, "modality": modality, "vocal_channel": channel,
+                  "gender": "male" if int(actor) % 2 else "female"},
+            key=_relative(path, root),
+        ))
+    return _finish(records, classes, "ravdess", root, skipped)
+
+
+# ---------------------------------------------------------------- CREMA-D
+CREMAD_CODES = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+CREMAD_CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
+_CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
+
+
+def scan_cremad(data_dir) -> Manifest:
+    """CREMA-D {actor}_{sentence}_{EMO}_{level} video files (the AudioWAV copies are skipped)."""
+    root = Path(data_dir)
+    records, skipped, seen = [], [], {}
+    for path in _walk(root):
+        if path.suffix.lower() not in MEDIA_EXTENSIONS:
+            continue
+        match = _CREMAD_NAME.match(path.stem)
+        if not match:
+            skipped.append(Skip(str(path), "unknown file name: not {actor}_{sentence}_{EMO}_{level}"))
+            continue
+        actor, sentence, emotion, level = match.groups()
+        if emotion not in CREMAD_CODES:
+            skipped.append(Skip(str(path), f"unknown emotion code {emotion}"))
+            continue
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            skipped.append(Skip(str(path), "not selected: audio-only file"))
+            continue
+        if path.stem in seen:
+            skipped.append(Skip(str(path), f"duplicate of {seen[path.stem]}"))
+            continue
+        seen[path.stem] = str(path)
+        label = CREMAD_CODES.index(emotion)
+        records.append(ClipRecord(
+            path=str(path), label=label, label_name=CREMAD_CLASSES[label], subject=actor,
+            meta={"sentence": sentence, "level": level, "emotion_code": emotion},
+            key=_relative(path, root),
+        ))
+    return _finish(records, CREMAD_CLASSES, "cremad", root, skipped)
+
+
+# ---------------------------------------------------------------- IEMOCAP
+IEMOCAP_CLASSES = ("angry", "happy", "sad", "neutral")
+IEMOCAP_LABELS = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", "neu": "neutral"}
+_IEMOCAP_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\d\d[FM]_\S+)\s+(\w+)\s+\[")
+_IEMOCAP_UTTERANCE = re.compile(r"^(Ses(\d\d)([FM])_.+)_([FM])\d+$")
+
+
+def iemocap_crop_half(utterance_id: str) -> str:
+    """Which half ("left"/"right") of the split-screen dialog video shows the speaker.
+
+    ASSUMPTION (not verifiable from the annotation files alone): the actor a dialog
+    is named after (the "F" of Ses01F_impro01, the one wearing the motion-capture
+    markers) is shown in the LEFT half, the partner in the RIGHT half. So the speaker
+    is on the left when the utterance's gender letter (last segment, F000 -> F)
+    equals the dialog's letter. Check one frame of your copy before trusting it.
+    """
+    match = _IEMOCAP_UTTERANCE.match(utterance_id)
+    if not match:
+        raise DatasetError(f"not an IEMOCAP utterance id: {utterance_id!r}")
+    return "left" if match.group(3) == match.group(4) else "right"
+
+
+def scan_iemocap(data_dir, video_dir="dialog/avi/DivX") -> Manifest:
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"data directory not found: {root}")
+    sessions = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"Session\d", p.name))
+    if not sessions:
+        # Allow pointing at one session folder directly.
+        sessions = [root] if re.fullmatch(r"Session\d", root.name) else []
+    records, skipped = [], []
+    for session in sessions:
+        evaluation = session / "dialog" / "EmoEvaluation"
+        if not evaluation.is_dir():
+            skipped.append(Skip(str(session), "no dialog/EmoEvaluation folder"))
+            continue
+        for txt in sorted(evaluation.glob("*.txt")):
+            if txt.name.startswith("."):
+                continue
+            for number, line in enumerate(txt.read_text(errors="replace").splitlines(), 1):
+                match = _IEMOCAP_LINE.match(line)
+                if not match:
+                    continue  # headers, per-annotator lines, blank lines
+                start, end, utterance, code = match.groups()
+                where = f"{txt}:{number} {utterance}"
+                name = IEMOCAP_LABELS.get(code)
+                if name is None:
+                    skipped.append(Skip(where, f"label {code!r} not in the 4-class protocol"))
+                    continue
+                parts = _IEMOCAP_UTTERANCE.match(utterance)
+                if not parts:
+                    skipped.append(Skip(where, "unknown utterance id"))
+                    continue
+                dialog = parts.group(1)
+                video = session / video_dir / f"{dialog}.avi"
+                if not video.is_file():
+                    skipped.append(Skip(where, f"dialog video not found: {video}"))
+                    continue
+                try:
+                    record = ClipRecord(
+                        path=str(video), label=IEMOCAP_CLASSES.index(name), label_name=name,
+                        subject=f"Ses{parts.group(2)}{parts.group(4)}", start=float(start), end=float(end),
+                        meta={"utterance": utterance, "dialog": dialog, "emotion_code": code,
+                              "session": int(parts.group(2)), "crop_half": iemocap_crop_half(utterance)},
+                        key=_segment_key(_relative(video, root), None, None, utterance),
+                    )
+                except DatasetError as exc:
+                    skipped.append(Skip(where, str(exc)))
+                    continue
+                records.append(record)
+    # The same utterance can appear twice when a copy of a session is nested inside the tree.
+    unique, keys = [], set()
+    for record in records:
+        if record.key in keys:
+            skipped.append(Skip(record.key, "duplicate utterance"))
+            continue
+        keys.add(record.key)
+        unique.append(record)
+    return _finish(unique, IEMOCAP_CLASSES, "iemocap", root, skipped)
+
+
+# ---------------------------------------------------------------- generic CSV
+def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Manifest:
+    """CSV with columns path,label,subject[,start,end][,key][,meta]; labels are class names.
+
+    Class ids follow `class_names` when given (a label outside it is an error naming
+    the label), else the sorted unique labels. Missing files are reported skips.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"manifest CSV not found: {csv_path}")
+    base = csv_path.resolve().parent
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = {"path", "label", "subject"} - set(columns)
+        if missing:
+            raise DatasetError(f"{csv_path}: missing column(s) {sorted(missing)}; need path,label,subject[,start,end]")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    rows = [r for r in rows if r.get("path")]
+    if not rows:
+        raise DatasetError(f"{csv_path}: no rows")
+    labels = sorted({r["label"] for r in rows})
+    if class_names is None:
+        class_names = tuple(labels)
+    else:
+        class_names = tuple(class_names)
+        unknown = [label for label in labels if label not in class_names]
+        if unknown:
+            raise DatasetError(f"{csv_path}: label(s) {unknown} not in the class list {list(class_names)}")
+    records, skipped = [], []
+    for number, row in enumerate(rows, 2):
+        path = Path(row["path"])
+        path = path if path.is_absolute() else base / path
+        if check_files and not path.is_file():
+            skipped.append(Skip(str(path), f"file not found (CSV line {number})"))
+            continue
+        if not row["subject"]:
+            raise DatasetError(f"{csv_path}:{number}: empty subject")
+        try:
+            start = float(row["start"]) if row.get("start") else None
+            end = float(row["end"]) if row.get("end") else None
+            meta = json.loads(row["meta"]) if row.get("meta") else {}
+            relative = Path(os.path.relpath(path.resolve(), base)).as_posix() if not Path(row["path"]).is_absolute() else row["path"]
+            records.append(ClipRecord(
+                path=str(path), label=class_names.index(row["label"]), label_name=row["label"],
+                subject=row["subject"], start=start, end=end, meta=meta,
+                key=row.get("key") or _segment_key(relative, start, end),
+            ))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{csv_path}:{number}: {exc}") from exc
+    return _finish(records, class_names, dataset, base, skipped)
+
+
+_ADAPTERS = {"ravdess": scan_ravdess, "cremad": scan_cremad, "iemocap": scan_iemocap}
+_CLASSES = {"ravdess": RAVDESS_CLASSES_7, "cremad": CREMAD_CLASSES, "iemocap": IEMOCAP_CLASSES}
+
+
+def dataset_name(dataset: str) -> str:
+    name = str(dataset).lower().replace("-", "").replace("_", "")
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    return name
+
+
+def load_manifest(dataset, data_dir=None, manifest=None, **opts) -> Manifest:
+    """Scan `data_dir` with the dataset's adapter, or read `manifest`.
+
+    `manifest` may be a saved Manifest JSON (from `Manifest.to_json`) or a CSV
+    (path,label,subject[,start,end]); with a named dataset the CSV's labels are
+    checked against that dataset's class list (7 RAVDESS classes unless
+    num_classes=8).
+    """
+    name = dataset_name(dataset)
+    if manifest is not None:
+        manifest = Path(manifest)
+        if manifest.suffix.lower() == ".json":
+            return Manifest.from_json(manifest)
+        class_names = opts.pop("class_names", None)
+        if class_names is None and name in _CLASSES:
+            class_names = RAVDESS_CLASSES_8 if name == "ravdess" and opts.get("num_classes") == 8 else _CLASSES[name]
+        return scan_csv(manifest, class_names=class_names, dataset=name, check_files=opts.get("check_files", True))
+    if name == "csv":
+        if data_dir is None:
+            raise DatasetError("dataset 'csv' needs manifest=<file.csv>")
+        return scan_csv(data_dir, **opts)
+    if data_dir is None:
+        raise DatasetError(f"dataset {name!r} needs data_dir (the folder holding the clips) or manifest")
+    return _ADAPTERS[name](data_dir, **opts)

@@ -1,0 +1,173 @@
+"""tf.data from a prepared cache: read shards, keep the split's clips, fuse, batch, prefetch.
+
+The fusion runs in the map with the same graph code as `fuse_clip` and the export
+(preprocess.fuse_aligned), on the cached frames (already cropped to
+image_size x image_size; CFAS squeezes them to image_size/2 x image_size) and the
+cached waveform, so spectrogram settings and the strategy can change freely while
+frame choice, crop, image size, sample rate and official mode are the cache's.
+
+Order: shards are hash-mixed at prepare time, so training reads the shards in a
+seeded order, interleaves 8 of them and shuffles a buffer of clips; evaluation
+reads in fixed order. Everything is seeded: the same (seed, epoch) gives the same
+batches. With `epoch=None` a training dataset reshuffles on every iteration (a
+seeded sequence); pass `epoch` to fix one epoch's order and RFAS permutations
+(needed for `rfas_per_epoch`, and to resume a run mid-way reproducibly).
+
+Output stays uint8 [B, num_frames, S, S, 3]; the model normalises.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import tensorflow as tf
+
+from mmder_tf.config import FusionConfig, needs_audio, needs_video
+from mmder_tf.data.prepare import load_index, shard_path
+from mmder_tf.errors import ConfigError, DatasetError
+from mmder_tf.fusion import rfas_seed
+from mmder_tf.preprocess import fuse_aligned
+
+_CYCLE = 8  # shards read at once in training
+
+
+def _feature_spec(frame_counts):
+    spec = {
+        "key": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "duration": tf.io.FixedLenFeature([], tf.float32),
+        "waveform": tf.io.FixedLenFeature([], tf.string),
+        "has_audio": tf.io.FixedLenFeature([], tf.int64),
+    }
+    for n in frame_counts:
+        spec[f"frames{n}"] = tf.io.VarLenFeature(tf.string)
+    return spec
+
+
+def check_config(index: dict, config: FusionConfig):
+    """The settings the cache fixed must be the config's."""
+    settings = index["settings"]
+    wanted = {"image_size": config.image_size, "crop": config.crop, "sample_rate": config.sample_rate,
+              "official": config.official}
+    different = {k: (settings[k], v) for k, v in wanted.items() if settings[k] != v}
+    if different:
+        detail = ", ".join(f"{k}: cache {a!r}, config {b!r}" for k, (a, b) in sorted(different.items()))
+        raise ConfigError(f"the cache was prepared with other settings ({detail}); prepare again or change the config")
+    if config.frames_per_modality not in settings["frame_counts"]:
+        raise ConfigError(f"{config.strategy} needs {config.frames_per_modality} frames per modality; "
+                          f"the cache holds {settings['frame_counts']}")
+
+
+def resolve_records(index: dict, keys_or_records=None, warn: bool = True):
+    """(index entries of the clips asked for, in request order; skipped ones as (key, reason)).
+
+    Keys unknown to the cache are an error (wrong cache); clips the prepare skipped
+    are left out with a warning naming them (a corrupt file should not stop training).
+    """
+    entries = {e["key"]: e for e in index["records"]}
+    if keys_or_records is None:
+        wanted = [e["key"] for e in index["records"]]
+    else:
+        wanted = [k if isinstance(k, str) else k.key for k in keys_or_records]
+    unknown = [k for k in wanted if k not in entries]
+    if unknown:
+        raise DatasetError(f"{len(unknown)} clip(s) not in this cache, e.g. {unknown[:3]}")
+    pending = [k for k in wanted if entries[k]["status"] == "pending"]
+    if pending:
+        raise DatasetError(f"the cache is incomplete: {len(pending)} requested clip(s) are in shards not prepared yet "
+                           f"(e.g. {pending[:3]}); finish the prepare (all --shard i/N parts)")
+    skipped = [(k, entries[k].get("skip_reason", "")) for k in wanted if entries[k]["status"] == "skipped"]
+    if skipped and warn:
+        warnings.warn(f"{len(skipped)} requested clip(s) were skipped at prepare and are left out: "
+                      + "; ".join(f"{k} ({r})" for k, r in skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    return [entries[k] for k in wanted if entries[k]["status"] == "ok"], skipped
+
+
+def _decode_frames(serialized_list, count, size, frame_format):
+    if frame_format == "jpeg":
+        # Unrolled: count is static, and a Python list of decodes avoids map_fn's per-element overhead.
+        return tf.stack([tf.io.decode_jpeg(serialized_list[i], channels=3) for i in range(count)])
+    return tf.reshape(tf.io.decode_raw(serialized_list[0], tf.uint8), [count, size, size, 3])
+
+
+def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: int, *, training: bool,
+                 seed: int = 0, epoch: int | None = None, drop_remainder: bool = False, with_keys: bool = False,
+                 shuffle_buffer: int = 256, num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """Batches (uint8 [B, num_frames, S, S, 3], int32 [B]) of the clips asked for (keys or ClipRecords; None = all).
+
+    with_keys=True yields (fused, label, key) for reports. The cardinality (number of
+    batches) is known, so Keras shows progress and `steps_per_epoch` is not needed.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    cache_dir = Path(cache_dir)
+    index = load_index(cache_dir)
+    check_config(index, config)
+    entries, _ = resolve_records(index, keys_or_records)
+    if not entries:
+        raise DatasetError("no prepared clips to read for this split")
+    settings = index["settings"]
+    strategy = config.strategy
+    if needs_audio(strategy):
+        silent = [e["key"] for e in entries if not e["has_audio"]]
+        if silent:
+            raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
+    n = config.frames_per_modality
+    size = settings["image_size"]
+    frame_format = settings["frame_format"]
+    shards = sorted({e["shard"] for e in entries})
+    files = [str(shard_path(cache_dir, s)) for s in shards]
+    for f in files:
+        if not Path(f).is_file():
+            raise DatasetError(f"shard missing: {f}")
+    keys = tf.constant([e["key"] for e in entries])
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, dtype=tf.int32)), default_value=0)
+    spec = _feature_spec(settings["frame_counts"])
+    epoch_value = 0 if epoch is None else int(epoch)
+    # Seeds of the shard order and of the clip shuffle differ per epoch when one is given.
+    shuffle_seed = int(seed) * 1_000_003 + epoch_value
+
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        files_ds = files_ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=epoch is None)
+        records = files_ds.interleave(tf.data.TFRecordDataset, cycle_length=min(_CYCLE, len(files)), block_length=1,
+                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        records = tf.data.TFRecordDataset(files_ds)
+
+    def wanted(serialized):
+        key = tf.io.parse_single_example(serialized, {"key": spec["key"]})["key"]
+        return table.lookup(key) > 0
+
+    records = records.filter(wanted)
+    if training:
+        records = records.shuffle(min(shuffle_buffer, len(entries)), seed=shuffle_seed + 1,
+                                  reshuffle_each_iteration=epoch is None)
+
+    def fuse(serialized):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        key = parsed["key"]
+        if needs_video(strategy):
+            frames = _decode_frames(tf.sparse.to_dense(parsed[f"frames{n}"], default_value=""), n, size, frame_format)
+            frames = tf.ensure_shape(frames, [n, size, size, 3])
+        else:
+            frames = tf.zeros([0, 1, 1, 3], tf.uint8)
+        if needs_audio(strategy):
+            waveform = tf.cast(tf.io.decode_raw(parsed["waveform"], tf.int16, little_endian=True), tf.float32) / 32767.0
+        else:
+            waveform = tf.zeros([0], tf.float32)
+        fused = fuse_aligned(frames, waveform, parsed["duration"], config, seed=rfas_seed(config, key, epoch_value))
+        label = tf.cast(parsed["label"], tf.int32)
+        return (fused, label, key) if with_keys else (fused, label)
+
+    dataset = records.map(fuse, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    batches = len(entries) // batch_size if drop_remainder else -(-len(entries) // batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def cached_keys(cache_dir) -> list[str]:
+    """Keys of every clip the cache holds (status ok)."""
+    return [e["key"] for e in load_index(cache_dir)["records"] if e["status"] == "ok"]

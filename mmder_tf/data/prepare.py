@@ -1,0 +1,428 @@
+"""Decode every clip once into a sharded TFRecord cache that training reads at full speed.
+
+    python -m mmder_tf.data.prepare --dataset ravdess --data-dir D --out CACHE \
+        [--num-workers N] [--shard i/N] [--image-size 224] [--official] [--crop center|face|none]
+
+What is stored per clip (one tf.train.Example): key, label, subject, duration,
+frames16 and frames8 (the frames the alignment picks for 16 and 8 frames per
+modality, cropped and resized to image_size x image_size by
+preprocess.prepare_frames, JPEG q95 or raw), the mono waveform at the config's
+sample rate (int16 PCM) and its sample rate. Spectrograms are NOT stored: the
+pipeline computes them with the same graph code, so spectrogram settings can
+change without preparing again. Frame choice, crop, image size, sample rate and
+official mode are fixed by the cache (pipeline.make_dataset checks them).
+
+Layout of CACHE:
+    settings.json                what this cache is (checked on every re-run)
+    shards/shard-00012.tfrecord  clips of shard 12
+    shards/shard-00012.json      its sidecar: keys written, clips skipped and why
+    index.json                   config, class names, every record with its shard (written at the end)
+    skipped.json                 every skipped clip and why
+
+Resumable and multi-machine: clip -> shard is fixed by the manifest alone (clips
+ordered by a hash of their key, then cut into shard_size chunks; the hash order
+mixes subjects and classes inside every shard so shuffling shards shuffles
+well). A shard is written to a temporary file and renamed, then its sidecar;
+a shard whose sidecar exists is never rewritten, so re-running after a kill
+writes only the missing shards and the result is byte-identical to an
+uninterrupted run (records in fixed order, no timestamps). `--shard i/N` does the
+shards s with s % N == i; each run then rebuilds index.json from every sidecar
+present, so the last machine to finish writes the complete index.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmder_tf.config import FusionConfig
+from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
+from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
+
+CACHE_VERSION = 1
+SETTINGS = "settings.json"
+INDEX = "index.json"
+SKIPPED = "skipped.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    """Everything that decides the bytes of a shard. A re-run must match it exactly."""
+
+    image_size: int
+    crop: str
+    sample_rate: int
+    official: bool
+    frame_counts: tuple
+    frame_format: str
+    jpeg_quality: int
+    shard_size: int
+    require_audio: bool
+    manifest_fingerprint: str
+    num_clips: int
+    version: int = CACHE_VERSION
+
+    def to_dict(self):
+        values = dataclasses.asdict(self)
+        values["frame_counts"] = list(self.frame_counts)
+        return values
+
+
+def shard_assignment(manifest: Manifest, shard_size: int) -> list[list[int]]:
+    """Manifest indices per shard: records ordered by sha1(key), cut into chunks of shard_size."""
+    if shard_size < 1:
+        raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
+    order = sorted(range(len(manifest.records)),
+                   key=lambda i: hashlib.sha1(manifest.records[i].key.encode()).hexdigest())
+    return [order[s: s + shard_size] for s in range(0, len(order), shard_size)]
+
+
+def _fingerprint(manifest: Manifest) -> str:
+    digest = hashlib.sha256()
+    for r in manifest.records:
+        digest.update(json.dumps([r.key, r.path, r.label, r.subject, r.start, r.end, r.meta.get("crop_half")],
+                                 sort_keys=True).encode())
+    digest.update(json.dumps(list(manifest.class_names)).encode())
+    return digest.hexdigest()
+
+
+def shard_path(out_dir, shard: int) -> Path:
+    return Path(out_dir) / "shards" / f"shard-{shard:05d}.tfrecord"
+
+
+def sidecar_path(out_dir, shard: int) -> Path:
+    return Path(out_dir) / "shards" / f"shard-{shard:05d}.json"
+
+
+def _crop_half(frames: np.ndarray, half: str | None) -> np.ndarray:
+    if half is None:
+        return frames
+    width = frames.shape[2]
+    if half == "left":
+        return np.ascontiguousarray(frames[:, :, : width // 2])
+    if half == "right":
+        return np.ascontiguousarray(frames[:, :, width // 2:])
+    raise DatasetError(f"meta crop_half must be 'left' or 'right', got {half!r}")
+
+
+def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfig) -> tuple[bytes, bool]:
+    """Decode one clip: (its serialised tf.train.Example, deterministic bytes; has audio). Raises MediaError."""
+    import tensorflow as tf
+
+    from mmder_tf.media import decode_clip
+    from mmder_tf.preprocess import prepare_frames
+
+    half = record.meta.get("crop_half")
+    face = settings.crop == "face"
+    kwargs = dict(num_frames=tuple(settings.frame_counts), sample_rate=settings.sample_rate,
+                  official=settings.official, start=record.start, end=record.end,
+                  face_crop=face and half is None)
+    try:
+        clip = decode_clip(record.path, need_audio=True, **kwargs)
+    except NoAudioStreamError:
+        if settings.require_audio:
+            raise
+        clip = decode_clip(record.path, need_audio=False, **kwargs)
+    if not (np.isfinite(clip.duration) and clip.duration > 0):
+        raise CorruptMediaError(record.path, f"decoder returned an unusable duration {clip.duration!r}")
+    # Resize each distinct frame once: the 16- and 8-frame selections can share frames.
+    counts = list(settings.frame_counts)
+    unique = sorted({int(i) for n in counts for i in clip.frame_indices[n]})
+    position = {index: p for p, index in enumerate(unique)}
+    source = {}
+    for n in counts:
+        for frame, index in zip(clip.frames[n], clip.frame_indices[n]):
+            source.setdefault(int(index), frame)
+    frames_all = _crop_half(np.stack([source[i] for i in unique]), half)
+    if face and half is not None:
+        # The face box must be searched in the speaker's half, not in the whole split screen.
+        from mmder_tf import face as face_module
+        frames_all = face_module.crop_clip({0: frames_all})[0][0]
+    square = (settings.image_size, settings.image_size)
+    resized_all = prepare_frames(frames_all, config, size=square).numpy()
+    features = {
+        "key": _bytes([record.key.encode()]),
+        "label": _int64([record.label]),
+        "subject": _bytes([record.subject.encode()]),
+        "duration": _float([clip.duration]),
+        "sample_rate": _int64([settings.sample_rate]),
+        "has_audio": _int64([int(clip.waveform is not None)]),
+    }
+    for n in counts:
+        resized = resized_all[[position[int(i)] for i in clip.frame_indices[n]]]
+        if settings.frame_format == "jpeg":
+            encoded = [tf.io.encode_jpeg(image, quality=settings.jpeg_quality).numpy() for image in resized]
+        else:
+            encoded = [resized.tobytes()]
+        features[f"frames{n}"] = _bytes(encoded)
+    waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
+    pcm = np.clip(np.round(waveform * 32767.0), -32768, 32767).astype("<i2")
+    features["waveform"] = _bytes([pcm.tobytes()])
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True), clip.waveform is not None
+
+
+def _bytes(values):
+    import tensorflow as tf
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _int64(values):
+    import tensorflow as tf
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def _float(values):
+    import tensorflow as tf
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def _prepare_shard(job):
+    """Write one shard and its sidecar. Runs in a worker process; one bad clip is a skip, never a stop."""
+    out_dir, shard, items, settings_dict, config_dict, worker_threads = job
+    import tensorflow as tf
+
+    if worker_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(worker_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(worker_threads)
+        except RuntimeError:
+            pass  # already initialised in this process
+    settings_dict = dict(settings_dict)
+    settings_dict["frame_counts"] = tuple(settings_dict["frame_counts"])
+    settings = CacheSettings(**settings_dict)
+    config = FusionConfig.from_dict(config_dict)
+    written, skipped, no_audio = [], [], []
+    target = shard_path(out_dir, shard)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for index, record_dict in items:
+                record = ClipRecord.from_dict(record_dict)
+                try:
+                    serialized, has_audio = encode_clip(record, settings, config)
+                    writer.write(serialized)
+                    written.append(record.key)
+                    if not has_audio:
+                        no_audio.append(record.key)
+                except MediaError as exc:
+                    skipped.append({"key": record.key, "path": record.path, "error": type(exc).__name__,
+                                    "reason": exc.reason})
+                except Exception as exc:  # noqa: BLE001 - one clip must not stop thousands
+                    skipped.append({"key": record.key, "path": record.path, "error": type(exc).__name__,
+                                    "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)})
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio}
+    atomic_write_text(sidecar_path(out_dir, shard), json.dumps(sidecar, indent=1, sort_keys=True))
+    return shard, len(items), skipped
+
+
+def _check_settings(out_dir: Path, settings: CacheSettings):
+    path = out_dir / SETTINGS
+    wanted = settings.to_dict()
+    if path.exists():
+        existing = json.loads(path.read_text())
+        different = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
+        if different:
+            detail = ", ".join(f"{k}: cache {a!r} vs now {b!r}" for k, (a, b) in sorted(different.items()))
+            raise ConfigError(f"{out_dir} holds a cache prepared with other settings ({detail}); use another --out")
+    else:
+        atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
+
+
+def parse_shard_spec(spec) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        try:
+            i, n = (int(x) for x in spec.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard must look like i/N (e.g. 0/4), got {spec!r}") from None
+    else:
+        i, n = spec
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard i/N needs 0 <= i < N, got {i}/{n}")
+    return i, n
+
+
+def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, shard_size: int = 32,
+            num_workers: int = 1, shard=None, frame_format: str = "jpeg", jpeg_quality: int = 95,
+            require_audio: bool = True, progress: bool = True, worker_threads: int | None = 1) -> dict:
+    """Prepare (or finish preparing) the cache; returns the index (see module docstring).
+
+    Frames for config.num_frames and config.num_frames // 2 per modality are
+    stored, so one cache serves every strategy.
+    """
+    config = config if config is not None else FusionConfig()
+    if frame_format not in ("jpeg", "raw"):
+        raise ConfigError(f"frame_format must be 'jpeg' or 'raw', got {frame_format!r}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+    if not len(manifest):
+        raise DatasetError("nothing to prepare: the manifest is empty")
+    shard_spec = parse_shard_spec(shard)
+    out_dir = Path(out_dir)
+    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    settings = CacheSettings(
+        image_size=config.image_size, crop=config.crop, sample_rate=config.sample_rate, official=config.official,
+        frame_counts=(config.num_frames, config.num_frames // 2), frame_format=frame_format,
+        jpeg_quality=jpeg_quality, shard_size=shard_size, require_audio=require_audio,
+        manifest_fingerprint=_fingerprint(manifest), num_clips=len(manifest),
+    )
+    _check_settings(out_dir, settings)
+    atomic_write_text(out_dir / "manifest.json", manifest.to_json())
+    assignment = shard_assignment(manifest, shard_size)
+    mine = [s for s in range(len(assignment)) if shard_spec is None or s % shard_spec[1] == shard_spec[0]]
+    todo = [s for s in mine if not (sidecar_path(out_dir, s).exists() and shard_path(out_dir, s).exists())]
+    for s in todo:  # leftovers of a killed run
+        for stale in (out_dir / "shards").glob(f".shard-{s:05d}.tfrecord.tmp*"):
+            stale.unlink(missing_ok=True)
+    jobs = [
+        (str(out_dir), s, [(i, manifest.records[i].to_dict()) for i in assignment[s]], settings.to_dict(),
+         config.to_dict(), worker_threads)
+        for s in todo
+    ]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        done = sum(len(assignment[s]) for s in mine if s not in todo)
+        bar = tqdm(total=sum(len(assignment[s]) for s in mine), initial=done, desc="prepare", unit="clip")
+    skipped_now = 0
+    started = time.time()
+    if num_workers > 1 and len(jobs) > 1:
+        # spawn: TensorFlow's thread pools do not survive fork.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=context) as pool:
+            for _, count, skipped in pool.map(_prepare_shard, jobs):
+                skipped_now += len(skipped)
+                if bar is not None:
+                    bar.update(count)
+                    bar.set_postfix(skipped=skipped_now)
+    else:
+        for job in jobs:
+            _, count, skipped = _prepare_shard(job)
+            skipped_now += len(skipped)
+            if bar is not None:
+                bar.update(count)
+                bar.set_postfix(skipped=skipped_now)
+    if bar is not None:
+        bar.close()
+    index = write_index(out_dir, manifest, config, settings, assignment)
+    index["elapsed_s"] = time.time() - started
+    index["prepared_now"] = sum(len(assignment[s]) for s in todo)
+    return index
+
+
+def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, settings: CacheSettings, assignment) -> dict:
+    """index.json and skipped.json from every sidecar present (deterministic, so concurrent writers agree)."""
+    shard_of = {}
+    for s, members in enumerate(assignment):
+        for i in members:
+            shard_of[i] = s
+    written, skipped, no_audio, missing_shards = set(), {}, set(), []
+    for s in range(len(assignment)):
+        sidecar = sidecar_path(out_dir, s)
+        if not (sidecar.exists() and shard_path(out_dir, s).exists()):
+            missing_shards.append(s)
+            continue
+        info = json.loads(sidecar.read_text())
+        written.update(info["written"])
+        no_audio.update(info["no_audio"])
+        for item in info["skipped"]:
+            skipped[item["key"]] = item
+    records = []
+    for i, record in enumerate(manifest.records):
+        entry = record.to_dict()
+        entry["shard"] = shard_of[i]
+        entry["has_audio"] = record.key not in no_audio
+        entry["status"] = "ok" if record.key in written else ("skipped" if record.key in skipped else "pending")
+        if record.key in skipped:
+            entry["skip_reason"] = f"{skipped[record.key]['error']}: {skipped[record.key]['reason']}"
+        records.append(entry)
+    index = {
+        "version": CACHE_VERSION,
+        "complete": not missing_shards,
+        "missing_shards": missing_shards,
+        "dataset": manifest.dataset,
+        "root": manifest.root,
+        "class_names": list(manifest.class_names),
+        "config": config.to_dict(),
+        "settings": settings.to_dict(),
+        "num_shards": len(assignment),
+        "counts": {"ok": len(written), "skipped": len(skipped),
+                   "pending": len(manifest) - len(written) - len(skipped)},
+        "records": records,
+    }
+    atomic_write_text(out_dir / INDEX, json.dumps(index, indent=1, sort_keys=True))
+    atomic_write_text(out_dir / SKIPPED, json.dumps(sorted(skipped.values(), key=lambda x: x["key"]), indent=1,
+                                                     sort_keys=True))
+    return index
+
+
+def load_index(cache_dir) -> dict:
+    path = Path(cache_dir) / INDEX
+    if not path.is_file():
+        raise DatasetError(f"{cache_dir} is not a prepared cache (no {INDEX}); run python -m mmder_tf.data.prepare")
+    index = json.loads(path.read_text())
+    if index.get("version") != CACHE_VERSION:
+        raise DatasetError(f"{path}: cache version {index.get('version')} != {CACHE_VERSION}; prepare again")
+    return index
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.prepare", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, help="ravdess, cremad, iemocap or csv")
+    parser.add_argument("--data-dir", help="the dataset folder (scanned recursively)")
+    parser.add_argument("--manifest", help="a manifest JSON or CSV instead of scanning --data-dir")
+    parser.add_argument("--out", required=True, help="cache folder")
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--shard", help="i/N: prepare only shards s with s %% N == i (several machines)")
+    parser.add_argument("--shard-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--official", action="store_true", help="the official code's frame choice")
+    parser.add_argument("--crop", choices=("center", "face", "none"), default="center")
+    parser.add_argument("--format", choices=("jpeg", "raw"), default="jpeg")
+    parser.add_argument("--quality", type=int, default=95)
+    parser.add_argument("--num-classes", type=int, help="RAVDESS: 7 (calm merged) or 8")
+    parser.add_argument("--allow-missing-audio", action="store_true",
+                        help="keep clips without audio (usable by the video-only strategy)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        options = {"num_classes": args.num_classes} if args.num_classes else {}
+        manifest = load_manifest(args.dataset, args.data_dir, args.manifest, **options)
+        config = FusionConfig(image_size=args.image_size, num_frames=args.num_frames, sample_rate=args.sample_rate,
+                              crop=args.crop, official=args.official)
+        index = prepare(manifest, args.out, config, shard_size=args.shard_size, num_workers=args.num_workers,
+                        shard=args.shard, frame_format=args.format, jpeg_quality=args.quality,
+                        require_audio=not args.allow_missing_audio, progress=not args.no_progress)
+    except (ConfigError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = index["counts"]
+    print(f"prepared {index['prepared_now']} clips in {index['elapsed_s']:.1f} s -> {args.out}: "
+          f"{counts['ok']} ok, {counts['skipped']} skipped (see {Path(args.out) / SKIPPED}), "
+          f"{counts['pending']} pending{'' if index['complete'] else ' (other shards not done yet)'}")
+    if manifest.skipped:
+        print(f"the dataset scan skipped {len(manifest.skipped)} files (not clips of the protocol)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
