@@ -1,0 +1,109 @@
+"""CPU forward time of one clip: our VideoMAE encoder (TF backend) vs Hugging Face PyTorch VideoMAE.
+
+Both run in this process with the same thread count and the same architecture
+(random weights: time does not depend on their values). One line per preset:
+
+    python benchmarks/encoder_cpu.py --presets base large
+    large: ours <s> s  theirs <s> s  ratio <ours/theirs>  (16x224x224, float32, <n> threads, tf graph, hf sdpa)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up: graph tracing / XLA compilation / allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours(preset, frames, size, mode):
+    import numpy as np
+    import tensorflow as tf
+
+    from mmder_tf.backbone import VideoMAEBackbone
+
+    model = VideoMAEBackbone.from_preset(preset, num_frames=frames, image_size=size)
+    x = tf.constant(np.random.default_rng(0).standard_normal((1, frames, size, size, 3)).astype("float32"))
+    if mode == "eager":
+        call = lambda: model(x, training=False).numpy()  # noqa: E731
+    else:
+        fn = tf.function(lambda v: model(v, training=False), jit_compile=(mode == "xla"))
+        call = lambda: fn(x).numpy()  # noqa: E731
+    return model, call
+
+
+def theirs(cfg, frames, size, attn):
+    import numpy as np
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    config = VideoMAEConfig(
+        hidden_size=cfg["hidden_dim"],
+        num_hidden_layers=cfg["depth"],
+        num_attention_heads=cfg["num_heads"],
+        intermediate_size=4 * cfg["hidden_dim"],
+        num_frames=frames,
+        image_size=size,
+        layer_norm_eps=1e-6,
+        attn_implementation=attn,
+    )
+    model = VideoMAEModel(config).eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, frames, 3, size, size)).astype("float32"))
+
+    def call():
+        with torch.no_grad():
+            return model(x).last_hidden_state.numpy()
+
+    return model, call
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["base", "large"])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mode", choices=["xla", "graph", "eager"], default="graph", help="how ours runs: tf.function with jit_compile, tf.function, or eager")
+    parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+    import torch
+
+    from mmder_tf.presets import BACKBONE_PRESETS
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+
+    for preset in args.presets:
+        model, call = ours(preset, args.frames, args.image_size, args.mode)
+        t_ours = median_time(call, args.repeats)
+        del model, call
+        ref, call = theirs(BACKBONE_PRESETS[preset], args.frames, args.image_size, args.hf_attention)
+        t_theirs = median_time(call, args.repeats)
+        del ref, call
+        print(
+            f"{preset}: ours {t_ours:.3f} s  theirs {t_theirs:.3f} s  ratio {t_ours / t_theirs:.2f}  "
+            f"({args.frames}x{args.image_size}x{args.image_size}, float32, {args.threads} threads, tf {args.mode}, hf {args.hf_attention})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Emotion classifier: pixels 0..255 -> VideoMAE backbone -> token mean -> fc_norm -> dropout -> head."""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from mmder_tf.backbone import VideoMAEBackbone
+from mmder_tf.errors import ConfigError
+from mmder_tf.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
+
+MODES = ("linear_probe", "finetune")
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class EmotionClassifier(keras.Model):
+    """Task model on a `VideoMAEBackbone`; input uint8 or float 0..255 [B, T, H, W, 3] -> logits [B, C].
+
+    `mode="linear_probe"` freezes the backbone (the official MultiMAE-DER
+    setup: only fc_norm and head train, 2D + DC + C parameters);
+    `mode="finetune"` trains everything. For a linear probe the frozen part
+    can be run once: `feature_extractor()` maps clips to pooled tokens and
+    `head_model()` maps those to logits with this model's own fc_norm/head.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        mode="linear_probe",
+        dropout=0.0,
+        fc_norm_epsilon=1e-6,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        class_names=None,
+        input_dtype="float32",
+        dtype=None,
+        **kwargs,
+    ):
+        if not isinstance(backbone, VideoMAEBackbone):
+            raise ConfigError(f"backbone must be a VideoMAEBackbone, got {type(backbone).__name__}")
+        num_classes = int(num_classes)
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) != num_classes:
+                raise ConfigError(f"{len(class_names)} class_names for {num_classes} classes")
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        dtype = dtype if dtype is not None else backbone.dtype_policy
+
+        normalize = InputNormalization(mean, std, dtype=dtype, name="normalize")
+        pool = layers.GlobalAveragePooling1D(dtype=dtype, name="pool")
+        fc_norm = layers.LayerNormalization(epsilon=fc_norm_epsilon, dtype=dtype, name="fc_norm")
+        drop = layers.Dropout(float(dropout), dtype=dtype, name="dropout")
+        # Logits in float32 so mixed-precision losses and softmax stay stable.
+        head = layers.Dense(num_classes, dtype="float32", name="head")
+
+        h, w = _pair(backbone.image_size, "image_size")
+        inputs = keras.Input(shape=(backbone.num_frames, h, w, 3), dtype=input_dtype, name="pixels")
+        pooled = pool(backbone(normalize(inputs)))
+        logits = head(drop(fc_norm(pooled)))
+        super().__init__(inputs=inputs, outputs=logits, dtype=dtype, **kwargs)
+
+        self.backbone, self.normalize, self.pool = backbone, normalize, pool
+        self.fc_norm, self.dropout, self.head = fc_norm, drop, head
+        self._pooled = pooled
+        self.num_classes = num_classes
+        self.dropout_rate = float(dropout)
+        self.fc_norm_epsilon = float(fc_norm_epsilon)
+        self.class_names = class_names
+        self.pixel_dtype = input_dtype
+        self._mode = None
+        self.mode = mode
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value):
+        """Switching mode changes what trains: compile again afterwards."""
+        if value not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+        self.backbone.trainable = value == "finetune"
+
+    def feature_extractor(self) -> keras.Model:
+        """Pixels -> pooled tokens (the fc_norm input), sharing this model's layers."""
+        return keras.Model(self.input, self._pooled, name=f"{self.name}_features")
+
+    def pooled_features(self, x, batch_size=None):
+        """Pooled tokens of a batch of clips, for caching a frozen backbone's output."""
+        model = self.feature_extractor()
+        if batch_size is None:
+            return model(x, training=False)
+        return model.predict(x, batch_size=batch_size, verbose=0)
+
+    def head_model(self) -> keras.Model:
+        """Pooled features [B, D] -> logits [B, C]; its weights ARE this model's fc_norm and head."""
+        features = keras.Input(shape=(self.backbone.hidden_dim,), name="features")
+        logits = self.head(self.dropout(self.fc_norm(features)))
+        return keras.Model(features, logits, name=f"{self.name}_head")
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "mode": self.mode,
+            "dropout": self.dropout_rate,
+            "fc_norm_epsilon": self.fc_norm_epsilon,
+            "mean": list(self.normalize.mean),
+            "std": list(self.normalize.std),
+            "class_names": self.class_names,
+            "input_dtype": self.pixel_dtype,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)

@@ -1,0 +1,338 @@
+"""VideoMAE building blocks in pure Keras 3 (keras.ops only), so they run on TF, JAX and torch.
+
+Weight names follow the VideoMAE checkpoints (`patch_embed.proj`, `attn.qkv`,
+`attn.q_bias`, `gamma_1`, ...) so that conversion is a rename, not a rewrite.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import keras
+from keras import layers, ops
+
+from mmder_tf.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_table(num_positions: int, dim: int) -> np.ndarray:
+    table = sincos_position_table(num_positions, dim)
+    table.setflags(write=False)
+    return table
+
+
+def sincos_position_table(num_positions: int, dim: int) -> np.ndarray:
+    """VideoMAE's fixed table ([num_positions, dim] float32), same as `get_sinusoid_encoding_table`.
+
+    Computed in float64 like the reference: a float32 angle for position ~1500
+    is already off by ~1e-4, which would break parity with the checkpoints.
+    """
+    if num_positions < 1 or dim < 1:
+        raise ConfigError(f"position table needs positive sizes, got {num_positions} x {dim}")
+    exponent = 2.0 * (np.arange(dim) // 2) / dim
+    angles = np.arange(num_positions, dtype=np.float64)[:, None] / np.power(10000.0, exponent)[None, :]
+    angles[:, 0::2] = np.sin(angles[:, 0::2])
+    angles[:, 1::2] = np.cos(angles[:, 1::2])
+    return angles.astype(np.float32)
+
+
+def _sincos_position_table_ops(num_positions, dim: int):
+    """Graph version for inputs whose size is only known at run time (float32 angles)."""
+    j = np.arange(dim)
+    inv_freq = ops.convert_to_tensor((1.0 / np.power(10000.0, 2.0 * (j // 2) / dim)).astype(np.float32))
+    positions = ops.cast(ops.arange(num_positions), "float32")
+    angles = positions[:, None] * inv_freq[None, :]
+    even = ops.convert_to_tensor(j % 2 == 0)
+    return ops.where(even[None, :], ops.sin(angles), ops.cos(angles))
+
+
+def _pair(value, what):
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ConfigError(f"{what} must be an int or (height, width), got {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class InputNormalization(layers.Layer):
+    """uint8 or float pixels in 0..255 -> (x / 255 - mean) / std in the compute dtype.
+
+    The official MultiMAE-DER code uses std 0.225 for every channel; pass
+    `std=(0.225,) * 3` to reproduce it.
+    """
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs):
+        super().__init__(**kwargs)
+        mean, std = [float(m) for m in mean], [float(s) for s in std]
+        if len(mean) != len(std) or not mean:
+            raise ConfigError(f"mean and std need one value per channel, got {mean} and {std}")
+        if min(std) <= 0:
+            raise ConfigError(f"std must be positive, got {std}")
+        self.mean, self.std = tuple(mean), tuple(std)
+        # One multiply-add: x * 1/(255 std) - mean/std.
+        self._scale = np.array([1.0 / (255.0 * s) for s in std], np.float32)
+        self._offset = np.array([m / s for m, s in zip(mean, std)], np.float32)
+
+    @property
+    def input_dtype(self):
+        # Pixels stay exact: Keras would otherwise cast float inputs to bfloat16/float16 first.
+        return "float32"
+
+    def call(self, x):
+        if x.shape[-1] is not None and x.shape[-1] != len(self.mean):
+            raise ConfigError(f"expected {len(self.mean)} channels last, got input shape {tuple(x.shape)}")
+        x = ops.cast(x, "float32")
+        x = x * ops.convert_to_tensor(self._scale) - ops.convert_to_tensor(self._offset)
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class TubeletEmbedding(layers.Layer):
+    """[B, T, H, W, C] -> tokens [B, N, D] with the fixed sine-cosine table added.
+
+    A Conv3D with stride = kernel (tubelet x patch x patch), weights in Keras
+    Conv3D layout [t, p, p, C, D]. Tokens are ordered time, then height, then
+    width, as VideoMAE flattens them. The table is
+    computed for the input's own size, so one set of weights serves any frame
+    count or image size divisible by the tubelet.
+    """
+
+    def __init__(self, hidden_dim, patch_size=16, tubelet_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.patch_size = int(patch_size)
+        self.tubelet_size = int(tubelet_size)
+        self.proj = layers.Conv3D(
+            self.hidden_dim,
+            kernel_size=(self.tubelet_size, self.patch_size, self.patch_size),
+            strides=(self.tubelet_size, self.patch_size, self.patch_size),
+            padding="valid",
+            data_format="channels_last",
+            dtype=self.dtype_policy,
+            name="proj",
+        )
+
+    def _check(self, shape):
+        if len(shape) != 5:
+            raise ConfigError(f"expected video [batch, frames, height, width, channels], got shape {tuple(shape)}")
+        steps = (self.tubelet_size, self.patch_size, self.patch_size)
+        for size, step, what in zip(shape[1:4], steps, ("frames", "height", "width")):
+            if size is not None and size % step:
+                raise ConfigError(f"{what} {size} is not a multiple of {step} (input shape {tuple(shape)})")
+
+    def build(self, input_shape):
+        self._check(input_shape)
+        self.proj.build(input_shape)
+
+    def call(self, x):
+        self._check(x.shape)
+        # stride == kernel, so the convolution is a patchify + one matmul. Running it that way
+        # keeps the Conv3D weight layout but avoids TF's CPU Conv3D gradient (~100x slower).
+        ts, p, dim = self.tubelet_size, self.patch_size, self.hidden_dim
+        static = [None if s is None else int(s) for s in x.shape[1:5]]
+        dyn = ops.shape(x)
+        frames, height, width, channels = [s if s is not None else dyn[i + 1] for i, s in enumerate(static)]
+        t, h, w = frames // ts, height // p, width // p
+        x = ops.reshape(x, (-1, t, ts, h, p, w, p, channels))
+        x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+        num = t * h * w
+        x = ops.reshape(x, (-1, num, ts * p * p * channels))
+        kernel = ops.reshape(ops.cast(self.proj.kernel, x.dtype), (-1, dim))
+        x = ops.matmul(x, kernel) + ops.cast(self.proj.bias, x.dtype)
+        if None not in static[:3]:
+            table = ops.convert_to_tensor(_cached_table(num, dim))
+        else:
+            table = _sincos_position_table_ops(num, dim)
+        return x + ops.cast(table, x.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        b, t, h, w = input_shape[:4]
+        n = None if None in (t, h, w) else (t // self.tubelet_size) * (h // self.patch_size) * (w // self.patch_size)
+        return (b, n, self.hidden_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "patch_size": self.patch_size,
+            "tubelet_size": self.tubelet_size,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class VideoMAEAttention(layers.Layer):
+    """Multi-head self-attention with VideoMAE's bias layout.
+
+    One `qkv` kernel without bias plus separate `q_bias` and `v_bias`: the key
+    bias is fixed at zero (it cancels in the softmax), as in the checkpoints.
+    """
+
+    def __init__(self, hidden_dim, num_heads, qkv_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.num_heads = int(hidden_dim), int(num_heads)
+        if self.num_heads < 1 or self.hidden_dim % self.num_heads:
+            raise ConfigError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
+        self.head_dim = self.hidden_dim // self.num_heads
+        self.qkv_bias = bool(qkv_bias)
+        self.qkv = layers.Dense(3 * self.hidden_dim, use_bias=False, dtype=self.dtype_policy, name="qkv")
+        self.proj = layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="proj")
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self.proj.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
+        if self.qkv_bias:
+            self.q_bias = self.add_weight(name="q_bias", shape=(self.hidden_dim,), initializer="zeros")
+            self.v_bias = self.add_weight(name="v_bias", shape=(self.hidden_dim,), initializer="zeros")
+
+    def call(self, x):
+        qkv = self.qkv(x)
+        if self.qkv_bias:
+            q_bias, v_bias = ops.cast(self.q_bias, qkv.dtype), ops.cast(self.v_bias, qkv.dtype)
+            qkv = qkv + ops.concatenate([q_bias, ops.zeros_like(q_bias), v_bias])
+        # [B, N, 3, heads, head_dim]: dot_product_attention wants [B, N, heads, head_dim].
+        qkv = ops.reshape(qkv, (-1, ops.shape(x)[1], 3, self.num_heads, self.head_dim))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = ops.dot_product_attention(q, k, v, scale=self.head_dim ** -0.5)
+        out = ops.reshape(out, (-1, ops.shape(x)[1], self.hidden_dim))
+        return self.proj(out)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "qkv_bias": self.qkv_bias,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class MLP(layers.Layer):
+    """fc1 -> exact (erf) GELU -> fc2, as VideoMAE's nn.GELU()."""
+
+    def __init__(self, hidden_dim, mlp_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.mlp_dim = int(hidden_dim), int(mlp_dim)
+        self.fc1 = layers.Dense(self.mlp_dim, dtype=self.dtype_policy, name="fc1")
+        self.fc2 = layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="fc2")
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+
+    def call(self, x):
+        return self.fc2(ops.gelu(self.fc1(x), approximate=False))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "mlp_dim": self.mlp_dim}
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class DropPath(layers.Layer):
+    """Stochastic depth: drop the whole residual branch per sample, scale survivors by 1/keep."""
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        if not 0.0 <= self.rate < 1.0:
+            raise ConfigError(f"drop path rate must be in [0, 1), got {rate}")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.rate > 0 else None
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        noise = keras.random.uniform(shape, dtype="float32", seed=self.seed_generator)
+        mask = ops.cast(ops.floor(keep + noise), x.dtype)
+        return x * mask / ops.cast(keep, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class TransformerBlock(layers.Layer):
+    """Pre-norm VideoMAE block: x + dp(g1 * attn(norm1(x))), then x + dp(g2 * mlp(norm2(x)))."""
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        mlp_ratio=4.0,
+        layer_norm_epsilon=1e-6,
+        drop_path_rate=0.0,
+        layer_scale_init=None,
+        qkv_bias=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.num_heads = int(hidden_dim), int(num_heads)
+        self.mlp_ratio = float(mlp_ratio)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_scale_init = None if layer_scale_init is None else float(layer_scale_init)
+        self.qkv_bias = bool(qkv_bias)
+        mlp_dim = int(round(self.hidden_dim * self.mlp_ratio))
+        policy = self.dtype_policy
+        self.norm1 = layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=policy, name="norm1")
+        self.attn = VideoMAEAttention(self.hidden_dim, self.num_heads, qkv_bias=self.qkv_bias, dtype=policy, name="attn")
+        self.norm2 = layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=policy, name="norm2")
+        self.mlp = MLP(self.hidden_dim, mlp_dim, dtype=policy, name="mlp")
+        self.drop_path = DropPath(self.drop_path_rate, dtype=policy, name="drop_path")
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.attn, self.norm2, self.mlp):
+            layer.build(input_shape)
+        if self.layer_scale_init is not None:
+            init = keras.initializers.Constant(self.layer_scale_init)
+            self.gamma_1 = self.add_weight(name="gamma_1", shape=(self.hidden_dim,), initializer=init)
+            self.gamma_2 = self.add_weight(name="gamma_2", shape=(self.hidden_dim,), initializer=init)
+
+    def call(self, x, training=None):
+        y = self.attn(self.norm1(x))
+        if self.layer_scale_init is not None:
+            y = y * ops.cast(self.gamma_1, y.dtype)
+        x = x + self.drop_path(y, training=training)
+        y = self.mlp(self.norm2(x))
+        if self.layer_scale_init is not None:
+            y = y * ops.cast(self.gamma_2, y.dtype)
+        return x + self.drop_path(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "mlp_ratio": self.mlp_ratio,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_scale_init": self.layer_scale_init,
+            "qkv_bias": self.qkv_bias,
+        }

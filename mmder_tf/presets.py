@@ -1,0 +1,22 @@
+"""Backbone presets by name: VideoMAE ViT sizes (constructor kwargs of VideoMAEBackbone).
+
+Presets fix the architecture only; frame count and image size are arguments
+(`VideoMAEBackbone.from_preset("large", num_frames=16, image_size=224)`).
+"""
+
+BACKBONE_PRESETS = {
+    # Test scale: a 2-block, 64-wide encoder that runs in milliseconds on a CPU.
+    "tiny": {"hidden_dim": 64, "depth": 2, "num_heads": 2},
+    "small": {"hidden_dim": 384, "depth": 12, "num_heads": 6},
+    "base": {"hidden_dim": 768, "depth": 12, "num_heads": 12},
+    # The paper's encoder: 303,858,688 parameters.
+    "large": {"hidden_dim": 1024, "depth": 24, "num_heads": 16},
+    "huge": {"hidden_dim": 1280, "depth": 32, "num_heads": 16},
+}
+
+# Heads of the standard ViT widths; conversion uses it when a checkpoint has no config.
+HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+def heads_for_width(hidden_dim: int) -> int:
+    return HEADS_BY_WIDTH.get(int(hidden_dim), max(1, int(hidden_dim) // 64))
