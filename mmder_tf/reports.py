@@ -1,0 +1,211 @@
+"""Run reports: results.json, results.md and PNG plots, every file written atomically.
+
+A run killed while writing must never leave a half-written results file behind,
+because a fold's results.json is what marks it finished.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _atomic_bytes(path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return _atomic_bytes(path, text.encode("utf-8"))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None  # strict JSON has no NaN
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_npz(path, **arrays) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return _atomic_bytes(path, buffer.getvalue())
+
+
+def _atomic_savefig(figure, path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return _atomic_bytes(path, buffer.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(matrix, class_names, path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (recall per cell) annotated with counts."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix, dtype=np.float64)
+    support = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, support, out=np.zeros_like(matrix), where=support > 0)
+    size = max(3.5, 0.6 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            axes.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
+                      color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="recall")
+    axes.set_title(title)
+    try:
+        return _atomic_savefig(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def read_history_csv(path) -> dict:
+    """CSVLogger output -> {column: [floats]} (empty if the file is missing)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    history: dict[str, list] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                history.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                history.setdefault(key, []).append(float("nan"))
+    return history
+
+
+def plot_history(history: dict, path, title: str = "") -> Path | None:
+    """Loss and accuracy curves (train and validation) against epoch."""
+    if not history:
+        return None
+    plt = _pyplot()
+    epochs = history.get("epoch") or list(range(len(next(iter(history.values())))))
+    epochs = [int(e) + 1 for e in epochs]
+    panels = [("loss", [k for k in history if k.endswith("loss")]),
+              ("accuracy", [k for k in history if k.endswith("accuracy")])]
+    panels = [(name, keys) for name, keys in panels if keys]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for axis, (name, keys) in zip(axes[0], panels):
+        for key in sorted(keys):
+            axis.plot(epochs[: len(history[key])], history[key], marker="o", markersize=3, label=key)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    try:
+        return _atomic_savefig(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def _pct(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def format_table(results: dict) -> str:
+    """The per-fold table printed at the end of a run and stored in results.md."""
+    lines = ["| fold | test clips | UAR % | WAR % | epoch |", "|---|---|---|---|---|"]
+    for fold, entry in sorted(results.get("folds", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {fold} | {entry.get('n', '-')} | {_pct(entry.get('uar'))} | {_pct(entry.get('war'))} "
+                     f"| {entry.get('selected_epoch', '-')} |")
+    if results.get("folds"):
+        lines.append(f"| mean ± std | | {_pct(results.get('uar_mean'))} ± {_pct(results.get('uar_std'))} "
+                     f"| {_pct(results.get('war_mean'))} ± {_pct(results.get('war_std'))} | |")
+    pooled = results.get("pooled")
+    if pooled:
+        lines.append(f"| pooled | {pooled.get('n')} | {_pct(pooled.get('uar'))} | {_pct(pooled.get('war'))} | |")
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict, path) -> Path:
+    run = results.get("run", {})
+    parts = ["# MultiMAE-DER results", ""]
+    if run:
+        parts += [", ".join(f"{k}={v}" for k, v in sorted(run.items()) if not isinstance(v, (dict, list))), ""]
+    if results.get("epoch_policy"):
+        parts += [f"Epoch policy: {results['epoch_policy']}", ""]
+    parts += [format_table(results), ""]
+    pooled = results.get("pooled")
+    if pooled:
+        parts += ["## Per-class recall (pooled over folds)", "", "| class | support | recall % |", "|---|---|---|"]
+        for name in pooled["class_names"]:
+            parts.append(f"| {name} | {pooled['support'][name]} | {_pct(pooled['per_class_recall'][name])} |")
+        parts.append("")
+    skipped = results.get("skipped_clips") or []
+    if skipped:
+        parts += [f"## Skipped clips ({len(skipped)})", ""]
+        parts += [f"- {item.get('path')}: {item.get('reason')}" for item in skipped]
+        parts.append("")
+    return atomic_write_text(path, "\n".join(parts))
+
+
+def write_run_report(out_dir, results: dict, plots: bool = True) -> dict:
+    """results.json + results.md + confusion plots (per fold and pooled) + curves."""
+    out_dir = Path(out_dir)
+    written = {"json": atomic_write_json(out_dir / "results.json", results),
+               "md": write_markdown(results, out_dir / "results.md")}
+    if plots:
+        plot_dir = out_dir / "plots"
+        names = results.get("class_names")
+        for fold, entry in results.get("folds", {}).items():
+            if entry.get("confusion") is not None and names:
+                written[f"confusion_fold{fold}"] = plot_confusion(
+                    entry["confusion"], names, plot_dir / f"confusion_fold{fold}.png",
+                    f"fold {fold}: UAR {_pct(entry.get('uar'))} WAR {_pct(entry.get('war'))}")
+            history = read_history_csv(out_dir / f"fold_{fold}" / "history.csv")
+            curve = plot_history(history, plot_dir / f"curves_fold{fold}.png", f"fold {fold}")
+            if curve:
+                written[f"curves_fold{fold}"] = curve
+        pooled = results.get("pooled")
+        if pooled and names:
+            written["confusion_pooled"] = plot_confusion(
+                pooled["confusion"], names, plot_dir / "confusion_pooled.png",
+                f"pooled: UAR {_pct(pooled['uar'])} WAR {_pct(pooled['war'])}")
+    return written
