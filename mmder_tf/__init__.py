@@ -22,12 +22,19 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+_SUBMODULES = ("finetune", "evaluate", "export", "predict", "convert", "visualize", "preprocess", "media",
+               "metrics", "training", "data")
+
+
 def __getattr__(name):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mmder_tf' has no attribute {name!r}")
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"mmder_tf.{name}")
+    else:
+        raise AttributeError(f"module 'mmder_tf' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():

@@ -488,6 +488,13 @@ def load_run(run_dir, fold=None):
     return model, config, class_names, args.preset, weights
 
 
+def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
+    """Export one finished fold of a `mmder-finetune` run (the notebooks' and the CLI's RUN path)."""
+    model, config, class_names, preset, source = load_run(run_dir, fold)
+    return export_saved_model(model, config, class_names, export_dir, preset=preset, source=source,
+                              overwrite=overwrite)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:

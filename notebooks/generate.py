@@ -80,9 +80,13 @@ FOLDS = "all"                    # or e.g. "1" while trying things out
 IMAGE_SIZE = 224
 OUT = "runs"
 
+NUM_FOLDS = None                 # None: the dataset's own protocol (RAVDESS 6, CREMA-D 5, IEMOCAP 5)
+
 if SMALL:
-    DATASET, DATA_DIR, CHECKPOINT, WEIGHTS = "synthetic", None, None, None
-    PRESET, MODE, EPOCHS, FOLDS, IMAGE_SIZE = "tiny", "finetune", 1, "1", 64
+    from mmder_tf.finetune import ensure_demo_data
+    DATASET, CHECKPOINT, WEIGHTS = "synthetic", None, None
+    DATA_DIR = str(ensure_demo_data(actors=4, clips=1))
+    PRESET, MODE, EPOCHS, FOLDS, NUM_FOLDS, IMAGE_SIZE = "tiny", "finetune", 1, "1", 2, 32
     OUT = os.environ.get("MMDER_NOTEBOOK_OUT", "runs")
 '''
 
@@ -102,7 +106,7 @@ DATA_AND_WEIGHTS = '''
 CONVERT = '''
 import mmder_tf
 if WEIGHTS and not os.path.exists(WEIGHTS):
-    mmder_tf.convert_checkpoint(CHECKPOINT, WEIGHTS, allow_missing_head=True)
+    mmder_tf.convert_checkpoint(CHECKPOINT, WEIGHTS, backbone_only=True)  # the encoder is what is reused
 '''
 
 MOUNT = '''
@@ -119,12 +123,7 @@ import matplotlib.pyplot as plt
 from mmder_tf.visualize import grid
 from mmder_tf.data.datasets import load_manifest
 
-if SMALL:
-    from mmder_tf.finetune import ensure_demo_data
-    manifest = load_manifest("ravdess", ensure_demo_data())
-else:
-    manifest = load_manifest(DATASET, DATA_DIR)
-clip = manifest.records[0].path
+clip = load_manifest("ravdess" if DATASET == "synthetic" else DATASET, DATA_DIR).records[0].path
 fused = mmder_tf.fuse_clip(clip, strategy={strategy_expr}, image_size=IMAGE_SIZE)
 plt.figure(figsize=(8, 8)); plt.imshow(grid(fused)); plt.axis("off")
 plt.title(f"{{{strategy_expr}}}: the 16 fused frames of {{os.path.basename(clip)}}"); plt.show()
@@ -135,8 +134,8 @@ def _train(strategy_expr: str) -> str:
     return f'''
 from mmder_tf import finetune
 results = finetune.run(strategy={strategy_expr}, dataset=DATASET, data_dir=DATA_DIR, weights=WEIGHTS,
-                       preset=PRESET, mode=MODE, epochs=EPOCHS, folds=FOLDS, image_size=IMAGE_SIZE,
-                       out=os.path.join(OUT, f"{{DATASET}}_{{{strategy_expr}}}"))
+                       preset=PRESET, mode=MODE, epochs=EPOCHS, folds=FOLDS, num_folds=NUM_FOLDS,
+                       image_size=IMAGE_SIZE, out=os.path.join(OUT, f"{{DATASET}}_{{{strategy_expr}}}"))
 '''
 
 
@@ -149,7 +148,9 @@ display(Image(os.path.join(run_dir, "confusion_pooled.png")))
 
 EXPORT = '''
 from mmder_tf import export
-export_dir = export.export_run(run_dir, os.path.join(run_dir, "export"))
+# The model of the first fold that ran; every fold's checkpoint can be exported the same way.
+first_fold = min(results["folds"], key=int)
+export_dir = export.export_run(run_dir, os.path.join(run_dir, "export"), fold=int(first_fold), overwrite=True)
 print(export.read_metadata(export_dir))
 '''
 
@@ -190,9 +191,9 @@ from IPython.display import Markdown, display
 rows = []
 for strategy in STRATEGIES:
     result = finetune.run(strategy=strategy, dataset=DATASET, data_dir=DATA_DIR, weights=WEIGHTS,
-                          preset=PRESET, mode=MODE, epochs=EPOCHS, folds=FOLDS, image_size=IMAGE_SIZE,
-                          out=os.path.join(OUT, f"{DATASET}_{strategy}"))
-    rows.append((strategy, result["mean"]["war"], result["mean"]["uar"]))
+                          preset=PRESET, mode=MODE, epochs=EPOCHS, folds=FOLDS, num_folds=NUM_FOLDS,
+                          image_size=IMAGE_SIZE, out=os.path.join(OUT, f"{DATASET}_{strategy}"))
+    rows.append((strategy, result["war_mean"], result["uar_mean"]))
 display(Markdown("| strategy | WAR | UAR |\n|---|---|---|\n" +
                  "\n".join(f"| {s} | {war:.2%} | {uar:.2%} |" for s, war, uar in rows)))
 '''
@@ -219,8 +220,7 @@ import matplotlib.pyplot as plt
 from mmder_tf.visualize import grid
 from mmder_tf.data.datasets import load_manifest
 from mmder_tf import finetune
-clip = load_manifest("ravdess", finetune.ensure_demo_data()).records[0].path if SMALL else \\
-    load_manifest(DATASET, DATA_DIR).records[0].path
+clip = load_manifest("ravdess" if DATASET == "synthetic" else DATASET, DATA_DIR).records[0].path
 fig, axes = plt.subplots(2, 4, figsize=(16, 8))
 for ax, strategy in zip(axes.flat, STRATEGIES):
     ax.imshow(grid(mmder_tf.fuse_clip(clip, strategy=strategy, image_size=IMAGE_SIZE))); ax.set_title(strategy); ax.axis("off")
