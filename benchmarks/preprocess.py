@@ -8,10 +8,11 @@ pinned to one core (TF intra/inter-op threads 1):
 - bare:     PyAV decoding every video frame, no colour conversion (the floor
             for any pipeline that reads the whole clip)
 - graph:    preprocess.fused_function(config) alone on already-decoded arrays
-            (alignment windows, spectrograms, resizes, fusion)
+            (alignment windows, spectrograms, resizes, fusion), in clips/s per
+            core (median of --repeats blocks of --graph-repeats calls)
 Bars: official/ours >= 10 on the real clips, ours/bare <= 2.0.
 
-    python benchmarks/preprocess.py [--strategy fslf] [--repeats 5] [--official-repeats 2]
+    python benchmarks/preprocess.py [--strategy fslf] [--repeats 5] [--official-repeats 2] [--clips CREMA-D ...]
 """
 from __future__ import annotations
 
@@ -30,16 +31,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 REALCLIPS = REPO.parent / "shared" / "realclips"
 
+# Pin to one core and one TF thread before TensorFlow runs any op (thread
+# settings made after TF has initialised its runtime are ignored).
+CORE = sorted(os.sched_getaffinity(0))[0]
+os.sched_setaffinity(0, {CORE})
+import tensorflow as tf  # noqa: E402
 
-def pin_one_core():
-    core = sorted(os.sched_getaffinity(0))[0]
-    os.sched_setaffinity(0, {core})
-    import tensorflow as tf
-
-    # must happen before TF runs its first op
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    return core
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def generated_clip(directory: Path) -> Path:
@@ -95,8 +94,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--official-repeats", type=int, default=2)
     parser.add_argument("--graph-repeats", type=int, default=20)
+    parser.add_argument("--clips", nargs="+", choices=("generated", "RAVDESS", "CREMA-D"),
+                        default=("generated", "RAVDESS", "CREMA-D"))
     args = parser.parse_args(argv)
-    core = pin_one_core()
+    core = CORE
 
     from official_pipeline import official_fuse
 
@@ -108,11 +109,13 @@ def main(argv=None):
     config = FusionConfig(strategy=args.strategy)
     with tempfile.TemporaryDirectory() as tmp:
         clips = [
-            ("generated", generated_clip(Path(tmp))),
+            ("generated", generated_clip(Path(tmp)) if "generated" in args.clips else None),
             ("RAVDESS", REALCLIPS / "01-01-01-01-01-01-01.mp4"),
             ("CREMA-D", REALCLIPS / "1001_DFA_ANG_XX.flv"),
         ]
         for label, path in clips:
+            if label not in args.clips:
+                continue
             ours_out = fuse_clip(path, args.strategy)  # warm-up: tracing, imports, file cache
             official_out = official_fuse(path, args.strategy)
             assert ours_out.shape == official_out.shape == (16, 224, 224, 3), (ours_out.shape, official_out.shape)
@@ -132,8 +135,10 @@ def main(argv=None):
             inputs = (clip.frames[n], clip.waveform.astype(np.float32), np.float32(clip.duration),
                       rfas_seed(config, path.name))
             graph(*inputs)
-            graph_s = timed(lambda: [graph(*inputs).numpy() for _ in range(args.graph_repeats)])[1]
-            graph_s /= args.graph_repeats
+            graph_s = statistics.median(
+                timed(lambda: [graph(*inputs).numpy() for _ in range(args.graph_repeats)])[1] / args.graph_repeats
+                for _ in range(args.repeats)
+            )
 
             print(
                 f"preprocess {label} ({path.name}, {clip.num_video_frames} frames "

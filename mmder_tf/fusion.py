@@ -53,10 +53,11 @@ def frame_unit_range(frames: tf.Tensor) -> tf.Tensor:
     float64 so that SFAS's halves (e.g. (v + a) / 2 for full-range frames) land
     exactly on .5 and round the same way everywhere (half to even).
     """
-    frames = tf.cast(frames, tf.float64)
-    low = tf.reduce_min(frames, axis=[1, 2, 3], keepdims=True)
-    span = tf.reduce_max(frames, axis=[1, 2, 3], keepdims=True) - low
-    return tf.math.divide_no_nan(frames - low, span)
+    frames = tf.convert_to_tensor(frames)
+    # min / max on the integer frames (exact, and 1/8 of the memory traffic of float64)
+    low = tf.cast(tf.reduce_min(frames, axis=[1, 2, 3], keepdims=True), tf.float64)
+    span = tf.cast(tf.reduce_max(frames, axis=[1, 2, 3], keepdims=True), tf.float64) - low
+    return tf.math.divide_no_nan(tf.cast(frames, tf.float64) - low, span)
 
 
 def _as_frames(x, name):

@@ -135,8 +135,13 @@ def test_prepare_frames_crops_and_skips_resizing():
     np.testing.assert_array_equal(stretched, wide)
     small = prepare_frames(wide, config).numpy()
     assert small.shape == (2, 32, 32, 3)
-    expected = tf.image.resize(wide[:, :, 20:60].astype(np.float32), (32, 32), antialias=True).numpy()
+    # 40 -> 32 (factor >= 0.5): plain half-pixel bilinear
+    expected = tf.image.resize(wide[:, :, 20:60].astype(np.float32), (32, 32), antialias=False).numpy()
     np.testing.assert_array_equal(small, np.round(np.clip(expected, 0, 255)).astype(np.uint8))
+    # an axis shrinking by more than 2 (40 -> 16 rows): antialiased
+    squeezed = prepare_frames(wide, config, size=(16, 32)).numpy()
+    expected = tf.image.resize(wide[:, :, 20:60].astype(np.float32), (16, 32), antialias=True).numpy()
+    np.testing.assert_array_equal(squeezed, np.round(np.clip(expected, 0, 255)).astype(np.uint8))
     # CFAS: the square squeezed to half height
     assert prepare_frames(wide, config.replace(strategy="cfas")).shape == (2, 16, 32, 3)
     # unknown sizes in a traced function: the size check happens at run time
@@ -144,6 +149,10 @@ def test_prepare_frames_crops_and_skips_resizing():
                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     np.testing.assert_array_equal(fn(wide).numpy(), centred)
     np.testing.assert_array_equal(fn(wide[:, :, 20:60]).numpy(), centred)
+    for size in ((32, 32), (16, 32)):  # both resize branches traced with unknown sizes give the eager result
+        traced = tf.function(lambda x: prepare_frames(x, config, size=size),
+                             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        np.testing.assert_array_equal(traced(wide).numpy(), prepare_frames(wide, config, size=size).numpy())
 
 
 def test_video_only_accepts_an_empty_waveform_and_checks_inputs():
