@@ -73,43 +73,73 @@ def test_cue_design_needs_both_modalities():
     assert best_video == pytest.approx(4 / 7) and best_audio == pytest.approx(2 / 7)
 
 
+def _band_fraction(waveform, rate, lo, hi):
+    power = np.abs(np.fft.rfft(waveform)) ** 2
+    freqs = np.fft.rfftfreq(len(waveform), 1 / rate)
+    return float(power[(freqs >= lo) & (freqs < hi)].sum() / power.sum())
+
+
 def _pitch(waveform, rate):
-    """Median autocorrelation pitch over loud 40 ms frames."""
+    """Median autocorrelation pitch over loud 40 ms frames (first peak above 0.8 x the highest)."""
     size, estimates = int(0.04 * rate), []
     for start in range(0, len(waveform) - size, size // 2):
         frame = waveform[start:start + size]
-        if np.sqrt(np.mean(frame ** 2)) < 0.08:
+        if np.sqrt(np.mean(frame ** 2)) < 0.05:
             continue
         frame = frame - frame.mean()
         corr = np.correlate(frame, frame, "full")[size - 1:]
         lo, hi = int(rate / 500), int(rate / 70)
-        estimates.append(rate / (lo + np.argmax(corr[lo:hi])))
+        window = corr[lo:hi]
+        peaks = [i for i in range(1, len(window) - 1)
+                 if window[i] >= window[i - 1] and window[i] >= window[i + 1] and window[i] > 0.8 * window.max()]
+        estimates.append(rate / (lo + peaks[0]))
     return float(np.median(estimates))
 
 
-def test_voice_register_and_face_shapes_are_distinct():
-    for actor in (1, 2):
-        _, low, meta_low = synthetic.render_clip(actor, "01", 0, seed=0, size=64, seconds=2.0)
-        _, high, meta_high = synthetic.render_clip(actor, "03", 0, seed=0, size=64, seconds=2.0)
+def test_voice_register_and_band_differ_by_style():
+    for actor in (1, 2):  # a male and a female actor
+        _, low, meta_low = synthetic.render_clip(actor, "01", 0, seed=0, size=64, seconds=1.2)
+        _, high, meta_high = synthetic.render_clip(actor, "03", 0, seed=0, size=64, seconds=1.2)
         assert (meta_low["voice"], meta_high["voice"]) == ("low", "high")
-        assert _pitch(high, 16000) / _pitch(low, 16000) > 1.4
+        assert _pitch(high, 16000) / _pitch(low, 16000) > 2.0
+        # the dark voice lives in the bottom rows of a spectrogram, the bright one in a high band
+        assert _band_fraction(low, 16000, 0, 1000) > 0.9
+        assert _band_fraction(high, 16000, 1500, 6000) > 0.8
         # same speaking rate: the mouth motion must not reveal the vocal style
         assert abs(meta_high["syllables"] - meta_low["syllables"]) <= 2
-    # mouth area (dark red interior) of the same actor and pose: open >> flat, and smile/frown curve differently
-    actor = synthetic._actor(1, 0)
 
-    def mouth_pixels(face, lips=False):
-        params = synthetic._FACES[face]
-        image = synthetic.draw_face(128, actor, face, False, params["open0"] + params["open1"], (64, 64), False, 1.0,
-                                    np.random.default_rng(0)).astype(int)
-        if lips:  # lips and interior: red far above green and blue (skin is not)
-            return (image[..., 1] < 110) & (image[..., 0] > 2 * image[..., 1])
-        return (np.abs(image[..., 0] - 90) < 30) & (image[..., 1] < 60) & (image[..., 2] < 70)
 
-    open_area, flat_area = mouth_pixels("open").sum(), mouth_pixels("flat").sum()
-    assert open_area > 2 * flat_area > 0
+def _face(face, actor=1, size=128):
+    params = synthetic._FACES[face]
+    return synthetic.draw_face(size, synthetic._actor(actor, 0), face, False, params["open0"] + params["open1"],
+                               (size / 2, size * 0.52), False, 1.0, np.random.default_rng(0)).astype(int)
+
+
+def test_face_shapes_differ_in_whole_regions():
+    size = 128
+    mouth = (slice(int(0.62 * size), int(0.92 * size)), slice(int(0.25 * size), int(0.75 * size)))
+    eyes = (slice(int(0.22 * size), int(0.50 * size)), slice(int(0.15 * size), int(0.85 * size)))
+
+    def dark(image):
+        return image.max(axis=-1) < 80
+
+    def white(image):
+        return image.min(axis=-1) > 225
+
+    faces = {name: _face(name) for name in synthetic._FACES}
+    # open: a big dark mouth; flat: a thin line; smile: white teeth; frown: a thick dark arc
+    assert dark(faces["open"][mouth]).sum() > 2 * dark(faces["flat"][mouth]).sum() > 0
+    assert white(faces["smile"][mouth]).sum() > 0.04 * faces["smile"][mouth][..., 0].size
+    assert white(faces["flat"][mouth]).sum() == white(faces["frown"][mouth]).sum() == 0
+    # eyes: huge for open, shut (no white) for smile, slits for frown
+    eye_white = {name: white(image[eyes]).sum() for name, image in faces.items()}
+    assert eye_white["smile"] == 0
+    assert eye_white["open"] > 2 * eye_white["flat"] > 0
+    assert eye_white["frown"] < eye_white["flat"] / 4
+    # mouth curvature: smile corners up, frown corners down
     for face, corners_up in (("smile", True), ("frown", False)):
-        mask = mouth_pixels(face, lips=True)
+        mask = dark(faces[face])
+        mask[: int(0.6 * size)] = False
         columns = np.nonzero(mask.any(axis=0))[0]
         rows = np.arange(mask.shape[0])[:, None]
 
@@ -119,4 +149,48 @@ def test_voice_register_and_face_shapes_are_distinct():
         edge = max(2, len(columns) // 6)
         corners = (mean_row(columns[:edge]) + mean_row(columns[-edge:])) / 2
         centre = mean_row(columns[len(columns) // 2 - 1: len(columns) // 2 + 2])
-        assert (corners < centre - 2) if corners_up else (corners > centre + 2), (face, corners, centre)
+        assert (corners < centre - 3) if corners_up else (corners > centre + 3), (face, corners, centre)
+
+
+def test_cues_generalise_across_actors_not_identity():
+    """Coarse 8x8 pictures and two band energies classify held-out actors; the actor does not predict the class."""
+    size, codes = 64, list(synthetic.EMOTIONS)
+
+    def features(actor, code):
+        frames, wave, _ = synthetic.render_clip(actor, code, 0, seed=1, size=size, seconds=0.6)
+        gray = frames[len(frames) // 2].mean(axis=-1)
+        face = gray.reshape(8, size // 8, 8, size // 8).mean(axis=(1, 3)).ravel()
+        face = (face - face.mean()) / face.std()  # brightness and skin tone are per-actor nuisance
+        voice = np.array([_band_fraction(wave, 16000, 0, 1000), _band_fraction(wave, 16000, 1500, 6000)])
+        return face, voice
+
+    data = {(a, c): features(a, c) for a in range(1, 7) for c in codes}
+    train, test = [a for a in range(1, 5)], [5, 6]
+
+    def nearest_centroid(part, key_of):
+        centroids = {}
+        for a in train:
+            for c in codes:
+                centroids.setdefault(key_of(c), []).append(data[a, c][part])
+        centroids = {k: np.mean(v, 0) for k, v in centroids.items()}
+        hits = [min(centroids, key=lambda k: np.linalg.norm(data[a, c][part] - centroids[k])) == key_of(c)
+                for a in test for c in codes]
+        return np.mean(hits)
+
+    assert nearest_centroid(0, lambda c: synthetic.EMOTIONS[c][1]) >= 0.9  # face from a coarse picture
+    assert nearest_centroid(1, lambda c: synthetic.EMOTIONS[c][2]) == 1.0  # voice style from two band energies
+
+
+def test_stale_folder_is_regenerated(tmp_path):
+    import json
+
+    paths = synthetic.generate(tmp_path, actors=[3], clips_per_class=1, seed=0, size=32, seconds=0.6,
+                               emotions=("01",))
+    description = json.loads((tmp_path / "synthetic.json").read_text())
+    assert description["version"] == synthetic.GENERATOR_VERSION
+    before = paths[0].stat().st_mtime_ns
+    description["version"] = synthetic.GENERATOR_VERSION - 1
+    (tmp_path / "synthetic.json").write_text(json.dumps(description))
+    synthetic.generate(tmp_path, actors=[3], clips_per_class=1, seed=0, size=32, seconds=0.6, emotions=("01",))
+    assert paths[0].stat().st_mtime_ns != before
+    assert json.loads((tmp_path / "synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
