@@ -23,11 +23,18 @@ PRESETS = ("tiny", "small", "base", "large", "huge")
 
 # Embedded demo: big enough that fusion visibly beats either modality, small enough
 # for 2 CPU cores in a few minutes (see benchmarks/av_vs_single.py for the numbers).
-DEMO = dict(preset="tiny", image_size=64, epochs=12, batch_size=8, mode="finetune", lr=1e-3)
+DEMO = dict(preset="tiny", image_size=64, epochs=12, batch_size=8, mode="finetune", lr=2e-3)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+class _RaisingParser(argparse.ArgumentParser):
+    """For the Python API: a bad option raises ConfigError instead of exiting."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
         prog="mmder-finetune",
         description="Train and evaluate MultiMAE-DER with subject-independent cross-validation. "
                     "With no --dataset/--data-dir/--manifest: the embedded synthetic demo.")
@@ -62,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear probe: run the frozen encoder every epoch instead of caching its features")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="prepare processes")
     p.add_argument("--synthetic-dir", help="where the demo dataset is generated (default ~/.cache/mmder_tf/synthetic)")
-    p.add_argument("--synthetic-actors", type=int, default=6, help="demo dataset: actors")
-    p.add_argument("--synthetic-clips", type=int, default=2, help="demo dataset: clips per actor and class")
+    p.add_argument("--synthetic-actors", type=int, default=24, help="demo dataset: actors")
+    p.add_argument("--synthetic-clips", type=int, default=1, help="demo dataset: clips per actor and class")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity (1 = progress bars)")
     return p
 
@@ -80,9 +87,12 @@ def parse_folds(text: str) -> list[int] | None:
     return folds
 
 
-def resolve_options(argv=None) -> argparse.Namespace:
-    """Parse and check everything that can be checked without touching TF or media."""
-    parser = build_parser()
+def resolve_options(argv=None, raise_errors: bool = False) -> argparse.Namespace:
+    """Parse and check everything that can be checked without touching TF or media.
+
+    raise_errors=True (the Python API): argparse errors raise ConfigError instead of exiting.
+    """
+    parser = build_parser(raise_errors)
     args = parser.parse_args(argv)
     args.demo = args.dataset in (None, "synthetic") and args.data_dir is None and args.manifest is None
     if args.dataset is None:
@@ -146,6 +156,34 @@ def synthetic_dir(args) -> Path:
     return root / "synthetic" / f"a{args.synthetic_actors}_c{args.synthetic_clips}_s{args.seed}"
 
 
+def _generate_demo(directory, actors: int, clips: int, seed: int, progress: bool = False):
+    from mmder_tf.data import synthetic
+
+    synthetic.generate(directory, actors=actors, clips_per_class=clips, seed=seed, progress=progress)
+
+
+def ensure_demo_data(directory=None, actors: int | None = None, clips: int | None = None, seed: int = 0) -> Path:
+    """The embedded demo dataset's folder, generated first if missing (existing clips are kept).
+
+    Defaults are the demo run's: the same actors, clips per class, seed and location
+    (``$MMDER_CACHE`` or ``~/.cache/mmder_tf``, then ``synthetic/a<actors>_c<clips>_s<seed>``),
+    so ``run()`` with no dataset afterwards finds the clips ready.
+    """
+    argv = ["--seed", str(seed)]
+    if actors is not None:
+        argv += ["--synthetic-actors", str(actors)]
+    if clips is not None:
+        argv += ["--synthetic-clips", str(clips)]
+    if directory is not None:
+        argv += ["--synthetic-dir", str(directory)]
+    args = build_parser(raise_errors=True).parse_args(argv)
+    if args.synthetic_actors < 1 or args.synthetic_clips < 1:
+        raise ConfigError(f"need actors >= 1 and clips >= 1, got {args.synthetic_actors} and {args.synthetic_clips}")
+    folder = synthetic_dir(args)
+    _generate_demo(folder, args.synthetic_actors, args.synthetic_clips, args.seed)
+    return folder
+
+
 def load_run_manifest(args):
     """The manifest of the run; for the demo, generates the dataset first (kept between runs)."""
     from mmder_tf.data.datasets import load_manifest
@@ -156,8 +194,7 @@ def load_run_manifest(args):
         directory = synthetic_dir(args) if args.data_dir is None else Path(args.data_dir)
         if args.data_dir is None:
             _log(f"generating the synthetic audio-visual dataset in {directory} (kept for later runs)")
-            synthetic.generate(directory, actors=args.synthetic_actors, clips_per_class=args.synthetic_clips,
-                               seed=args.seed, progress=args.verbose > 0)
+            _generate_demo(directory, args.synthetic_actors, args.synthetic_clips, args.seed, args.verbose > 0)
         return load_manifest("ravdess", data_dir=directory)
     options = {"num_classes": args.num_classes} if args.num_classes else {}
     return load_manifest(args.dataset, data_dir=args.data_dir, manifest=args.manifest, **options)
@@ -534,6 +571,52 @@ def run_protocol(args) -> dict:
     _log("\n" + format_table(results))
     _log(f"\n{args.strategy}: UAR {100 * results['uar_mean']:.2f} ± {100 * results['uar_std']:.2f}  "
          f"WAR {100 * results['war_mean']:.2f} ± {100 * results['war_std']:.2f}  -> {out / 'results.md'}")
+    return results
+
+
+def options_to_argv(options: dict) -> list[str]:
+    """Keyword arguments -> CLI arguments: data_dir=... -> --data-dir ...; True -> the bare flag;
+    None / False -> not given; folds as an int, a string or a list of fold numbers."""
+    parser = build_parser()
+    flags = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                flags[option[2:].replace("-", "_")] = action
+    argv = []
+    for name, value in options.items():
+        if name not in flags:
+            raise ConfigError(f"unknown option {name!r}; options: {', '.join(sorted(flags))}")
+        action = flags[name]
+        flag = action.option_strings[-1]
+        if value is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} is a flag: pass True or False, got {value!r}")
+            if value:
+                argv.append(flag)
+            continue
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} takes a value, got {value!r}")
+        if name == "folds" and isinstance(value, (list, tuple, set, range)):
+            value = ",".join(str(int(v)) for v in value)
+        argv += [flag, str(value)]
+    return argv
+
+
+def run(**options) -> dict:
+    """Run the protocol from Python (notebooks): ``run(strategy="fslf", epochs=2, folds=1, out="runs/x")``.
+
+    Keyword arguments are the CLI options with ``-`` -> ``_`` (see ``mmder-finetune --help``);
+    flags take True/False and None means "not given" (the CLI default). Returns the
+    results dict (what results.json holds) with ``"out"``, the run folder, added.
+    Errors raise (ConfigError, DatasetError, CheckpointError, ...) instead of exiting.
+    """
+    args = resolve_options(options_to_argv(options), raise_errors=True)
+    results = run_protocol(args)
+    results = dict(results)
+    results["out"] = Path(args.out)
     return results
 
 

@@ -143,7 +143,7 @@ EVALUATE = '''
 from IPython.display import Image, Markdown, display
 run_dir = results["out"]
 display(Markdown(open(os.path.join(run_dir, "results.md")).read()))
-display(Image(os.path.join(run_dir, "confusion_pooled.png")))
+display(Image(os.path.join(run_dir, "plots", "confusion_pooled.png")))
 '''
 
 EXPORT = '''
@@ -186,7 +186,7 @@ def strategy_notebook(strategy: str) -> dict:
 
 
 def overview_notebook() -> dict:
-    compare = '''
+    compare = r'''
 from IPython.display import Markdown, display
 rows = []
 for strategy in STRATEGIES:

@@ -28,3 +28,44 @@ def realclips_dir() -> Path:
 def realclips(realclips_dir):
     """All real clips by file name."""
     return {p.name: p for p in sorted(realclips_dir.iterdir()) if p.suffix in (".mp4", ".flv")}
+
+
+# ----------------------------------------------------------------------------- one small generated dataset, shared
+
+# The end-to-end tests (finetune CLI, evaluate) all read this one dataset and one
+# prepared cache: 4 actors x 3 emotions x 1 clip (32 px, 0.8 s), plus one corrupt
+# clip with a valid RAVDESS name that every run must skip and report.
+SMALL_EMOTIONS = ("01", "03", "05")
+SMALL_ACTORS = 4
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    from mmder_tf.data import synthetic
+
+    root = tmp_path_factory.mktemp("small_dataset")
+    synthetic.generate(root, actors=SMALL_ACTORS, clips_per_class=1, seed=3, size=32, seconds=0.8,
+                       emotions=SMALL_EMOTIONS)
+    bad = root / synthetic.clip_name(2, "03", 1)  # a second 'happy' clip of actor 2, not a video
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_bad_clip(small_dataset) -> Path:
+    from mmder_tf.data import synthetic
+
+    return small_dataset / synthetic.clip_name(2, "03", 1)
+
+
+@pytest.fixture(scope="session")
+def small_cache(small_dataset, tmp_path_factory) -> Path:
+    """The prepared TFRecord cache of small_dataset for fslf at 32 px (serves every strategy's frame count)."""
+    from mmder_tf.config import FusionConfig
+    from mmder_tf.data.datasets import load_manifest
+    from mmder_tf.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("small_cache")
+    prepare(load_manifest("ravdess", data_dir=small_dataset), out, FusionConfig(strategy="fslf", image_size=32),
+            progress=False)
+    return out

@@ -1,8 +1,9 @@
-"""The finetune / evaluate CLIs end to end on a small generated dataset: bad arguments,
-a corrupt clip, kill-and-resume, re-evaluation."""
+"""The finetune / evaluate CLIs and the Python API end to end on the small generated
+dataset of conftest (with one corrupt clip): bad arguments fail before any work,
+the corrupt clip is skipped and reported, kill-and-resume matches an uninterrupted
+run, re-evaluation reproduces the metrics. One run serves several checks."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,38 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """4 actors x 3 emotions x 1 clip, RAVDESS layout (generated, seeded)."""
-    from mmder_tf.data import synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    synthetic.generate(root, actors=4, clips_per_class=2, seed=3, size=64, seconds=1.2,
-                       emotions=("01", "03", "05"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def cache(dataset, tmp_path_factory):
-    from mmder_tf.config import FusionConfig
-    from mmder_tf.data.datasets import load_manifest
-    from mmder_tf.data.prepare import prepare
-
-    out = tmp_path_factory.mktemp("cache")
-    prepare(load_manifest("ravdess", data_dir=dataset), out, FusionConfig(strategy="fslf", image_size=32),
-            progress=False)
-    return out
+@pytest.fixture
+def dataset(small_dataset):
+    """4 actors x 3 emotions x 1 clip + one corrupt clip, RAVDESS layout (conftest, generated once)."""
+    return small_dataset
 
 
 def _base(dataset, out, cache=None):
     args = ["--dataset", "ravdess", "--data-dir", str(dataset), "--out", str(out), "--preset", "tiny",
             "--image-size", "32", "--batch-size", "4", "--verbose", "0", "--strategy", "fslf", "--workers", "1"]
     return args + (["--cache", str(cache)] if cache else [])
-
-
-def _cli(args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "mmder_tf.finetune", *args], capture_output=True, text=True,
-                          env=ENV, timeout=timeout, cwd=REPO)
 
 
 # --------------------------------------------------------------------------- bad arguments: clear and early
@@ -107,46 +86,83 @@ def test_weights_of_another_preset(dataset, tmp_path, capsys):
     assert not (out / "cache").exists()
 
 
-# --------------------------------------------------------------------------- a corrupt clip is reported, the run completes
+def test_run_api_rejects_bad_options_with_exceptions(tmp_path):
+    from mmder_tf.errors import ConfigError
 
-def test_bad_clip_is_skipped_and_reported(dataset, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(dataset, data)
-    bad = data / "Actor_02" / "01-01-03-02-02-02-02.mp4"
-    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
-    out = tmp_path / "run"
-    code = finetune.main(_base(data, out) + ["--mode", "linear_probe", "--epochs", "2", "--num-folds", "2",
-                                             "--folds", "1", "--select", "last"])
-    assert code == 0
-    results = json.loads((out / "results.json").read_text())
+    with pytest.raises(ConfigError, match="invalid choice"):
+        finetune.run(strategy="xyz", out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="unknown option 'epoch'"):
+        finetune.run(epoch=3)
+    with pytest.raises(ConfigError, match="needs --data-dir"):
+        finetune.run(dataset="ravdess", out=str(tmp_path / "run"))
+    assert finetune.options_to_argv(dict(data_dir="/d", folds=[3, 1], official=True, no_feature_cache=False,
+                                         epochs=None, image_size=32)) == \
+        ["--data-dir", "/d", "--folds", "3,1", "--official", "--image-size", "32"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_ensure_demo_data_uses_the_demo_location(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMDER_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(finetune, "_generate_demo", lambda *a, **k: calls.append(a))
+    folder = finetune.ensure_demo_data(actors=3, clips=1, seed=5)
+    args = finetune.resolve_options(["--synthetic-actors", "3", "--synthetic-clips", "1", "--seed", "5"])
+    assert folder == finetune.synthetic_dir(args) == tmp_path / "synthetic" / "a3_c1_s5"
+    assert calls == [(folder, 3, 1, 5)]
+    default = finetune.resolve_options([])
+    assert finetune.ensure_demo_data() == finetune.synthetic_dir(default)
+    assert calls[-1][1:] == (default.synthetic_actors, default.synthetic_clips, 0)
+    assert finetune.ensure_demo_data(directory=tmp_path / "mine") == tmp_path / "mine"
+
+
+# --------------------------------------------------------------------------- one full run through the Python API
+
+RUN_ARGS = ["--mode", "finetune", "--epochs", "2", "--num-folds", "2", "--folds", "1", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(small_dataset, small_cache, tmp_path_factory):
+    """An uninterrupted run through finetune.run() (the notebook API) on the data with a corrupt clip."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
+                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache, mode="finetune",
+                           epochs=2, num_folds=2, folds=[1], lr=1e-3)
+    return out, results
+
+
+def test_run_api_completes_and_reports_the_bad_clip(reference_run, small_bad_clip):
+    out, results = reference_run
+    assert results["out"] == out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["war_mean"] == results["war_mean"] and saved["folds"].keys() == results["folds"].keys() == {"1"}
     skipped = results["skipped_clips"]
-    assert any(entry["path"].endswith(bad.name) for entry in skipped), skipped
-    assert "skipped clips" in (out / "results.md").read_text().lower()
+    assert [Path(entry["path"]).name for entry in skipped] == [small_bad_clip.name], skipped
+    assert skipped[0]["reason"]
+    report = (out / "results.md").read_text()
+    assert "skipped clips" in report.lower() and small_bad_clip.name in report
     fold = results["folds"]["1"]
-    bad_key = "Actor_02/" + bad.name
+    bad_key = "Actor_02/" + small_bad_clip.name
     with np.load(out / "fold_1" / "predictions.npz") as predictions:
         assert bad_key not in set(predictions["keys"])
         assert len(predictions["keys"]) == fold["n"]
-    assert results["run"]["feature_cache"] is True
-    assert fold["epoch_policy"].startswith("last")
+    assert fold["n_train"] + fold["n_val"] + fold["n"] == 12  # 13 clips, the corrupt one skipped
+    assert results["run"]["mode"] == "finetune" and results["run"]["feature_cache"] is False
+    assert [h["epoch"] for h in json.loads((out / "fold_1" / "results.json").read_text())["history"]] == [0, 1]
 
 
 # --------------------------------------------------------------------------- kill and resume
 
-def _fold_predictions(out):
-    with np.load(out / "fold_1" / "predictions.npz") as data:
+def _fold_predictions(out, number=1):
+    with np.load(out / f"fold_{number}" / "predictions.npz") as data:
         return data["keys"].copy(), data["logits"].copy()
 
 
-def test_kill_after_first_epoch_and_resume_matches_uninterrupted(dataset, cache, tmp_path, capsys):
-    args = ["--mode", "finetune", "--epochs", "2", "--num-folds", "2", "--folds", "1", "--lr", "1e-3"]
-    reference = tmp_path / "reference"
-    done = _cli(_base(dataset, reference, cache) + args)
-    assert done.returncode == 0, done.stderr[-3000:]
-
+def test_kill_after_first_epoch_and_resume_matches_uninterrupted(reference_run, small_dataset, small_cache,
+                                                                 tmp_path, capsys):
+    reference, _ = reference_run
     resumed = tmp_path / "resumed"
-    process = subprocess.Popen([sys.executable, "-m", "mmder_tf.finetune", *_base(dataset, resumed, cache), *args],
-                               env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-m", "mmder_tf.finetune", *_base(small_dataset, resumed, small_cache),
+                                *RUN_ARGS], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metadata = resumed / "backup" / "fold_1" / "training_metadata.json"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -155,14 +171,15 @@ def test_kill_after_first_epoch_and_resume_matches_uninterrupted(dataset, cache,
                 break
         except ValueError:
             pass
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    process.stderr.close()
     assert not (resumed / "fold_1" / "results.json").exists()
 
-    again = _cli(_base(dataset, resumed, cache) + args)
-    assert again.returncode == 0, again.stderr[-3000:]
+    # The same command again (in process: TF is already up) resumes from the backup.
+    assert finetune.main(_base(small_dataset, resumed, small_cache) + RUN_ARGS) == 0
     fold = json.loads((resumed / "fold_1" / "results.json").read_text())
     assert fold["resumed_from_epoch"] >= 1
     assert [h["epoch"] for h in fold["history"]] == [0, 1]
@@ -183,5 +200,28 @@ def test_kill_after_first_epoch_and_resume_matches_uninterrupted(dataset, cache,
     assert (resumed / "plots" / "confusion_pooled.png").exists()
     assert (resumed / "plots" / "curves_fold1.png").exists()
     capsys.readouterr()
-    assert finetune.main(_base(dataset, resumed, cache) + args) == 0
+    assert finetune.main(_base(small_dataset, resumed, small_cache) + RUN_ARGS) == 0
     assert "already finished" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the cached-feature linear probe end to end
+
+def test_linear_probe_with_feature_cache_and_reevaluation(small_dataset, small_cache, tmp_path):
+    from mmder_tf.evaluate import evaluate_run
+
+    out = tmp_path / "probe"
+    results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
+                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache,
+                           mode="linear_probe", epochs=2, num_folds=2, folds="2", select="last")
+    assert results["run"]["feature_cache"] is True and list(results["folds"]) == ["2"]
+    fold = results["folds"]["2"]
+    assert fold["weights_kind"] == "head" and fold["epoch_policy"].startswith("last")
+    assert len(list((out / "features").glob("*.npz"))) == 1
+    head_keys, head_logits = _fold_predictions(out, 2)
+    # Re-evaluation runs the full classifier (encoder + trained head) on the clips: same logits, same metrics.
+    evaluated = evaluate_run(out, verbose=False)
+    keys, logits = _fold_predictions(out, 2)
+    np.testing.assert_array_equal(keys, head_keys)
+    np.testing.assert_allclose(logits, head_logits, rtol=1e-4, atol=1e-4)
+    assert evaluated["folds"]["2"]["war"] == pytest.approx(fold["war"])
+    assert evaluated["folds"]["2"]["uar"] == pytest.approx(fold["uar"])

@@ -44,7 +44,8 @@ def notebook_env(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("MMDER_NOTEBOOK_SMALL", "1")
     monkeypatch_module.setenv("MMDER_NOTEBOOK_OUT", str(out))
     monkeypatch_module.setenv("MMDER_CACHE", str(tmp_path_factory.mktemp("mmder_cache")))
-    monkeypatch_module.setenv("MPLBACKEND", "Agg")
+    # The kernel's own inline backend, as on Colab: plt.show() must put a PNG in the outputs.
+    monkeypatch_module.delenv("MPLBACKEND", raising=False)
     return out
 
 
