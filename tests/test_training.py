@@ -130,23 +130,23 @@ def _epochs(x, y, batch):
 
 
 def test_fit_resumable_resumes_best_and_history(tmp_path):
-    x, y = _data()
+    x, y = _data(16)
     val = tf.data.Dataset.from_tensor_slices((x[:8], y[:8])).batch(8)
 
     def run(epochs, out):
         model = _tiny()
         loss, metrics = T.make_loss_and_metrics(False)
-        model.compile(optimizer=T.make_optimizer(T.recipe_settings("paper", 8, lr=1e-3), 3, 4, 2), loss=loss,
+        model.compile(optimizer=T.make_optimizer(T.recipe_settings("paper", 8, lr=1e-3), 2, 3, 2), loss=loss,
                       metrics=metrics, jit_compile=False)
-        info = T.fit_resumable(model, fold_dir=out, epoch_dataset=_epochs(x, y, 8), steps_per_epoch=3,
+        info = T.fit_resumable(model, fold_dir=out, epoch_dataset=_epochs(x, y, 8), steps_per_epoch=2,
                                epochs=epochs, val_data=val, monitor="val_loss", verbose=0, tensorboard=False)
         return model, info
 
-    full, info_full = run(4, tmp_path / "full")
-    run(2, tmp_path / "part")  # the "killed" run stopped after epoch 2
-    resumed, info = run(4, tmp_path / "part")
-    assert info["resumed_from"] == 2
-    assert [h["epoch"] for h in info["history"]] == [0, 1, 2, 3]
+    full, info_full = run(3, tmp_path / "full")
+    run(1, tmp_path / "part")  # the "killed" run stopped after epoch 1
+    resumed, info = run(3, tmp_path / "part")
+    assert info["resumed_from"] == 1
+    assert [h["epoch"] for h in info["history"]] == [0, 1, 2]
     losses = [h["val_loss"] for h in info["history"]]
     assert info["best_epoch"] == int(np.argmin(losses))
     assert info["selected_epoch"] == info["best_epoch"] + 1
