@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import percore  # noqa: E402,F401  (before numpy: one core for every thread, ffmpeg children included)
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -79,7 +81,6 @@ def main(argv=None):
     parser.add_argument("clips", nargs="*", type=Path, default=DEFAULT_CLIPS)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # children (ffmpeg) inherit it
     methods = {"moviepy": with_moviepy, "pyav": with_pyav, "decode_clip": with_decode_clip}
     for path in args.clips:
         shapes = {}

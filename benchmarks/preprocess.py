@@ -24,17 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# One core for every thread (BLAS, TF, PyAV), set before numpy and TF start theirs.
+from percore import CORE  # noqa: E402
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 REALCLIPS = REPO.parent / "shared" / "realclips"
 
-# Pin to one core and one TF thread before TensorFlow runs any op (thread
-# settings made after TF has initialised its runtime are ignored).
-CORE = sorted(os.sched_getaffinity(0))[0]
-os.sched_setaffinity(0, {CORE})
+# One TF thread, set before TensorFlow runs any op (later settings are ignored).
 import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
