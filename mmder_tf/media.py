@@ -406,38 +406,72 @@ def _decode_frames(path: Path, packets, stream, start, end, wanted: set, stop_af
     return np.asarray(times, np.float64), images
 
 
+def _decode_runs(packets, wanted_pts: dict) -> list[tuple[int, int]]:
+    """The (first, last) packet ranges, in decode order, that give every wanted frame.
+
+    A wanted frame needs the packets from the last keyframe before it: the latest
+    keyframe at or before its packet whose pts is not after the frame's (leading
+    pictures of an open GOP refer to the GOP before). Overlapping or adjacent
+    ranges merge; the packets between two runs are never decoded.
+    """
+    keyframe, ranges = 0, []
+    keyframes = []  # (packet index, pts) of the keyframes seen so far
+    for index, packet in enumerate(packets):
+        if packet.is_keyframe and packet.pts is not None:
+            keyframes.append((index, packet.pts))
+        if packet.pts in wanted_pts:
+            keyframe = next((i for i, pts in reversed(keyframes) if pts <= packet.pts), 0)
+            ranges.append((keyframe, index))
+    runs = []
+    for first, last in sorted(ranges):
+        if runs and first <= runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], last))
+        else:
+            runs.append((first, last))
+    return runs
+
+
 def _decode_selected(packets, stream, wanted_pts: dict):
     """Decode stored packets and convert the frames whose pts is in `wanted_pts` (pts -> position).
 
-    Packets of frames that are not wanted are decoded with skip_frame=NONREF:
-    the decoder skips them when no other frame refers to them (the B-frames of
-    H.264 / MPEG-4, 60 of 98 frames in the RAVDESS clip, ~40% of the decoding
-    time). Returns {position: rgb}, or None when some wanted frame never came out.
+    Only the packets of _decode_runs are decoded: between two runs the decoder is
+    drained and reset, and the next run starts at a keyframe (the RAVDESS clips
+    have one every 12 or 29 frames, so the P-frames between a chosen frame and the
+    next keyframe are never decoded). Inside a run, packets of frames that are not
+    wanted are decoded with skip_frame=NONREF: the decoder skips them when no other
+    frame refers to them (the B-frames of H.264 / MPEG-4, 60 of 98 frames in the
+    RAVDESS clip). Returns {position: rgb}, or None when some wanted frame never
+    came out (the caller then decodes the file plainly).
     """
     av = _av()
     codec = stream.codec_context
     images = {}
-    skipping = None
-    try:
-        for packet in packets:
-            skip = "DEFAULT" if packet.pts in wanted_pts else "NONREF"
-            if skip != skipping:
-                codec.skip_frame = skipping = skip
-            try:
-                decoded = codec.decode(packet)
-            except av.FFmpegError:
-                continue  # a damaged packet: if its frame was wanted, the check below sees it
-            for frame in decoded:
-                position = wanted_pts.get(frame.pts)
-                if position is not None and position not in images:
-                    images[position] = frame.to_ndarray(format="rgb24")
-            if len(images) == len(wanted_pts):
-                return images
-        codec.skip_frame = "DEFAULT"
-        for frame in codec.decode(None):  # frames still held for reordering or by decoder threads
+
+    def take(frames):
+        for frame in frames:
             position = wanted_pts.get(frame.pts)
             if position is not None and position not in images:
                 images[position] = frame.to_ndarray(format="rgb24")
+
+    try:
+        for run, (first, last) in enumerate(_decode_runs(packets, wanted_pts)):
+            if run:
+                codec.skip_frame = "DEFAULT"
+                take(codec.decode(None))  # frames held for reordering, before the jump
+                codec.flush_buffers()
+            skipping = None
+            for packet in packets[first:last + 1]:
+                skip = "DEFAULT" if packet.pts in wanted_pts else "NONREF"
+                if skip != skipping:
+                    codec.skip_frame = skipping = skip
+                try:
+                    take(codec.decode(packet))
+                except av.FFmpegError:
+                    continue  # a damaged packet: if its frame was wanted, the check below sees it
+                if len(images) == len(wanted_pts):
+                    return images
+        codec.skip_frame = "DEFAULT"
+        take(codec.decode(None))  # frames still held for reordering or by decoder threads
     except av.FFmpegError:
         return None
     return images if len(images) == len(wanted_pts) else None

@@ -147,9 +147,10 @@ def test_real_clip_without_audio_stream(realclips):
     assert clip.waveform is None and clip.frames[16].shape == (16, 720, 720, 3)
 
 
-@pytest.mark.parametrize("name", ["1001_DFA_NEU_XX.flv", "01-01-01-01-01-01-01.mp4"])
+@pytest.mark.parametrize("name", ["1001_DFA_NEU_XX.flv", "01-01-01-01-01-01-01.mp4", "01-01-08-02-01-01-19.mp4"])
 def test_frames_match_a_full_decode(realclips, monkeypatch, name):
-    """The selected frames, decoded skipping unneeded B-frames, are exactly those of a plain decode."""
+    """The selected frames, decoded skipping unneeded B-frames and jumping to keyframes,
+    are exactly those of a plain decode (the second RAVDESS clip has a keyframe every 12 frames)."""
     path = realclips[name]
     monkeypatch.setattr(media, "_decode_file", None)  # the one-pass path must serve real files
     clip = decode_clip(path, (16, 8), need_audio=False)
@@ -161,6 +162,25 @@ def test_frames_match_a_full_decode(realclips, monkeypatch, name):
     assert clip.num_video_frames == len(everything)
     for n in (16, 8):
         np.testing.assert_array_equal(clip.frames[n], np.stack([everything[i] for i in clip.frame_indices[n]]))
+
+
+def test_keyframe_jumps_give_the_frames_of_a_plain_decode(tmp_path, monkeypatch):
+    """Short GOPs with B-frames: decoding restarts at keyframes between chosen frames, exactly."""
+    path = write_video(tmp_path / "gop5.mp4", coded_frames(60), 25, video_options={"g": "5", "bf": "2"})
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    assert sum(p.is_keyframe for p in packets) >= 10
+    runs = []
+    real_runs = media._decode_runs
+    monkeypatch.setattr(media, "_decode_runs", lambda *a: runs.extend(real_runs(*a)) or runs)
+    monkeypatch.setattr(media, "_decode_file", None)  # the one-pass path must serve it
+    clip = decode_clip(path, (16, 8), need_audio=False)
+    assert len(runs) > 1 and sum(last - first + 1 for first, last in runs) < len(packets)
+    for n in (16, 8):
+        assert [read_index(f) for f in clip.frames[n]] == clip.frame_indices[n].tolist()
+    with av.open(str(path)) as container:
+        everything = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    np.testing.assert_array_equal(clip.frames[8], np.stack([everything[i] for i in clip.frame_indices[8]]))
 
 
 # ---------------------------------------------------------------- alignment on known clips
