@@ -414,8 +414,7 @@ def _decode_runs(packets, wanted_pts: dict) -> list[tuple[int, int]]:
     pictures of an open GOP refer to the GOP before). Overlapping or adjacent
     ranges merge; the packets between two runs are never decoded.
     """
-    keyframe, ranges = 0, []
-    keyframes = []  # (packet index, pts) of the keyframes seen so far
+    ranges, keyframes = [], []  # keyframes: (packet index, pts) of those seen so far
     for index, packet in enumerate(packets):
         if packet.is_keyframe and packet.pts is not None:
             keyframes.append((index, packet.pts))
