@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 REALCLIPS = REPO.parent / "shared" / "realclips"
 
 # One TF thread, set before TensorFlow runs any op (later settings are ignored).

@@ -177,8 +177,6 @@ def ensure_demo_data(directory=None, actors: int | None = None, clips: int | Non
     if directory is not None:
         argv += ["--synthetic-dir", str(directory)]
     args = build_parser(raise_errors=True).parse_args(argv)
-    if args.synthetic_actors < 1 or args.synthetic_clips < 1:
-        raise ConfigError(f"need actors >= 1 and clips >= 1, got {args.synthetic_actors} and {args.synthetic_clips}")
     folder = synthetic_dir(args)
     _generate_demo(folder, args.synthetic_actors, args.synthetic_clips, args.seed)
     return folder
@@ -189,8 +187,6 @@ def load_run_manifest(args):
     from mmder_tf.data.datasets import load_manifest
 
     if args.dataset == "synthetic":
-        from mmder_tf.data import synthetic
-
         directory = synthetic_dir(args) if args.data_dir is None else Path(args.data_dir)
         if args.data_dir is None:
             _log(f"generating the synthetic audio-visual dataset in {directory} (kept for later runs)")

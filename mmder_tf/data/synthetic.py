@@ -379,7 +379,8 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
     if bar is not None:
         bar.close()
     description = {
-        "generator": "mmder_tf.data.synthetic", "version": GENERATOR_VERSION, "seed": seed, "actors": actor_ids, "clips_per_class": clips_per_class,
+        "generator": "mmder_tf.data.synthetic", "version": GENERATOR_VERSION, "seed": seed, "actors": actor_ids,
+        "clips_per_class": clips_per_class,
         "size": size, "fps": fps, "seconds": seconds, "sample_rate": sample_rate,
         "classes": {EMOTIONS[c][0]: {"code": c, "face": EMOTIONS[c][1], "voice": EMOTIONS[c][2]} for c in emotions},
     }
