@@ -57,7 +57,7 @@ def with_pyav(path, rate=16000):
 
 
 def with_decode_clip(path, rate=16000):
-    from mmder_tf.media import decode_clip
+    from mmder_tf.media.decode import decode_clip
 
     clip = decode_clip(path, 16, sample_rate=rate)
     return clip.frames[16], clip.waveform

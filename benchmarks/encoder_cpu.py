@@ -40,7 +40,7 @@ def ours(preset, frames, size, mode):
     import numpy as np
     import tensorflow as tf
 
-    from mmder_tf.backbone import VideoMAEBackbone
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 
     model = VideoMAEBackbone.from_preset(preset, num_frames=frames, image_size=size)
     x = tf.constant(np.random.default_rng(0).standard_normal((1, frames, size, size, 3)).astype("float32"))
@@ -91,7 +91,7 @@ def main(argv=None):
     import tensorflow as tf
     import torch
 
-    from mmder_tf.presets import BACKBONE_PRESETS
+    from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)

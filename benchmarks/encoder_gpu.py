@@ -69,7 +69,7 @@ def theirs(args, x, y, device):
     import torch
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
-    from mmder_tf.presets import BACKBONE_PRESETS
+    from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
     cfg = BACKBONE_PRESETS[args.preset]
     config = VideoMAEConfig(
@@ -121,7 +121,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from mmder_tf.presets import BACKBONE_PRESETS
+    from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.batch, args.frames, args.image_size, args.image_size, 3)).astype("uint8")

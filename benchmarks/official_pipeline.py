@@ -118,9 +118,9 @@ def official_fuse(path, strategy="fslf", num_frames=16, image_size=224):
     """One clip -> uint8 [num_frames, image_size, image_size, 3] the official way."""
     import cv2
 
-    from mmder_tf import alignment
+    from mmder_tf.fusion import alignment
     from mmder_tf.config import frames_per_modality, modality_size, needs_audio, needs_video
-    from mmder_tf.fusion import fuse
+    from mmder_tf.fusion.strategies import fuse
 
     n = frames_per_modality(strategy, num_frames)
     height, width = modality_size(strategy, image_size)

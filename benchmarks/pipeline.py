@@ -33,7 +33,7 @@ from mmder_tf.data import synthetic  # noqa: E402
 from mmder_tf.data.datasets import load_manifest  # noqa: E402
 from mmder_tf.data.pipeline import cached_keys, make_dataset  # noqa: E402
 from mmder_tf.data.prepare import prepare  # noqa: E402
-from mmder_tf.preprocess import fuse_clip  # noqa: E402
+from mmder_tf.fusion.clip import fuse_clip  # noqa: E402
 
 BAR = 25.0
 

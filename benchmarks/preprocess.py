@@ -3,7 +3,7 @@
 For each clip (a generated 1280x720 30 fps 3.5 s H.264 clip with 48 kHz stereo
 AAC, the real RAVDESS mp4 and a real CREMA-D flv), timed in the same run and
 pinned to one core (TF intra/inter-op threads 1):
-- ours:     mmder_tf.preprocess.fuse_clip(path, strategy)
+- ours:     mmder_tf.fusion.clip.fuse_clip(path, strategy)
 - official: benchmarks/official_pipeline.official_fuse(path, strategy)
 - bare:     PyAV decoding every video frame, no colour conversion (the floor
             for any pipeline that reads the whole clip)
@@ -42,7 +42,7 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 
 def generated_clip(directory: Path) -> Path:
     """1280x720, 30 fps, 3.5 s: a textured background and a moving bright disc; voiced 48 kHz stereo audio."""
-    from mmder_tf.media import write_video
+    from mmder_tf.media.decode import write_video
 
     rng = np.random.default_rng(0)
     count, height, width = 105, 720, 1280
@@ -101,9 +101,9 @@ def main(argv=None):
     from official_pipeline import official_fuse
 
     from mmder_tf.config import FusionConfig
-    from mmder_tf.fusion import rfas_seed
-    from mmder_tf.media import decode_clip
-    from mmder_tf.preprocess import fuse_clip, fused_function
+    from mmder_tf.fusion.strategies import rfas_seed
+    from mmder_tf.media.decode import decode_clip
+    from mmder_tf.fusion.clip import fuse_clip, fused_function
 
     config = FusionConfig(strategy=args.strategy)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,22 +8,22 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "VideoMAEBackbone": "mmder_tf.backbone",
-    "EmotionClassifier": "mmder_tf.classifier",
-    "BACKBONE_PRESETS": "mmder_tf.presets",
-    "load_pretrained": "mmder_tf.convert",
-    "convert_checkpoint": "mmder_tf.convert",
+    "VideoMAEBackbone": "mmder_tf.models.videomae.backbone",
+    "EmotionClassifier": "mmder_tf.models.classifier",
+    "BACKBONE_PRESETS": "mmder_tf.models.videomae.presets",
+    "load_pretrained": "mmder_tf.models.convert",
+    "convert_checkpoint": "mmder_tf.models.convert",
     "FusionConfig": "mmder_tf.config",
     "STRATEGIES": "mmder_tf.config",
-    "decode_clip": "mmder_tf.media",
-    "fuse_clip": "mmder_tf.preprocess",
+    "decode_clip": "mmder_tf.media.decode",
+    "fuse_clip": "mmder_tf.fusion.clip",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-_SUBMODULES = ("finetune", "evaluate", "export", "predict", "convert", "visualize", "preprocess", "media",
-               "metrics", "training", "data")
+_SUBMODULES = ("finetune", "evaluate", "export", "predict", "convert", "visualize", "media", "fusion", "models",
+               "training", "reports", "serving", "data")
 
 
 def __getattr__(name):

@@ -35,12 +35,12 @@ def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Na
 def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True) -> dict:
     import numpy as np
 
-    from mmder_tf import metrics as metrics_lib
-    from mmder_tf import training as T
+    from mmder_tf.reports import metrics as metrics_lib
+    from mmder_tf.training import engine as T
     from mmder_tf.data.datasets import Manifest
     from mmder_tf.data.prepare import load_index
     from mmder_tf.finetune import build_classifier, clip_dataset, predict_with_keys, summarize_run
-    from mmder_tf.reports import atomic_save_npz, atomic_write_json, format_table, write_run_report
+    from mmder_tf.reports.results import atomic_save_npz, atomic_write_json, format_table, write_run_report
 
     run_dir = Path(run_dir)
     args, saved = _run_args(run_dir, argparse.Namespace(batch_size=batch_size))

@@ -232,16 +232,16 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     """
     import keras
 
-    from mmder_tf.backbone import VideoMAEBackbone
-    from mmder_tf.classifier import EmotionClassifier
-    from mmder_tf.presets import BACKBONE_PRESETS
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every fold and every resume
     if not args.weights:
         backbone = VideoMAEBackbone.from_preset(args.preset, num_frames=args.fusion.num_frames,
                                                 image_size=args.image_size, drop_path_rate=drop_path)
         return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, class_names=class_names)
-    from mmder_tf.convert import load_pretrained
+    from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(args.weights, num_frames=args.fusion.num_frames, image_size=args.image_size,
                             classifier=True, num_classes=num_classes, allow_missing_head=True, mode=args.mode,
@@ -330,10 +330,10 @@ def train_and_test_fold(args, ctx, number, fold):
     import numpy as np
     import tensorflow as tf
 
-    from mmder_tf import metrics as metrics_lib
-    from mmder_tf import training as T
+    from mmder_tf.reports import metrics as metrics_lib
+    from mmder_tf.training import engine as T
     from mmder_tf.data.folds import split
-    from mmder_tf.reports import atomic_save_npz, atomic_write_json
+    from mmder_tf.reports.results import atomic_save_npz, atomic_write_json
 
     fold_dir = ctx["work"] / f"fold_{number}"
     if _fold_result_path(fold_dir).exists():
@@ -450,8 +450,8 @@ def feature_table(args, ctx, classifier, records):
     import numpy as np
     from tqdm import tqdm
 
-    from mmder_tf import training as T
-    from mmder_tf.reports import atomic_save_npz
+    from mmder_tf.training import engine as T
+    from mmder_tf.reports.results import atomic_save_npz
 
     key = T.fingerprint({
         "encoder": T.weights_fingerprint(classifier.backbone.weights),
@@ -481,7 +481,7 @@ def feature_table(args, ctx, classifier, records):
 
 
 def summarize_run(args, ctx, fold_results: dict) -> dict:
-    from mmder_tf import metrics as metrics_lib
+    from mmder_tf.reports import metrics as metrics_lib
 
     raw = {}
     for number, result in fold_results.items():
@@ -508,8 +508,8 @@ def run_protocol(args) -> dict:
     """The whole run: data, folds, cache, every fold, reports. Returns the results dict."""
     import json
 
-    from mmder_tf import training as T
-    from mmder_tf.reports import atomic_write_json, format_table, write_run_report
+    from mmder_tf.training import engine as T
+    from mmder_tf.reports.results import atomic_write_json, format_table, write_run_report
 
     # Data and folds first (no TF): a bad dataset or fold request fails in seconds.
     manifest = load_run_manifest(args)

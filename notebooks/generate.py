@@ -120,7 +120,7 @@ if not SMALL and "google.colab" in sys.modules:
 def _picture(strategy_expr: str) -> str:
     return f'''
 import matplotlib.pyplot as plt
-from mmder_tf.visualize import grid
+from mmder_tf.reports.visualize import grid
 from mmder_tf.data.datasets import load_manifest
 
 clip = load_manifest("ravdess" if DATASET == "synthetic" else DATASET, DATA_DIR).records[0].path
@@ -147,7 +147,7 @@ display(Image(os.path.join(run_dir, "plots", "confusion_pooled.png")))
 '''
 
 EXPORT = '''
-from mmder_tf import export
+from mmder_tf.serving import export
 # The model of the first fold that ran; every fold's checkpoint can be exported the same way.
 first_fold = min(results["folds"], key=int)
 export_dir = export.export_run(run_dir, os.path.join(run_dir, "export"), fold=int(first_fold), overwrite=True)
@@ -217,7 +217,7 @@ plt.xticks(x, [r[0] for r in rows]); plt.ylim(0, 1); plt.legend(); plt.title("Me
         markdown("## What each strategy feeds the encoder"),
         code('''
 import matplotlib.pyplot as plt
-from mmder_tf.visualize import grid
+from mmder_tf.reports.visualize import grid
 from mmder_tf.data.datasets import load_manifest
 from mmder_tf import finetune
 clip = load_manifest("ravdess" if DATASET == "synthetic" else DATASET, DATA_DIR).records[0].path

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf import alignment
+from mmder_tf.fusion import alignment
 
 
 def test_frame_times_are_units_of_duration_over_n_plus_one():

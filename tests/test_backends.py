@@ -16,9 +16,9 @@ CHILD = r"""
 import json, sys
 import numpy as np
 import keras
-import mmder_tf.layers, mmder_tf.presets, mmder_tf.backbone, mmder_tf.classifier
+import mmder_tf.models.layers, mmder_tf.models.videomae.presets, mmder_tf.models.videomae.backbone, mmder_tf.models.classifier
 no_tf = "tensorflow" not in sys.modules
-from mmder_tf.convert import load_pretrained
+from mmder_tf.models.convert import load_pretrained
 work = sys.argv[1]
 model = load_pretrained(work + "/clf.weights.h5", classifier=True)
 data = np.load(work + "/io.npz")

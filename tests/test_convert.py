@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")  # the whole point of this file is the torc
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel  # noqa: E402
 
 from mmder_tf import EmotionClassifier, VideoMAEBackbone, convert_checkpoint, load_pretrained  # noqa: E402
-from mmder_tf.convert import main  # noqa: E402
+from mmder_tf.models.convert import main  # noqa: E402
 from mmder_tf.errors import CheckpointError, ConfigError  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -33,9 +33,9 @@ WORKER = textwrap.dedent('''
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from mmder_tf import training as T
-    from mmder_tf.backbone import VideoMAEBackbone
-    from mmder_tf.classifier import EmotionClassifier
+    from mmder_tf.training import engine as T
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.models.classifier import EmotionClassifier
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 16)
     x = rng.integers(0, 60, (16, 2, 32, 32, 3)).astype(np.uint8)

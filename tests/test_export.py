@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf import export
+from mmder_tf.serving import export
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
-from mmder_tf.media import write_video
-from mmder_tf.preprocess import fuse_clip, fuse_media
+from mmder_tf.media.decode import write_video
+from mmder_tf.fusion.clip import fuse_clip, fuse_media
 
 CLASSES = ["anger", "happiness", "sadness"]
 CONFIG = FusionConfig(strategy="fslf", image_size=64)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mmder_tf import errors, face
-from mmder_tf.media import decode_clip, write_video
+from mmder_tf.media.decode import decode_clip, write_video
 
 RAVDESS = "01-01-01-01-01-01-01.mp4"
 

@@ -71,7 +71,7 @@ def test_fold_number_beyond_protocol(dataset, tmp_path, capsys):
 def test_weights_of_another_preset(dataset, tmp_path, capsys):
     import keras
 
-    from mmder_tf.backbone import VideoMAEBackbone
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 
     # A converted encoder of another size: .weights.h5 plus the sidecar config convert writes.
     backbone = VideoMAEBackbone(hidden_dim=96, depth=1, num_heads=2, num_frames=16, image_size=32)

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import ConfigError
-from mmder_tf.fusion import frame_unit_range, fuse, rfas_permutation, rfas_seed
+from mmder_tf.fusion.strategies import frame_unit_range, fuse, rfas_permutation, rfas_seed
 
 H = W = 32
 

@@ -7,7 +7,7 @@ import pytest
 from keras import ops
 
 from mmder_tf.errors import ConfigError
-from mmder_tf.layers import (
+from mmder_tf.models.layers import (
     MLP,
     DropPath,
     InputNormalization,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmder_tf import errors, media
-from mmder_tf.media import MIN_DURATION, decode_clip, write_video
+from mmder_tf.media.decode import MIN_DURATION, decode_clip, write_video
 
 NO_AUDIO_CLIP = "01-01-08-02-01-01-19.mp4"
 BIT_BLOCK = 16  # frame index written as 8 black/white 16x16 blocks: survives lossy coding

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix as sk_confusion, recall_score
 
-from mmder_tf import metrics
+from mmder_tf.reports import metrics
 from mmder_tf.errors import ConfigError
 
 

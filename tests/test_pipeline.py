@@ -53,7 +53,7 @@ def test_shapes_dtypes_and_labels(cache, strategy):
 
 def test_matches_fuse_clip(cache):
     """Cached frames went through JPEG and a second resize; spectrograms use int16 audio: close, not identical."""
-    from mmder_tf.preprocess import fuse_clip
+    from mmder_tf.fusion.clip import fuse_clip
 
     out, manifest = cache
     record = manifest.records[0]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf import export, predict
+from mmder_tf.serving import export, predict
 from mmder_tf.config import FusionConfig
-from mmder_tf.preprocess import fuse_clip
+from mmder_tf.fusion.clip import fuse_clip
 
 CLASSES = ["neutral", "anger", "fear", "joy"]
 CONFIG = FusionConfig(strategy="cfas", image_size=64)  # another strategy than test_export's

@@ -64,8 +64,8 @@ def test_cache_content(clips, clean):
     waveform = np.frombuffer(feature["waveform"].bytes_list.value[0], "<i2")
     assert abs(len(waveform) - 16000) < 800 and np.abs(waveform).max() > 1000
     # the stored frames are the decoder's aligned frames (crop + resize), up to JPEG loss
-    from mmder_tf.media import decode_clip
-    from mmder_tf.preprocess import prepare_frames
+    from mmder_tf.media.decode import decode_clip
+    from mmder_tf.fusion.clip import prepare_frames
     decoded = decode_clip(record.path, (16, 8)).frames[8]
     expected = prepare_frames(decoded, CONFIG, size=(64, 64)).numpy()
     assert np.abs(image.astype(int) - expected[3].astype(int)).mean() < 4
@@ -164,8 +164,8 @@ def test_crop_half_is_applied_before_resizing(clips, tmp_path):
     import dataclasses
 
     from mmder_tf.data.datasets import Manifest
-    from mmder_tf.media import decode_clip
-    from mmder_tf.preprocess import prepare_frames
+    from mmder_tf.media.decode import decode_clip
+    from mmder_tf.fusion.clip import prepare_frames
 
     source = load_manifest("ravdess", clips).records[0]
     records = [dataclasses.replace(source, key=f"{source.key}#{half}", meta={"crop_half": half}) for half in ("left", "right")]

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf import alignment
+from mmder_tf.fusion import alignment
 from mmder_tf.config import AUDIO_VISUAL_STRATEGIES, STRATEGIES, FusionConfig
 from mmder_tf.errors import ConfigError, NoAudioStreamError
-from mmder_tf.fusion import rfas_seed
-from mmder_tf.media import decode_clip, write_video
-from mmder_tf.preprocess import fuse_aligned, fuse_clip, fuse_media, fused_function, prepare_frames
-from mmder_tf.spectrogram import viridis_table
+from mmder_tf.fusion.strategies import rfas_seed
+from mmder_tf.media.decode import decode_clip, write_video
+from mmder_tf.fusion.clip import fuse_aligned, fuse_clip, fuse_media, fused_function, prepare_frames
+from mmder_tf.fusion.spectrogram import viridis_table
 
 SIZE = 64
 NO_AUDIO = "01-01-08-02-01-01-19.mp4"

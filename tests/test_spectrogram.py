@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf import alignment
+from mmder_tf.fusion import alignment
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import ConfigError
-from mmder_tf.media import decode_clip
-from mmder_tf.spectrogram import (
+from mmder_tf.media.decode import decode_clip
+from mmder_tf.fusion.spectrogram import (
     colorize,
     mel_filterbank,
     mel_power,
@@ -171,7 +171,7 @@ def test_runs_in_dataset_map_with_unknown_lengths(speech_windows):
 
 @pytest.mark.parametrize("frames", [100, 300])  # time axis grows (ResizeBilinear path) / shrinks (antialiased)
 def test_render_resize_is_the_antialiased_bilinear_resize(frames):
-    from mmder_tf.spectrogram import _resize_bilinear
+    from mmder_tf.fusion.spectrogram import _resize_bilinear
 
     image = np.random.default_rng(3).random((2, 128, frames, 1)).astype(np.float32)
     reference = tf.image.resize(image, (224, 224), method="bilinear", antialias=True).numpy()

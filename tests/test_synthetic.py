@@ -19,7 +19,7 @@ def small_set(tmp_path_factory):
 def test_files_are_real_mp4_with_audio(small_set):
     import av
 
-    from mmder_tf.media import decode_clip
+    from mmder_tf.media.decode import decode_clip
 
     out, paths = small_set
     assert len(paths) == 2 * 7 * 2 and all(p.is_file() and p.stat().st_size > 1000 for p in paths)

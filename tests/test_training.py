@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf import training as T
-from mmder_tf.backbone import VideoMAEBackbone
-from mmder_tf.classifier import EmotionClassifier
+from mmder_tf.training import engine as T
+from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+from mmder_tf.models.classifier import EmotionClassifier
 from mmder_tf.errors import ConfigError
 
 

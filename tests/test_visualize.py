@@ -3,8 +3,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from mmder_tf.preprocess import fuse_clip
-from mmder_tf.visualize import grid, main
+from mmder_tf.fusion.clip import fuse_clip
+from mmder_tf.reports.visualize import grid, main
 
 
 def test_grid_places_frames_in_reading_order():

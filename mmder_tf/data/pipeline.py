@@ -25,8 +25,8 @@ import tensorflow as tf
 from mmder_tf.config import FusionConfig, needs_audio, needs_video
 from mmder_tf.data.prepare import load_index, shard_path
 from mmder_tf.errors import ConfigError, DatasetError
-from mmder_tf.fusion import rfas_seed
-from mmder_tf.preprocess import fuse_aligned
+from mmder_tf.fusion.strategies import rfas_seed
+from mmder_tf.fusion.clip import fuse_aligned
 
 _CYCLE = 8  # shards read at once in training
 

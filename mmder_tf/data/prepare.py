@@ -118,8 +118,8 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
     """Decode one clip: (its serialised tf.train.Example, deterministic bytes; has audio). Raises MediaError."""
     import tensorflow as tf
 
-    from mmder_tf.media import decode_clip
-    from mmder_tf.preprocess import prepare_frames
+    from mmder_tf.media.decode import decode_clip
+    from mmder_tf.fusion.clip import prepare_frames
 
     half = record.meta.get("crop_half")
     face = settings.crop == "face"
@@ -145,7 +145,7 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
     frames_all = _crop_half(np.stack([source[i] for i in unique]), half)
     if face and half is not None:
         # The face box must be searched in the speaker's half, not in the whole split screen.
-        from mmder_tf import face as face_module
+        from mmder_tf.media import face as face_module
         frames_all = face_module.crop_clip({0: frames_all})[0][0]
     square = (settings.image_size, settings.image_size)
     resized_all = prepare_frames(frames_all, config, size=square).numpy()

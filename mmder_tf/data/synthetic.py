@@ -316,7 +316,7 @@ def clip_name(actor_id: int, code: str, index: int) -> str:
 
 
 def _write_clip(job):
-    from mmder_tf.media import write_video
+    from mmder_tf.media.decode import write_video
 
     path, actor_id, code, index, seed, size, fps, seconds, sample_rate = job
     frames, waveform, _ = render_clip(actor_id, code, index, seed, size, fps, seconds, sample_rate)

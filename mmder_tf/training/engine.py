@@ -358,7 +358,7 @@ def make_checkpoint_callback(fold_dir, monitor: str | None, initial_epoch: int):
     resume would always overwrite best); this keeps best value, best epoch and the
     per-epoch history in state.json, truncated to the epochs the backup restored.
     """
-    from mmder_tf.reports import atomic_write_json, atomic_write_text
+    from mmder_tf.reports.results import atomic_write_json, atomic_write_text
 
     keras = _keras()
     fold_dir = Path(fold_dir)

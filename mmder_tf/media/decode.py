@@ -492,7 +492,7 @@ def _alignment_function(counts: tuple, official: bool):
     """alignment's duration and frame choice as one traced graph: eager calls cost ~30 ms a clip."""
     import tensorflow as tf
 
-    from mmder_tf import alignment
+    from mmder_tf.fusion import alignment
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)], autograph=False)
     def select(times):
@@ -634,7 +634,7 @@ def decode_clip(
     frames = {n: np.stack([images[int(i)] for i in idx]) for n, idx in selection.items()} if need_video else {}
     face_found = None
     if face_crop and need_video:
-        from mmder_tf import face
+        from mmder_tf.media import face
 
         frames, face_found = face.crop_clip(frames)
     diffs = np.diff(times_rel)

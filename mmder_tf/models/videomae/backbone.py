@@ -6,8 +6,8 @@ import keras
 from keras import layers
 
 from mmder_tf.errors import ConfigError
-from mmder_tf.layers import TransformerBlock, TubeletEmbedding, _pair
-from mmder_tf.presets import BACKBONE_PRESETS
+from mmder_tf.models.layers import TransformerBlock, TubeletEmbedding, _pair
+from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")

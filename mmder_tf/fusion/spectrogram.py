@@ -44,7 +44,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from mmder_tf._viridis import VIRIDIS_RGB
+from mmder_tf.fusion.viridis import VIRIDIS_RGB
 from mmder_tf.errors import ConfigError
 
 AMIN = 1e-10

@@ -4,9 +4,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from mmder_tf.backbone import VideoMAEBackbone
+from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 from mmder_tf.errors import ConfigError
-from mmder_tf.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
+from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
 
 MODES = ("linear_probe", "finetune")
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mmder_tf import alignment
+from mmder_tf.fusion import alignment
 from mmder_tf.config import FusionConfig, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, NoAudioStreamError
-from mmder_tf.fusion import fuse, rfas_seed
-from mmder_tf.spectrogram import settings_from_config, spectrogram_images
+from mmder_tf.fusion.strategies import fuse, rfas_seed
+from mmder_tf.fusion.spectrogram import settings_from_config, spectrogram_images
 
 
 def _size(config: FusionConfig, size):
@@ -202,7 +202,7 @@ def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None 
     NoAudioStreamError when the strategy needs audio and the file has none.
     """
     config = resolve_config(strategy, config, **options)
-    from mmder_tf.media import decode_clip
+    from mmder_tf.media.decode import decode_clip
 
     n = config.frames_per_modality
     clip = decode_clip(

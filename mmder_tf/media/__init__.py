@@ -1,0 +1,1 @@
+"""Media: decoding containers with PyAV, writing clips, finding faces."""

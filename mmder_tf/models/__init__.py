@@ -1,0 +1,1 @@
+"""Models in pure Keras 3: shared layers, the VideoMAE family, the emotion task model, checkpoint conversion."""

@@ -1,0 +1,1 @@
+"""VideoMAE ViT encoder: backbone, presets."""

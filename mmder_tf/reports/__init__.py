@@ -1,0 +1,1 @@
+"""Metrics (UAR, WAR, confusion), results files and plots, strategy figures."""

@@ -1,0 +1,1 @@
+"""Serving: SavedModel export with in-graph preprocessing, and prediction on media files."""

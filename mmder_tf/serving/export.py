@@ -1,0 +1,565 @@
+"""Trained classifier -> TensorFlow SavedModel for TF Serving, `saved_model_cli` and `tf.saved_model.load`.
+
+Signatures (see docs/serving.md for request bodies):
+
+- `serving_default`: fused uint8 `fused` [batch, T, S, S, 3] -> `probabilities`
+  float32 [batch, C], `labels` string [batch] (top-1 class name), `class_names`
+  string [batch, C].
+- `serving_float`: the same with float32 0..255 input.
+- `from_media`: every decoded frame `frames` uint8 [batch, F, h, w, 3], their
+  `timestamps` float32 [batch, F] (seconds), the mono `waveform` float32
+  [batch, samples] at the exported sample rate (sample 0 = first frame's time),
+  `num_frames_valid` int32 [batch] and `num_samples` int32 [batch] (how much of
+  each padded row is real) -> the same outputs. Frame selection, audio windows,
+  spectrograms, crop, resize and fusion run in the graph through
+  `preprocess.fuse_media` (alignment.select_frame_indices, as the decoder uses,
+  then the fuse_aligned the training pipeline maps). These inputs are declared
+  with unknown rank; their shapes are asserted in the graph (see `from_media` below).
+- `metadata`: one ignored int32 scalar `unused` -> strategy, preset, class names,
+  sample rate, frame count, image size, the FusionConfig JSON and everything as
+  one JSON string. The input exists because `saved_model_cli run` refuses a
+  signature without inputs.
+
+`class_names` is tiled to [batch, C] because TF Serving's row ("instances")
+format requires every output to share the batch dimension.
+
+The model's call is traced in float32 and only its variables are saved (not the
+Keras objects), so loading needs TensorFlow alone, not mmder_tf or Keras.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+
+from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
+from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
+
+METADATA_ASSET = "mmder_tf.json"
+EXPORT_FORMAT = "mmder_tf.saved_model"
+EXPORT_FORMAT_VERSION = 1
+SIGNATURES = ("serving_default", "serving_float", "from_media", "metadata")
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# ----------------------------------------------------------------------------- metadata
+
+def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None) -> dict:
+    """Everything a client needs to build inputs and read outputs, as plain JSON values."""
+    import keras
+
+    import mmder_tf
+
+    tf = _tf()
+    size = config.image_size
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "strategy": config.strategy,
+        "class_names": list(class_names),
+        "num_classes": len(class_names),
+        "preset": preset or "custom",
+        "sample_rate": config.sample_rate,
+        "num_frames": config.num_frames,
+        "frames_per_modality": config.frames_per_modality,
+        "image_size": size,
+        "crop": config.crop,
+        "fusion_config": config.to_dict(),
+        "inputs": {
+            "serving_default": {"fused": f"uint8 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
+            "serving_float": {"fused": f"float32 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
+            "from_media": {
+                "frames": "uint8 [batch, frames, height, width, 3] RGB, every decoded frame of the clip"
+                          + (", face-cropped as decode_clip(face_crop=True) does" if config.crop == "face" else ""),
+                "timestamps": "float32 [batch, frames] presentation time of each frame in seconds",
+                "waveform": f"float32 [batch, samples] mono at {config.sample_rate} Hz, sample 0 at the first "
+                            "frame's time",
+                "num_frames_valid": "int32 [batch] frames of each row that are real (rest is padding)",
+                "num_samples": "int32 [batch] samples of each row that are real (rest is padding)",
+            },
+        },
+        "outputs": {
+            "probabilities": "float32 [batch, num_classes] softmax of the logits",
+            "labels": "string [batch] top-1 class name",
+            "class_names": "string [batch, num_classes] the class of each probability column",
+        },
+        "source": None if source is None else str(source),
+        "mmder_tf_version": mmder_tf.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "num_parameters": int(sum(int(v.numpy().size) for v in model.weights)),
+    }
+
+
+# ----------------------------------------------------------------------------- graph checks
+
+def _dims(x, rank):
+    """tf.shape(x) cut or padded (with 1) to `rank` entries: indexing it cannot fail on a wrong rank.
+
+    Graph optimisation may run shape reads before the rank asserts they depend on,
+    so reads must be safe on their own for the assert's message to be the error seen.
+    """
+    tf = _tf()
+    return tf.concat([tf.shape(x), tf.ones([rank], tf.int32)], 0)[:rank]
+
+
+def _assert_shape(x, expected, message):
+    """In-graph shape check that also catches a wrong rank (None = any size), with `message` in the error.
+
+    Needed on top of the declared signature shapes: loaded signatures and TF Serving
+    feed tensors into the graph without comparing them with the declared shape.
+    """
+    tf = _tf()
+    shape = tf.shape(x, out_type=tf.int64)
+    rank = len(expected)
+    padded = tf.concat([shape, tf.fill([rank], tf.constant(-1, tf.int64))], 0)[:rank]
+    ok = tf.equal(tf.size(shape), rank)
+    for i, size in enumerate(expected):
+        if size is not None:
+            ok = tf.logical_and(ok, tf.equal(padded[i], size))
+    return tf.debugging.Assert(ok, [message + "; got shape", shape])
+
+
+def _check_fused(fused, config: FusionConfig, check_range: bool):
+    """Clear in-graph errors for a fused batch: shape, empty batch, and for floats the 0..255 range."""
+    tf = _tf()
+    t, s = config.num_frames, config.image_size
+    checks = [
+        _assert_shape(fused, [None, t, s, s, 3],
+                      f"fused input must be [batch, {t}, {s}, {s}, 3] (strategy {config.strategy}, image_size {s})"),
+    ]
+    checks.append(tf.debugging.assert_positive(_dims(fused, 5)[0], message="empty batch: send at least one clip"))
+    if check_range:
+        checks += [
+            tf.debugging.assert_all_finite(fused, message="fused input holds NaN or Inf"),
+            tf.debugging.assert_greater_equal(
+                tf.reduce_min(fused), 0.0,
+                message="fused float input must hold pixel values 0..255 (not normalised values)"),
+            tf.debugging.assert_less_equal(
+                tf.reduce_max(fused), 255.0, message="fused float input must hold pixel values 0..255"),
+        ]
+    with tf.control_dependencies(checks):
+        fused = tf.identity(fused)
+    return tf.ensure_shape(fused, [None, t, s, s, 3])
+
+
+def _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config: FusionConfig):
+    """Batch-level checks of the from_media inputs (per-clip checks run inside the map)."""
+    tf = _tf()
+    same_batch = "frames, timestamps, waveform, num_frames_valid and num_samples must have the same batch size"
+    ranks = [
+        _assert_shape(frames, [None] * 4 + [3], "frames must be uint8 [batch, frames, height, width, 3]"),
+        _assert_shape(timestamps, [None, None], "timestamps must be float32 [batch, frames]"),
+        _assert_shape(waveform, [None, None], "waveform must be float32 [batch, samples]"),
+        _assert_shape(num_frames_valid, [None], "num_frames_valid must be int32 [batch]"),
+        _assert_shape(num_samples, [None], "num_samples must be int32 [batch]"),
+    ]
+    # Everything below reads dimensions, so none of it should run before the rank checks pass.
+    with tf.control_dependencies(ranks):
+        frames, timestamps, waveform, num_frames_valid, num_samples = (
+            tf.identity(x) for x in (frames, timestamps, waveform, num_frames_valid, num_samples))
+        fshape, tshape, wshape = _dims(frames, 5), _dims(timestamps, 2), _dims(waveform, 2)
+        batch = fshape[0]
+        checks = [
+            tf.debugging.assert_positive(batch, message="empty batch: send at least one clip"),
+            tf.debugging.assert_equal(tshape[0], batch, message=same_batch),
+            tf.debugging.assert_equal(wshape[0], batch, message=same_batch),
+            tf.debugging.assert_equal(_dims(num_frames_valid, 1)[0], batch, message=same_batch),
+            tf.debugging.assert_equal(_dims(num_samples, 1)[0], batch, message=same_batch),
+            tf.debugging.assert_equal(
+                tshape[1], fshape[1], message="timestamps must have one entry per frame: [batch, frames]"),
+            tf.debugging.assert_less_equal(
+                num_frames_valid, fshape[1], message="num_frames_valid is larger than the frames sent"),
+            tf.debugging.assert_less_equal(
+                num_samples, wshape[1], message="num_samples is larger than the waveform sent"),
+            tf.debugging.assert_non_negative(num_samples, message="num_samples must be >= 0"),
+            tf.debugging.assert_all_finite(timestamps, message="timestamps hold NaN or Inf"),
+            tf.debugging.assert_all_finite(waveform, message="waveform holds NaN or Inf"),
+        ]
+        if needs_video(config.strategy):
+            checks.append(tf.debugging.assert_positive(
+                fshape[2] * fshape[3], message="frames must have a positive height and width"))
+    with tf.control_dependencies(checks):
+        shapes = ([None, None, None, None, 3], [None, None], [None, None], [None], [None])
+        return [tf.ensure_shape(tf.identity(x), shape)
+                for x, shape in zip((frames, timestamps, waveform, num_frames_valid, num_samples), shapes)]
+
+
+def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float):
+    """map_fn body: one padded row -> fused uint8 [T, S, S, 3], with the decoder's clip-length rules."""
+    tf = _tf()
+    from mmder_tf.fusion import alignment
+    from mmder_tf.fusion.clip import fuse_media
+
+    def fuse(row):
+        frames, timestamps, waveform, count, samples = row
+        times = timestamps[:count]
+        checks = [
+            tf.debugging.assert_greater_equal(
+                count, min_frames, message=f"a clip needs at least {min_frames} frames (num_frames_valid)"),
+            # Strictly increasing, as decoded presentation times are: anything else is a client bug
+            # (unsorted frames or timestamps in the wrong unit) that would silently pick wrong frames.
+            tf.debugging.assert_positive(
+                times[1:] - times[:-1], message="timestamps must increase strictly within num_frames_valid"),
+        ]
+        with tf.control_dependencies(checks):
+            times = tf.identity(times)
+        duration = alignment.video_duration(times - times[0])
+        checks = [tf.debugging.assert_greater_equal(
+            duration, min_duration,
+            message=f"a clip's frames must span at least {min_duration} s (timestamps in seconds?)")]
+        if needs_audio(config.strategy):
+            checks.append(tf.debugging.assert_positive(
+                samples, message=f"strategy {config.strategy} needs audio: num_samples must be > 0"))
+        with tf.control_dependencies(checks):
+            frames = tf.identity(frames[:count])
+        return fuse_media(frames, times, waveform[:samples], config, seed=None)
+
+    return fuse
+
+
+class _ServingModule:
+    """Builds the tf.Module that holds the model's variables, the signature functions and the asset."""
+
+    def __init__(self, model, config: FusionConfig, class_names, metadata: dict, asset_path: str):
+        tf = _tf()
+        from mmder_tf.media.decode import MIN_DURATION, MIN_FRAMES
+
+        self.module = module = tf.Module()
+        # Variables only: tracking the Keras model itself would make loading depend on Keras.
+        # The tf.Variables under the Keras ones: tracking the Keras wrappers saves every variable
+        # twice, and TF1-style loaders (saved_model_cli run) then restore the copy the graph does not use.
+        module.model_variables = [getattr(v, "value", v) for v in model.variables]
+        module.metadata_file = tf.saved_model.Asset(asset_path)
+        t, s = config.num_frames, config.image_size
+        names = tf.constant(list(class_names), tf.string)
+        meta_json = json.dumps(metadata, sort_keys=True)
+
+        # One traced model call shared by every signature; autograph off: no tensor-dependent
+        # Python control flow here, and converting the preprocessing modules costs seconds.
+        @tf.function(input_signature=[tf.TensorSpec([None, t, s, s, 3], tf.float32)], autograph=False)
+        def classify(fused_float):
+            logits = model(fused_float, training=False)
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            batch = tf.shape(probabilities)[0]
+            return {
+                "probabilities": probabilities,
+                "labels": tf.gather(names, top),
+                "class_names": tf.tile(names[tf.newaxis, :], [batch, 1]),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None, t, s, s, 3], tf.uint8, name="fused")], autograph=False)
+        def serve_uint8(fused):
+            return classify(tf.cast(_check_fused(fused, config, check_range=False), tf.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, t, s, s, 3], tf.float32, name="fused")], autograph=False)
+        def serve_float(fused):
+            return classify(_check_fused(fused, config, check_range=True))
+
+        # Inputs of unknown rank: grappler trusts declared shapes (folds rank asserts, drops
+        # "no-op" reshapes), so a wrong rank would surface as an obscure op error instead of
+        # the asserts' messages. The shapes are checked in the graph and listed in the metadata.
+        @tf.function(input_signature=[
+            tf.TensorSpec(None, tf.uint8, name="frames"),
+            tf.TensorSpec(None, tf.float32, name="timestamps"),
+            tf.TensorSpec(None, tf.float32, name="waveform"),
+            tf.TensorSpec(None, tf.int32, name="num_frames_valid"),
+            tf.TensorSpec(None, tf.int32, name="num_samples"),
+        ], autograph=False)
+        def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
+            rows = _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
+            fused = tf.map_fn(
+                _fuse_one(config, MIN_FRAMES, MIN_DURATION), tuple(rows),
+                fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8),
+            )
+            return classify(tf.cast(fused, tf.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="unused")], autograph=False)
+        def metadata_fn(unused):
+            del unused
+            return {
+                "json": tf.constant(meta_json),
+                "strategy": tf.constant(config.strategy),
+                "preset": tf.constant(metadata["preset"]),
+                "class_names": names,
+                "fusion_config": tf.constant(config.to_json()),
+                "sample_rate": tf.constant(config.sample_rate, tf.int32),
+                "num_frames": tf.constant(t, tf.int32),
+                "image_size": tf.constant(s, tf.int32),
+            }
+
+        module.serve_uint8, module.serve_float = serve_uint8, serve_float
+        module.from_media, module.metadata = from_media, metadata_fn
+        self.signatures = {
+            "serving_default": serve_uint8.get_concrete_function(),
+            "serving_float": serve_float.get_concrete_function(),
+            "from_media": from_media.get_concrete_function(),
+            "metadata": metadata_fn.get_concrete_function(),
+        }
+
+
+def _replace_dir(tmp: Path, target: Path, overwrite: bool):
+    """Move a finished export into place; the old one is only removed after the new one is there."""
+    if target.exists():
+        if not overwrite:
+            raise ConfigError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, preset=None, source=None,
+                       overwrite=False) -> Path:
+    """Write `model` (an EmotionClassifier for `config`) as a SavedModel at `export_dir`; returns the path.
+
+    The directory appears complete or not at all: the model is saved to a
+    sibling temporary directory and renamed. For TF Serving, export to
+    `<model_base>/<version>` (e.g. models/mmder/1).
+    """
+    tf = _tf()
+    if not isinstance(config, FusionConfig):
+        raise ConfigError(f"config must be a FusionConfig, got {type(config).__name__}")
+    class_names = [str(c) for c in class_names]
+    if not class_names or len(set(class_names)) != len(class_names):
+        raise ConfigError(f"class_names must be non-empty and unique, got {class_names}")
+    num_classes = int(model.output_shape[-1])
+    if num_classes != len(class_names):
+        raise ConfigError(f"{len(class_names)} class names for a model with {num_classes} outputs")
+    expected = (None, config.num_frames, config.image_size, config.image_size, 3)
+    if tuple(model.input_shape) != expected:
+        raise ConfigError(f"the model takes {tuple(model.input_shape)}, the config makes {expected} "
+                          "(num_frames / image_size disagree)")
+    if model.dtype_policy.compute_dtype != "float32":
+        # Serving traces in float32: a mixed-precision model would be exported at reduced precision.
+        raise ConfigError(f"export a float32 model (got dtype policy {model.dtype_policy.name}); "
+                          "rebuild it under the float32 policy and load its weights")
+
+    export_dir = Path(export_dir)
+    if export_dir.exists() and not overwrite:
+        raise ConfigError(f"{export_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    metadata = build_metadata(model, config, class_names, preset=preset, source=source)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=".mmder_meta-", dir=export_dir.parent))
+    try:
+        asset = staging / METADATA_ASSET
+        asset.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        built = _ServingModule(model, config, class_names, metadata, str(asset))
+        saved = tmp / "model"
+        tf.saved_model.save(built.module, str(saved), signatures=built.signatures)
+        if not (saved / "assets" / METADATA_ASSET).is_file():
+            raise CheckpointError(f"{export_dir}: the metadata asset was not written")
+        _replace_dir(saved, export_dir, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
+
+
+def read_metadata(export_dir) -> dict:
+    """The metadata of an export (its assets/mmder_tf.json), without loading the model."""
+    path = Path(export_dir) / "assets" / METADATA_ASSET
+    if not path.is_file():
+        raise CheckpointError(f"{export_dir}: not an mmder_tf export (no assets/{METADATA_ASSET})")
+    try:
+        metadata = json.loads(path.read_text())
+    except ValueError as error:
+        raise CheckpointError(f"{path}: unreadable metadata ({error})") from None
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path}: not an mmder_tf export metadata file")
+    if int(metadata.get("format_version", 0)) > EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{export_dir}: export format {metadata['format_version']} is newer than this "
+                              f"mmder_tf reads ({EXPORT_FORMAT_VERSION}); upgrade mmder_tf")
+    return metadata
+
+
+# ----------------------------------------------------------------------------- loading trained models
+
+def build_classifier(preset: str, config: FusionConfig, class_names, weights=None):
+    """A float32 EmotionClassifier of `preset` for `config`, with an EmotionClassifier .weights.h5 loaded."""
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.models.classifier import EmotionClassifier
+
+    backbone = VideoMAEBackbone.from_preset(preset, num_frames=config.num_frames, image_size=config.image_size,
+                                            dtype="float32")
+    model = EmotionClassifier(backbone, len(class_names), class_names=list(class_names), dtype="float32")
+    if weights is not None:
+        _load_weights(model, weights)
+    return model
+
+
+def _load_weights(model, path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if not path.name.endswith(".weights.h5"):
+        raise CheckpointError(f"{path}: expected a Keras .weights.h5 file")
+    # Keras only warns when it skips parts of a file and leaves fresh weights behind;
+    # exporting such a model would serve random predictions, so that is an error here.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(path))
+        except (ValueError, KeyError, OSError) as error:
+            raise CheckpointError(f"{path}: does not fit the model ({error})") from None
+    skipped = [str(w.message) for w in caught if any(
+        key in str(w.message) for key in ("Skipping", "could not be loaded", "freshly-initialized"))]
+    if skipped:
+        raise CheckpointError(f"{path}: does not fit the model ({skipped[0].splitlines()[0]})")
+
+
+def _finished_folds(run_dir: Path) -> list[int]:
+    folds = []
+    for child in run_dir.glob("fold_*"):
+        if (child / "results.json").is_file() and child.name[5:].isdigit():
+            folds.append(int(child.name[5:]))
+    return sorted(folds)
+
+
+def load_run(run_dir, fold=None):
+    """(model, config, class_names, preset, source) of one finished fold of a `mmder-finetune` run.
+
+    The model is rebuilt as training built it (finetune.build_classifier with the
+    run's arguments, in float32) and gets the fold's kept checkpoint: the whole
+    classifier, or for a feature-cached linear probe the head on the frozen
+    encoder, which is then checked against the encoder fingerprint training recorded.
+    """
+    from mmder_tf import finetune
+    from mmder_tf.training import engine as T
+
+    run_dir = Path(run_dir)
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise CheckpointError(f"{run_dir}: not a training run (no run.json)")
+    run = json.loads(run_file.read_text())
+    finished = _finished_folds(run_dir)
+    if fold is None:
+        if len(finished) != 1:
+            raise ConfigError(f"{run_dir}: choose a fold with --fold (finished folds: {finished or 'none'})")
+        fold = finished[0]
+    fold_dir = run_dir / f"fold_{int(fold)}"
+    if int(fold) not in finished:
+        raise CheckpointError(f"{fold_dir}: fold {fold} has not finished (no results.json); finished: {finished}")
+    result = json.loads((fold_dir / "results.json").read_text())
+    weights = fold_dir / f"{result.get('checkpoint', 'last')}.weights.h5"
+    config = FusionConfig.from_dict(run["fusion"])
+    class_names = list(run["class_names"])
+
+    args = argparse.Namespace(**run["args"])
+    args.fusion = config
+    # A run trained under mixed precision still has float32 variables; rebuild in float32.
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        model = finetune.build_classifier(args, len(class_names), class_names)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if result.get("weights_kind") == "head":
+        _load_weights(model.head_model(), weights)
+        recorded = result.get("feature_fingerprint")
+        found = T.fingerprint({
+            "encoder": T.weights_fingerprint(model.backbone.weights), "fusion": config.to_dict(),
+            "preset": args.preset, "precision": run["run"]["precision"],
+            "cache": str(Path(run["cache_dir"]).resolve()),
+        })
+        if recorded is not None and recorded != found:
+            raise CheckpointError(
+                f"{fold_dir}: the frozen encoder rebuilt from --weights {args.weights} is not the one this "
+                "fold's head was trained on (the weights file changed?)")
+    else:
+        _load_weights(model, weights)
+    return model, config, class_names, args.preset, weights
+
+
+def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
+    """Export one finished fold of a `mmder-finetune` run (the notebooks' and the CLI's RUN path)."""
+    model, config, class_names, preset, source = load_run(run_dir, fold)
+    return export_saved_model(model, config, class_names, export_dir, preset=preset, source=source,
+                              overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmder-export",
+        description="Export a trained classifier as a TensorFlow SavedModel (TF Serving, saved_model_cli). "
+                    "Either a training run folder (RUN, with --fold) or an explicit --weights file.")
+    p.add_argument("run", nargs="?", help="run folder written by mmder-finetune (has run.json and fold_N/)")
+    p.add_argument("--output", "-o", required=True,
+                   help="SavedModel folder to create; for TF Serving use <model_base>/<version>, e.g. models/mmder/1")
+    p.add_argument("--fold", type=int, help="which finished fold's checkpoint (needed when the run has several)")
+    p.add_argument("--weights", help="EmotionClassifier .weights.h5 (instead of a run folder)")
+    p.add_argument("--preset", help="backbone preset of --weights (tiny, small, base, large, huge)")
+    p.add_argument("--class-names", help="comma-separated class names in logit order (with --weights)")
+    p.add_argument("--num-classes", type=int, help="checked against --class-names")
+    p.add_argument("--strategy", help="fusion strategy (with --weights; default fslf or the --fusion-config's)")
+    p.add_argument("--fusion-config", help="FusionConfig JSON file (with --weights)")
+    p.add_argument("--image-size", type=int, help="fused frame size (with --weights)")
+    p.add_argument("--num-frames", type=int, help="fused frame count (with --weights)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return p
+
+
+def _explicit(args):
+    if not args.preset or not args.class_names:
+        raise ConfigError("--weights needs --preset and --class-names")
+    class_names = [c.strip() for c in args.class_names.split(",") if c.strip()]
+    if args.num_classes is not None and args.num_classes != len(class_names):
+        raise ConfigError(f"--num-classes {args.num_classes} but {len(class_names)} --class-names")
+    config = FusionConfig()
+    if args.fusion_config:
+        try:
+            config = FusionConfig.from_json(Path(args.fusion_config).read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"--fusion-config {args.fusion_config}: {error}") from None
+    changes = {k: v for k, v in (("strategy", args.strategy and check_strategy(args.strategy)),
+                                 ("image_size", args.image_size), ("num_frames", args.num_frames)) if v}
+    config = config.replace(**changes)
+    model = build_classifier(args.preset, config, class_names, weights=args.weights)
+    return model, config, class_names, args.preset, args.weights
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.weights:
+            if args.run:
+                raise ConfigError("give either a run folder or --weights, not both")
+            model, config, class_names, preset, source = _explicit(args)
+        elif args.run:
+            for flag in ("preset", "class_names", "strategy", "fusion_config", "image_size", "num_frames"):
+                if getattr(args, flag) is not None:
+                    raise ConfigError(f"--{flag.replace('_', '-')} applies to --weights; a run folder has its own")
+            model, config, class_names, preset, source = load_run(args.run, args.fold)
+        else:
+            raise ConfigError("give a run folder or --weights")
+        out = export_saved_model(model, config, class_names, args.output, preset=preset, source=source,
+                                 overwrite=args.overwrite)
+    except MMDERError as error:
+        print(f"mmder-export: error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {config.strategy} {preset} classifier ({', '.join(class_names)}) to {out}")
+    print(f"signatures: {', '.join(SIGNATURES)}; metadata: {out / 'assets' / METADATA_ASSET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

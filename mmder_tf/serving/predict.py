@@ -1,0 +1,180 @@
+"""`python -m mmder_tf.predict CLIP [CLIP|FOLDER ...] --model EXPORT_DIR`: emotions of clips with an exported model.
+
+Each clip goes the training path: `preprocess.fuse_clip` decodes only the frames
+the alignment selects and fuses them with the export's own FusionConfig (read
+from its metadata), then the SavedModel's `serving_default` signature gives the
+probabilities. Folders expand to the media files under them (recursively).
+
+A clip that cannot be used (missing, empty, corrupt, no audio for an
+audio-visual strategy, too short) is reported with its reason on stderr and,
+with --json, as {"path": ..., "error": ...}; the other clips are still predicted.
+Exit status: 0 when at least one clip was predicted, 1 when every clip failed,
+2 when the model or the arguments are unusable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
+
+MEDIA_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp",
+                  ".wav", ".mp3", ".flac", ".m4a", ".ogg")
+
+
+def expand_paths(paths) -> list[tuple[str, str | None]]:
+    """(path, error or None) for every clip: files as given, folders as their media files (sorted)."""
+    items = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            clips = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+            if not clips:
+                items.append((str(path), f"{path}: folder holds no media files ({', '.join(MEDIA_SUFFIXES)})"))
+            items.extend((str(p), None) for p in clips)
+        else:
+            items.append((str(path), None))
+    return items
+
+
+class ExportedModel:
+    """A SavedModel written by mmder_tf.serving.export, with its metadata and FusionConfig."""
+
+    def __init__(self, export_dir):
+        import tensorflow as tf
+
+        from mmder_tf.config import FusionConfig
+        from mmder_tf.serving.export import read_metadata
+
+        self.path = Path(export_dir)
+        if not self.path.is_dir():
+            raise CheckpointError(f"{self.path}: no such export folder")
+        self.metadata = read_metadata(self.path)
+        self.config = FusionConfig.from_dict(self.metadata["fusion_config"])
+        self.class_names = list(self.metadata["class_names"])
+        try:
+            loaded = tf.saved_model.load(str(self.path))
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise CheckpointError(f"{self.path}: cannot load the SavedModel ({error})") from None
+        if "serving_default" not in loaded.signatures:
+            raise CheckpointError(f"{self.path}: the SavedModel has no serving_default signature")
+        self._loaded = loaded  # the signature functions need their object alive
+        self._serve = loaded.signatures["serving_default"]
+
+    def fuse(self, path):
+        from mmder_tf.fusion.clip import fuse_clip
+
+        return fuse_clip(path, config=self.config)
+
+    def probabilities(self, fused_batch):
+        import numpy as np
+        import tensorflow as tf
+
+        out = self._serve(fused=tf.constant(np.asarray(fused_batch, np.uint8)))
+        return out["probabilities"].numpy()
+
+
+def predict_clips(model: ExportedModel, paths, batch_size: int = 8, progress: bool | None = None):
+    """One result dict per clip, in input order: {"path", "probabilities": {name: p}} or {"path", "error"}."""
+    import numpy as np
+    from tqdm import tqdm
+
+    items = expand_paths(paths)
+    results: list[dict | None] = [None] * len(items)
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        probabilities = model.probabilities(np.stack([fused for _, fused in pending]))
+        for (index, _), row in zip(pending, probabilities):
+            results[index] = {
+                "path": items[index][0],
+                "probabilities": {name: float(p) for name, p in zip(model.class_names, row)},
+            }
+        pending.clear()
+
+    bar = tqdm(items, desc="clips", unit="clip", disable=progress is False if progress is not None else None,
+               file=sys.stderr)
+    for index, (path, error) in enumerate(bar):
+        if error is None:
+            try:
+                pending.append((index, model.fuse(path)))
+            except MMDERError as failure:
+                error = str(failure)
+            except Exception as failure:  # noqa: BLE001 - one unreadable clip must not stop the others
+                error = f"{path}: {type(failure).__name__}: {failure}"
+        if error is not None:
+            results[index] = {"path": path, "error": error}
+            tqdm.write(f"error: {error}", file=sys.stderr)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return results
+
+
+def top_k(probabilities: dict, k: int) -> list[tuple[str, float]]:
+    return sorted(probabilities.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+
+def format_table(results, k: int) -> str:
+    rows = [("clip", *(f"#{i + 1}" for i in range(k)))]
+    for result in results:
+        if "error" in result:
+            reason = result["error"]
+            prefix = f"{result['path']}: "
+            rows.append((result["path"], "error: " + (reason[len(prefix):] if reason.startswith(prefix) else reason),
+                         *([""] * (k - 1))))
+        else:
+            rows.append((result["path"], *(f"{name} {p:.1%}" for name, p in top_k(result["probabilities"], k))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmder-predict",
+        description="Predict the emotion of clips with a model exported by mmder-export. "
+                    "Exit status: 0 if any clip was predicted, 1 if all failed, 2 on a bad model or arguments.")
+    p.add_argument("clips", nargs="+", help="media files or folders (searched recursively)")
+    p.add_argument("--model", "-m", required=True, help="SavedModel folder written by mmder-export")
+    p.add_argument("--json", action="store_true", help="print JSON (one object with a result per clip)")
+    p.add_argument("--top-k", type=int, default=3, help="emotions shown per clip (default 3)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.top_k < 1:
+            raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+        model = ExportedModel(args.model)
+    except MMDERError as error:
+        print(f"mmder-predict: error: {error}", file=sys.stderr)
+        return 2
+    k = min(args.top_k, len(model.class_names))
+    results = predict_clips(model, args.clips, args.batch_size, progress=False if args.no_progress else None)
+    for result in results:
+        if "probabilities" in result:
+            ranked = top_k(result["probabilities"], k)
+            result["label"] = ranked[0][0]
+            result["top_k"] = [{"label": name, "probability": p} for name, p in ranked]
+    if args.json:
+        print(json.dumps({
+            "model": str(model.path), "strategy": model.config.strategy, "class_names": model.class_names,
+            "results": results,
+        }, indent=2))
+    else:
+        print(format_table(results, k))
+    predicted = sum("probabilities" in r for r in results)
+    return 0 if predicted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: the engine (compile, fit, resume, distribute, feature-cached linear probe)."""
