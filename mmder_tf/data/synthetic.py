@@ -105,12 +105,35 @@ _SKIN = [(224, 188, 160), (198, 150, 110), (170, 125, 90), (240, 205, 180), (150
 _HAIR = [(40, 30, 25), (70, 50, 30), (25, 25, 25), (60, 45, 35)]
 _BACKGROUND = [(70, 90, 120), (90, 110, 90), (80, 80, 95), (110, 95, 110), (80, 105, 105), (105, 95, 80)]
 
+# "standard" is the dataset every test and README number uses; "hard" keeps the same
+# classes and file names but makes them hard to learn from few labelled actors:
+# expressions only part of the way from the flat face (and no white teeth or shut
+# eyes), per-actor expression offsets and head placement, voices whose registers and
+# bands are close and overlap across actors' pitch, and strong pixel and audio noise.
+# A tiny encoder trained from scratch on it stays well below 100 %, which is what a
+# benchmark of pre-training needs (benchmarks/pretrain_gain.py).
+DIFFICULTIES = {
+    "standard": dict(expression=1.0, teeth=(250, 250, 245), shut_eyes=True, actor_face=0.0, placement=0.025,
+                     pixel_noise=3.0, voice_noise=(0.001, 0.004), pitch_spread=(0.85, 1.15), voices=None),
+    "hard": dict(expression=0.45, teeth=(130, 60, 65), shut_eyes=False, actor_face=0.10, placement=0.08,
+                 pixel_noise=14.0, voice_noise=(0.03, 0.08), pitch_spread=(0.7, 1.45),
+                 voices={"low": dict(register=150.0, band=(0.0, 1300.0)),
+                         "high": dict(register=205.0, band=(700.0, 2400.0))}),
+}
 
-def _actor(actor: int, seed: int) -> dict:
-    """Per-actor appearance and voice: mild variation that correlates with no class."""
+
+def check_difficulty(difficulty: str) -> dict:
+    if difficulty not in DIFFICULTIES:
+        raise ConfigError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
+    return DIFFICULTIES[difficulty]
+
+
+def _actor(actor: int, seed: int, difficulty: str = "standard") -> dict:
+    """Per-actor appearance and voice: variation that correlates with no class."""
     rng = np.random.default_rng([seed, actor, 7919])
     male = actor % 2 == 1  # RAVDESS: odd actors are male
-    return dict(
+    setting = check_difficulty(difficulty)
+    values = dict(
         skin=np.array(_SKIN[(actor * 3 + seed) % len(_SKIN)], float) + rng.uniform(-10, 10, 3),
         hair=np.array(_HAIR[(actor * 5 + seed) % len(_HAIR)], float),
         background=np.array(_BACKGROUND[(actor + seed) % len(_BACKGROUND)], float) + rng.uniform(-12, 12, 3),
@@ -119,6 +142,17 @@ def _actor(actor: int, seed: int) -> dict:
         pitch=rng.uniform(0.85, 1.0) if male else rng.uniform(1.0, 1.15),
         formant_scale=rng.uniform(0.92, 1.0) if male else rng.uniform(1.0, 1.08),
     )
+    values["face_offset"] = {key: 0.0 for key in ("width", "lift", "open0", "brow", "inner", "eye")}
+    if difficulty != "standard":
+        # A separate generator, so the standard actors keep their exact values.
+        extra = np.random.default_rng([seed, actor, 104729])
+        low, high = setting["pitch_spread"]
+        values["pitch"] = extra.uniform(low, (low + high) / 2) if male else extra.uniform((low + high) / 2, high)
+        values["scale"] = extra.uniform(0.82, 1.06)
+        spread = setting["actor_face"]
+        values["face_offset"] = {key: float(extra.uniform(-spread, spread)) * (0.5 if key in ("brow", "eye") else 1)
+                                 for key in values["face_offset"]}
+    return values
 
 
 def _syllables(rng, seconds, rate):
@@ -151,9 +185,11 @@ def _band_gain(freq, band):
     return gain
 
 
-def synthesize_voice(rng, actor, voice: str, strong: bool, seconds: float, sample_rate: int, syllables):
+def synthesize_voice(rng, actor, voice: str, strong: bool, seconds: float, sample_rate: int, syllables,
+                     difficulty: str = "standard"):
     """Harmonic source at a contoured pitch, shaped into the style's band, with vowel formants and the syllable envelope."""
-    style = _VOICES[voice]
+    setting = check_difficulty(difficulty)
+    style = dict(_VOICES[voice], **((setting["voices"] or {}).get(voice, {})))
     count = int(round(seconds * sample_rate))
     times = np.arange(count) / sample_rate
     excursion = 1.25 if strong else 1.0
@@ -187,7 +223,7 @@ def synthesize_voice(rng, actor, voice: str, strong: bool, seconds: float, sampl
         source += shape * np.sin(k * phase_32)
     envelope = _envelope(times, syllables)
     voice_signal = envelope * source / (np.abs(source).max() + 1e-9)
-    noise = rng.uniform(0.001, 0.004) * rng.standard_normal(count)
+    noise = rng.uniform(*setting["voice_noise"]) * rng.standard_normal(count)
     signal = voice_signal * (0.85 if strong else 0.6) + noise
     return (signal / max(1.0, np.abs(signal).max() / 0.95)).astype(np.float32), envelope
 
@@ -207,15 +243,31 @@ def _arc(cx, cy, half_width, lift, points=24):
     return np.stack([cx + half_width * x, cy - lift * x ** 2], 1)
 
 
+def face_params(face: str, actor: dict, difficulty: str = "standard") -> dict:
+    """The expression's geometry: part of the way from the flat face, plus the actor's own offsets."""
+    setting = check_difficulty(difficulty)
+    params, flat = dict(_FACES[face]), _FACES["flat"]
+    if difficulty == "standard":
+        return params
+    strength = setting["expression"]
+    for key, offset in actor.get("face_offset", {}).items():
+        params[key] = flat[key] + strength * (params[key] - flat[key]) + offset
+    params["eye"] = max(0.02, params["eye"])
+    if params["shut"] and not setting["shut_eyes"]:
+        params["shut"], params["eye"] = False, max(0.02, flat["eye"] * (1 - strength))
+    return params
+
+
 def draw_face(size: int, actor: dict, face: str, strong: bool, opening: float, pose: tuple, blink: bool,
-              brightness: float, rng) -> np.ndarray:
+              brightness: float, rng, difficulty: str = "standard") -> np.ndarray:
     """One RGB uint8 frame: background, hair, a head that fills most of the frame, eyes, brows, mouth.
 
     `opening` is the mouth opening in units of the head's vertical half-axis.
     """
     import cv2
 
-    params = _FACES[face]
+    setting = check_difficulty(difficulty)
+    params = face_params(face, actor, difficulty)
     gain = 1.25 if strong else 1.0
     shift = 4  # cv2 sub-pixel coordinates: values are scaled by 2**shift
     one = 1 << shift
@@ -272,30 +324,32 @@ def draw_face(size: int, actor: dict, face: str, strong: bool, opening: float, p
     else:
         height = max(0.0, opening) * ay * (gain if face == "open" else 1.0)
         polygon = poly(_mouth_polygon(cx, mouth_y, half_width, lift, height))
-        cv2.fillPoly(canvas, polygon, (250, 250, 245) if params["teeth"] else (60, 10, 20), cv2.LINE_AA, shift)
+        cv2.fillPoly(canvas, polygon, setting["teeth"] if params["teeth"] else (60, 10, 20), cv2.LINE_AA, shift)
         cv2.polylines(canvas, polygon, True, dark, thick, cv2.LINE_AA, shift)
     out = canvas.astype(np.float32)
     out *= brightness
-    out += 3.0 * rng.standard_normal(canvas.shape, dtype=np.float32)
+    out += setting["pixel_noise"] * rng.standard_normal(canvas.shape, dtype=np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def render_clip(actor_id: int, code: str, index: int, seed: int = 0, size: int = 160, fps: float = 25,
-                seconds: float = 2.0, sample_rate: int = 16000):
+                seconds: float = 2.0, sample_rate: int = 16000, difficulty: str = "standard"):
     """(frames uint8 [N, size, size, 3], waveform float32 [S], meta) of one clip, deterministic."""
     if code not in EMOTIONS:
         raise ConfigError(f"emotion code {code!r} is not generated; choose from {sorted(EMOTIONS)}")
+    setting = check_difficulty(difficulty)
     _, face, voice = EMOTIONS[code]
     strong = index % 2 == 1
-    actor = _actor(actor_id, seed)
+    actor = _actor(actor_id, seed, difficulty)
     rng = np.random.default_rng([seed, actor_id, int(code), index])
     syllables = _syllables(rng, seconds, _VOICES[voice]["rate"] * rng.uniform(0.9, 1.1))
-    waveform, _ = synthesize_voice(rng, actor, voice, strong, seconds, sample_rate, syllables)
+    waveform, _ = synthesize_voice(rng, actor, voice, strong, seconds, sample_rate, syllables, difficulty)
     count = int(round(seconds * fps))
     frame_times = np.arange(count) / fps
     envelope = _envelope(frame_times, syllables)
-    params = _FACES[face]
-    base = np.array([size / 2, size * 0.52]) + rng.uniform(-0.025, 0.025, 2) * size
+    params = face_params(face, actor, difficulty)
+    placement = setting["placement"]
+    base = np.array([size / 2, size * 0.52]) + rng.uniform(-placement, placement, 2) * size
     bob_phase, bob_rate = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.9)
     blink_at = rng.uniform(0.2, seconds - 0.3)
     brightness = rng.uniform(0.9, 1.1)
@@ -304,7 +358,8 @@ def render_clip(actor_id: int, code: str, index: int, seed: int = 0, size: int =
         pose = (base[0] + 0.008 * size * math.sin(bob_phase + 2 * math.pi * bob_rate * t),
                 base[1] + 0.01 * size * math.sin(bob_phase * 1.3 + 2 * math.pi * bob_rate * t))
         opening = params["open0"] + params["open1"] * envelope[i]
-        frames[i] = draw_face(size, actor, face, strong, opening, pose, abs(t - blink_at) < 0.04, brightness, rng)
+        frames[i] = draw_face(size, actor, face, strong, opening, pose, abs(t - blink_at) < 0.04, brightness, rng,
+                              difficulty)
     return frames, waveform, {"face": face, "voice": voice, "strong": strong, "syllables": len(syllables)}
 
 
@@ -318,22 +373,24 @@ def clip_name(actor_id: int, code: str, index: int) -> str:
 def _write_clip(job):
     from mmder_tf.media.decode import write_video
 
-    path, actor_id, code, index, seed, size, fps, seconds, sample_rate = job
-    frames, waveform, _ = render_clip(actor_id, code, index, seed, size, fps, seconds, sample_rate)
+    path, actor_id, code, index, seed, size, fps, seconds, sample_rate, difficulty = job
+    frames, waveform, _ = render_clip(actor_id, code, index, seed, size, fps, seconds, sample_rate, difficulty)
     write_video(path, frames, fps=fps, audio=waveform, sample_rate=sample_rate)
     return path
 
 
 def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: int = 160, fps: float = 25,
              seconds: float = 2.0, sample_rate: int = 16000, emotions=tuple(EMOTIONS), overwrite: bool = False,
-             progress: bool = False, workers: int = 1) -> list[Path]:
+             progress: bool = False, workers: int = 1, difficulty: str = "standard") -> list[Path]:
     """Write the dataset under out_dir; returns every clip path (existing ones are kept unless overwrite).
 
     `actors` is a count (actors 1..n) or a sequence of actor numbers (1..99).
     Clips are seeded individually, so `workers` processes give the same files. A
     folder whose synthetic.json records another GENERATOR_VERSION, seed, size, fps,
-    duration or sample rate is stale: its clips are written again.
+    duration, sample rate or difficulty is stale: its clips are written again.
+    `difficulty="hard"`: the same classes with subtle, noisy, actor-dependent cues (DIFFICULTIES).
     """
+    check_difficulty(difficulty)
     actor_ids = list(range(1, int(actors) + 1)) if isinstance(actors, (int, np.integer)) else [int(a) for a in actors]
     if not actor_ids or any(not 1 <= a <= 99 for a in actor_ids):
         raise ConfigError(f"actors must be a positive count or numbers in 1..99, got {actors!r}")
@@ -351,7 +408,9 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
         except (OSError, ValueError):
             previous = {}
         # clips of another generator version or other settings are stale: regenerate them
-        overwrite = any(previous.get(key) != value for key, value in settings.items())
+        # (folders written before difficulty existed are "standard")
+        overwrite = any(previous.get(key) != value for key, value in settings.items()) or \
+            previous.get("difficulty", "standard") != difficulty
     paths, todo = [], []
     for actor_id in actor_ids:
         for code in emotions:
@@ -359,7 +418,7 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
                 path = out_dir / clip_name(actor_id, code, index)
                 paths.append(path)
                 if overwrite or not path.exists():
-                    todo.append((path, actor_id, code, index, seed, size, fps, seconds, sample_rate))
+                    todo.append((path, actor_id, code, index, seed, size, fps, seconds, sample_rate, difficulty))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -380,7 +439,7 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
         bar.close()
     description = {
         "generator": "mmder_tf.data.synthetic", "version": GENERATOR_VERSION, "seed": seed, "actors": actor_ids,
-        "clips_per_class": clips_per_class,
+        "clips_per_class": clips_per_class, "difficulty": difficulty,
         "size": size, "fps": fps, "seconds": seconds, "sample_rate": sample_rate,
         "classes": {EMOTIONS[c][0]: {"code": c, "face": EMOTIONS[c][1], "voice": EMOTIONS[c][2]} for c in emotions},
     }
@@ -399,13 +458,15 @@ def main(argv=None):
     parser.add_argument("--fps", type=float, default=25)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--difficulty", choices=tuple(DIFFICULTIES), default="standard",
+                        help="hard: subtle, noisy, actor-dependent cues (random initialisation stays below the ceiling)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     try:
         paths = generate(args.out, actors=args.actors, clips_per_class=args.clips_per_class, seed=args.seed,
                          size=args.size, fps=args.fps, seconds=args.seconds, sample_rate=args.sample_rate,
-                         overwrite=args.overwrite, progress=True, workers=args.workers)
+                         overwrite=args.overwrite, progress=True, workers=args.workers, difficulty=args.difficulty)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
