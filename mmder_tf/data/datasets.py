@@ -38,7 +38,8 @@ VIDEO_EXTENSIONS = (".mp4", ".flv", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".aac", ".m4a", ".ogg")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
 
-DATASETS = ("ravdess", "cremad", "iemocap", "csv")
+DATASETS = ("ravdess", "cremad", "iemocap", "csv", "folder")
+UNLABELLED = "unlabelled"  # the one class name of a manifest whose clips carry no emotion label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +473,68 @@ def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Man
     return _finish(records, class_names, dataset, base, skipped)
 
 
-_ADAPTERS = {"ravdess": scan_ravdess, "cremad": scan_cremad, "iemocap": scan_iemocap}
+# ---------------------------------------------------------------- unlabelled folders (pre-training)
+
+def scan_folder(data_dir) -> Manifest:
+    """Every video under data_dir, any names and nesting, as unlabelled clips (pre-training).
+
+    Subject = the first folder under data_dir (VoxCeleb2's `id00012/<video>/00001.mp4`
+    -> `id00012`; a flat folder -> the file's stem), so held-out clips can be whole
+    speakers. Non-video files are reported skips.
+    """
+    root = Path(data_dir)
+    records, skipped = [], []
+    for path in _walk(root):
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            skipped.append(Skip(str(path), f"not a video ({path.suffix or 'no extension'})"))
+            continue
+        relative = _relative(path, root)
+        parts = relative.split("/")
+        subject = parts[0] if len(parts) > 1 else Path(parts[0]).stem
+        records.append(ClipRecord(path=str(path), label=0, label_name=UNLABELLED, subject=subject, key=relative))
+    return _finish(records, (UNLABELLED,), "folder", root, skipped)
+
+
+def scan_path_csv(csv_path, check_files=True) -> Manifest:
+    """A CSV with a `path` column (and optional subject,start,end,key) as unlabelled clips; labels are ignored."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"manifest CSV not found: {csv_path}")
+    base = csv_path.resolve().parent
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if "path" not in [c.strip() for c in (reader.fieldnames or [])]:
+            raise DatasetError(f"{csv_path}: no 'path' column")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    records, skipped = [], []
+    for number, row in enumerate(rows, 2):
+        if not row.get("path"):
+            continue
+        path = Path(row["path"])
+        path = path if path.is_absolute() else base / path
+        if check_files and not path.is_file():
+            skipped.append(Skip(str(path), f"file not found (CSV line {number})"))
+            continue
+        try:
+            start = float(row["start"]) if row.get("start") else None
+            end = float(row["end"]) if row.get("end") else None
+        except ValueError as exc:
+            raise DatasetError(f"{csv_path}:{number}: {exc}") from exc
+        relative = row["path"] if Path(row["path"]).is_absolute() else Path(os.path.relpath(path.resolve(), base)).as_posix()
+        subject = row.get("subject") or (relative.split("/")[0] if "/" in relative else Path(relative).stem)
+        records.append(ClipRecord(path=str(path), label=0, label_name=UNLABELLED, subject=subject, start=start,
+                                  end=end, key=row.get("key") or _segment_key(relative, start, end)))
+    return _finish(records, (UNLABELLED,), "csv", base, skipped)
+
+
+def without_labels(manifest: Manifest) -> Manifest:
+    """The same clips as unlabelled ones (pre-training on a labelled dataset ignores its labels)."""
+    records = [dataclasses.replace(r, label=0, label_name=UNLABELLED) for r in manifest.records]
+    return Manifest(records=records, class_names=(UNLABELLED,), dataset=manifest.dataset, root=manifest.root,
+                    skipped=manifest.skipped)
+
+
+_ADAPTERS = {"ravdess": scan_ravdess, "cremad": scan_cremad, "iemocap": scan_iemocap, "folder": scan_folder}
 _CLASSES = {"ravdess": RAVDESS_CLASSES_7, "cremad": CREMAD_CLASSES, "iemocap": IEMOCAP_CLASSES}
 
 

@@ -90,13 +90,74 @@ def _decode_frames(serialized_list, count, size, frame_format):
     return tf.reshape(tf.io.decode_raw(serialized_list[0], tf.uint8), [count, size, size, 3])
 
 
+def check_strategies(strategies):
+    """None, or a tuple of >= 2 known strategy names (one name is just config.strategy)."""
+    if strategies is None:
+        return None
+    from mmder_tf.config import check_strategy
+
+    names = tuple(dict.fromkeys(check_strategy(s) for s in strategies))
+    if len(names) < 2:
+        raise ConfigError(f"drawing a strategy per clip needs at least two strategies, got {list(names)}")
+    return names
+
+
+def draw_strategy(key, count: int, seed: int = 0, epoch=0) -> tf.Tensor:
+    """int32 index in [0, count): the strategy of one clip, a stateless function of (key, seed, epoch)."""
+    key_hash = tf.strings.to_hash_bucket_fast(tf.convert_to_tensor(key, tf.string), 2**62)
+    mixed = tf.constant(int(seed), tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+    return tf.random.stateless_uniform([], tf.stack([key_hash, mixed]), maxval=count, dtype=tf.int32)
+
+
+def example_fuser(config: FusionConfig, frame_counts, size: int, frame_format: str, epoch: int = 0,
+                  with_keys: bool = False, strategies=None, seed: int = 0):
+    """serialized cache Example -> (fused uint8 [T, S, S, 3], label[, key]): the one parse-and-fuse of the
+    prepared cache and of on-the-fly decoding. With `strategies`, each clip's strategy is drawn."""
+    spec = _feature_spec(frame_counts)
+    strategies = check_strategies(strategies)
+    configs = [config.replace(strategy=s) for s in strategies] if strategies else [config]
+    for c in configs:
+        if needs_video(c.strategy) and c.frames_per_modality not in frame_counts:
+            raise ConfigError(f"{c.strategy} needs {c.frames_per_modality} frames per modality; "
+                              f"the frames hold {list(frame_counts)}")
+
+    def fuse_one(parsed, key, one: FusionConfig):
+        n = one.frames_per_modality
+        if needs_video(one.strategy):
+            frames = _decode_frames(tf.sparse.to_dense(parsed[f"frames{n}"], default_value=""), n, size, frame_format)
+            frames = tf.ensure_shape(frames, [n, size, size, 3])
+        else:
+            frames = tf.zeros([0, 1, 1, 3], tf.uint8)
+        if needs_audio(one.strategy):
+            waveform = tf.cast(tf.io.decode_raw(parsed["waveform"], tf.int16, little_endian=True), tf.float32) / 32767.0
+        else:
+            waveform = tf.zeros([0], tf.float32)
+        return fuse_aligned(frames, waveform, parsed["duration"], one, seed=rfas_seed(one, key, epoch))
+
+    def fuse(serialized):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        key = parsed["key"]
+        if len(configs) == 1:
+            fused = fuse_one(parsed, key, configs[0])
+        else:
+            branches = [lambda c=c: fuse_one(parsed, key, c) for c in configs]
+            fused = tf.switch_case(draw_strategy(key, len(configs), seed, epoch), branches)
+            fused = tf.ensure_shape(fused, [config.num_frames, config.image_size, config.image_size, 3])
+        label = tf.cast(parsed["label"], tf.int32)
+        return (fused, label, key) if with_keys else (fused, label)
+
+    return fuse
+
+
 def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: int, *, training: bool,
                  seed: int = 0, epoch: int | None = None, drop_remainder: bool = False, with_keys: bool = False,
-                 shuffle_buffer: int = 256, num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+                 shuffle_buffer: int = 256, num_parallel_calls=tf.data.AUTOTUNE, strategies=None) -> tf.data.Dataset:
     """Batches (uint8 [B, num_frames, S, S, 3], int32 [B]) of the clips asked for (keys or ClipRecords; None = all).
 
     with_keys=True yields (fused, label, key) for reports. The cardinality (number of
     batches) is known, so Keras shows progress and `steps_per_epoch` is not needed.
+    `strategies` (several names): each clip is fused by one of them, drawn per clip
+    from (seed, key, epoch) (`draw_strategy`); config.strategy is then unused.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,12 +168,12 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
     if not entries:
         raise DatasetError("no prepared clips to read for this split")
     settings = index["settings"]
-    strategy = config.strategy
-    if needs_audio(strategy):
-        silent = [e["key"] for e in entries if not e["has_audio"]]
-        if silent:
-            raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
-    n = config.frames_per_modality
+    strategies = check_strategies(strategies)
+    for strategy in strategies or (config.strategy,):
+        if needs_audio(strategy):
+            silent = [e["key"] for e in entries if not e["has_audio"]]
+            if silent:
+                raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
     size = settings["image_size"]
     frame_format = settings["frame_format"]
     shards = sorted({e["shard"] for e in entries})
@@ -145,27 +206,63 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
         records = records.shuffle(min(shuffle_buffer, len(entries)), seed=shuffle_seed + 1,
                                   reshuffle_each_iteration=epoch is None)
 
-    def fuse(serialized):
-        parsed = tf.io.parse_single_example(serialized, spec)
-        key = parsed["key"]
-        if needs_video(strategy):
-            frames = _decode_frames(tf.sparse.to_dense(parsed[f"frames{n}"], default_value=""), n, size, frame_format)
-            frames = tf.ensure_shape(frames, [n, size, size, 3])
-        else:
-            frames = tf.zeros([0, 1, 1, 3], tf.uint8)
-        if needs_audio(strategy):
-            waveform = tf.cast(tf.io.decode_raw(parsed["waveform"], tf.int16, little_endian=True), tf.float32) / 32767.0
-        else:
-            waveform = tf.zeros([0], tf.float32)
-        fused = fuse_aligned(frames, waveform, parsed["duration"], config, seed=rfas_seed(config, key, epoch_value))
-        label = tf.cast(parsed["label"], tf.int32)
-        return (fused, label, key) if with_keys else (fused, label)
-
+    fuse = example_fuser(config, settings["frame_counts"], size, frame_format, epoch_value, with_keys,
+                         strategies=strategies, seed=seed)
     dataset = records.map(fuse, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     batches = len(entries) // batch_size if drop_remainder else -(-len(entries) // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training: bool, seed: int = 0,
+                     epoch: int = 0, strategies=None, num_parallel_calls: int = 8, with_keys: bool = False,
+                     on_skip=None, require_audio: bool = True) -> tf.data.Dataset:
+    """Like make_dataset, but each clip is decoded when it is read (no cache): for datasets whose
+    cache would not fit. `num_parallel_calls` clips decode at once in tf.data's thread pool (PyAV
+    releases the GIL while decoding). The frames go through the same encode (prepare.encode_clip,
+    lossless raw frames) and the same parse-and-fuse as the cache. A clip that cannot be decoded is
+    left out and passed to `on_skip(record, reason)`, once per clip; the epoch is then shorter.
+    """
+    from mmder_tf.data.prepare import CacheSettings, encode_clip
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    records = list(records)
+    if not records:
+        raise DatasetError("no clips to read")
+    settings = CacheSettings(
+        image_size=config.image_size, crop=config.crop, sample_rate=config.sample_rate, official=config.official,
+        frame_counts=(config.num_frames, config.num_frames // 2), frame_format="raw", jpeg_quality=95,
+        shard_size=1, require_audio=require_audio, manifest_fingerprint="", num_clips=len(records))
+    reported = set()
+
+    def encode(index):
+        record = records[int(index)]
+        try:
+            return encode_clip(record, settings, config)[0]
+        except Exception as exc:  # noqa: BLE001 - one clip must not stop a long run
+            if record.key not in reported:
+                reported.add(record.key)
+                detail = getattr(exc, "reason", None) or (str(exc).splitlines() or [""])[0]
+                reason = f"{type(exc).__name__}: {detail}"
+                if on_skip is not None:
+                    on_skip(record, reason)
+                else:
+                    warnings.warn(f"skipped clip {record.path}: {reason}")
+            return b""
+
+    order = tf.range(len(records), dtype=tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices(order)
+    if training:
+        dataset = dataset.shuffle(len(records), seed=int(seed) * 1_000_003 + int(epoch), reshuffle_each_iteration=False)
+    serialized = dataset.map(lambda i: tf.ensure_shape(tf.numpy_function(encode, [i], tf.string, stateful=False), []),
+                             num_parallel_calls=num_parallel_calls, deterministic=True)
+    serialized = serialized.filter(lambda x: tf.strings.length(x) > 0)
+    fuse = example_fuser(config, settings.frame_counts, config.image_size, "raw", int(epoch), with_keys,
+                         strategies=strategies, seed=seed)
+    dataset = serialized.map(fuse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def cached_keys(cache_dir) -> list[str]:
