@@ -22,7 +22,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-_SUBMODULES = ("finetune", "evaluate", "export", "predict", "convert", "visualize", "media", "fusion", "models",
+_SUBMODULES = ("finetune", "pretrain", "evaluate", "export", "predict", "convert", "visualize", "media", "fusion", "models",
                "training", "reports", "serving", "data")
 
 

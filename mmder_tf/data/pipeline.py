@@ -217,7 +217,7 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
 
 def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training: bool, seed: int = 0,
                      epoch: int = 0, strategies=None, num_parallel_calls: int = 8, with_keys: bool = False,
-                     on_skip=None, require_audio: bool = True) -> tf.data.Dataset:
+                     on_skip=None, require_audio: bool = True, drop_remainder: bool = False) -> tf.data.Dataset:
     """Like make_dataset, but each clip is decoded when it is read (no cache): for datasets whose
     cache would not fit. `num_parallel_calls` clips decode at once in tf.data's thread pool (PyAV
     releases the GIL while decoding). The frames go through the same encode (prepare.encode_clip,
@@ -262,7 +262,7 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
     fuse = example_fuser(config, settings.frame_counts, config.image_size, "raw", int(epoch), with_keys,
                          strategies=strategies, seed=seed)
     dataset = serialized.map(fuse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def cached_keys(cache_dir) -> list[str]:

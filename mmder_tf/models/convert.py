@@ -522,7 +522,8 @@ def load_pretrained(
     """A ready VideoMAEBackbone (or EmotionClassifier with `classifier=True`) from any supported checkpoint.
 
     `path`: a torch file (.pth/.pt/.bin), a .safetensors file, a Hugging Face
-    VideoMAE directory, or a `.weights.h5` written by `convert_checkpoint`.
+    VideoMAE directory, a `.weights.h5` written by `convert_checkpoint`, or a
+    pre-training run folder (`mmder-pretrain --out`; its encoder.weights.h5).
     Depth, width and MLP size come from the tensors; heads and LayerNorm eps
     from the HF config when there is one (else the ViT table and 1e-6).
     `num_frames` / `image_size` default to the checkpoint's config, else 16 / 224.
@@ -530,6 +531,8 @@ def load_pretrained(
     or a head of another class count than `num_classes`.
     """
     path = Path(path)
+    if path.is_dir() and (path / "encoder.weights.h5").is_file():
+        path = path / "encoder.weights.h5"  # a pre-training run folder (mmder-pretrain --out)
     args = (num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, backbone_overrides)
     if path.name.endswith(".h5"):
         return _load_keras(path, *args)

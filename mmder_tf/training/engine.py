@@ -124,32 +124,35 @@ def _adam_base():
 
 def make_layer_decay_adamw(learning_rate, weight_decay: float, depth: int, layer_decay: float = 1.0,
                            no_decay_1d: bool = False, beta_1: float = 0.9, beta_2: float = 0.999,
-                           epsilon: float = 1e-8, **kwargs):
+                           epsilon: float = 1e-8, no_decay_names=(), **kwargs):
     """AdamW whose learning rate (and decoupled weight decay) is scaled per variable by
     layer_decay ** (depth + 1 - layer_id): lower blocks of a pre-trained encoder move less.
 
     Scaling gradients would not work (Adam normalises them away), so the scale is
     applied to the step size inside update_step, which every backend and
     tf.distribute call per variable. The decay is applied there too, so it uses
-    the same scaled rate as in the reference (timm) recipe.
+    the same scaled rate as in the reference (timm) recipe. `no_decay_names`: variables
+    whose path ends with one of them are not decayed either (e.g. a mask token).
     """
     import keras
 
     class LayerDecayAdamW(_adam_base()):
-        def __init__(self, learning_rate, decoupled_weight_decay, depth, layer_decay, no_decay_1d, **kw):
+        def __init__(self, learning_rate, decoupled_weight_decay, depth, layer_decay, no_decay_1d, no_decay_names=(),
+                     **kw):
             super().__init__(learning_rate=learning_rate, weight_decay=None, **kw)
             self.decoupled_weight_decay = float(decoupled_weight_decay)
             self.depth = int(depth)
             self.layer_decay = float(layer_decay)
             self.no_decay_1d = bool(no_decay_1d)
+            self.no_decay_names = tuple(no_decay_names)
             self._lr_scales = []
             self._decays = []
 
         def build(self, variables):
             super().build(variables)
             self._lr_scales = [self.layer_decay ** (self.depth + 1 - layer_id(v.path, self.depth)) for v in variables]
-            self._decays = [0.0 if (self.no_decay_1d and len(v.shape) <= 1) else self.decoupled_weight_decay
-                            for v in variables]
+            self._decays = [0.0 if (self.no_decay_1d and len(v.shape) <= 1) or v.path.endswith(self.no_decay_names)
+                            else self.decoupled_weight_decay for v in variables]
 
         def lr_scale(self, variable) -> float:
             return self._lr_scales[self._get_variable_index(variable)]
@@ -164,10 +167,11 @@ def make_layer_decay_adamw(learning_rate, weight_decay: float, depth: int, layer
         def get_config(self):
             config = super().get_config()
             config.update(decoupled_weight_decay=self.decoupled_weight_decay, depth=self.depth,
-                          layer_decay=self.layer_decay, no_decay_1d=self.no_decay_1d)
+                          layer_decay=self.layer_decay, no_decay_1d=self.no_decay_1d,
+                          no_decay_names=list(self.no_decay_names))
             return config
 
-    return LayerDecayAdamW(learning_rate, weight_decay, depth, layer_decay, no_decay_1d,
+    return LayerDecayAdamW(learning_rate, weight_decay, depth, layer_decay, no_decay_1d, no_decay_names,
                            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
 
 
