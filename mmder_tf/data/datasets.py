@@ -488,7 +488,8 @@ def scan_folder(data_dir) -> Manifest:
         if path.suffix.lower() not in VIDEO_EXTENSIONS:
             skipped.append(Skip(str(path), f"not a video ({path.suffix or 'no extension'})"))
             continue
-        relative = _relative(path, root)
+        # Not resolved: clips are often symlinks into other storage, and the key names them as found.
+        relative = Path(os.path.relpath(path, root)).as_posix()
         parts = relative.split("/")
         subject = parts[0] if len(parts) > 1 else Path(parts[0]).stem
         records.append(ClipRecord(path=str(path), label=0, label_name=UNLABELLED, subject=subject, key=relative))
@@ -525,13 +526,6 @@ def scan_path_csv(csv_path, check_files=True) -> Manifest:
         records.append(ClipRecord(path=str(path), label=0, label_name=UNLABELLED, subject=subject, start=start,
                                   end=end, key=row.get("key") or _segment_key(relative, start, end)))
     return _finish(records, (UNLABELLED,), "csv", base, skipped)
-
-
-def without_labels(manifest: Manifest) -> Manifest:
-    """The same clips as unlabelled ones (pre-training on a labelled dataset ignores its labels)."""
-    records = [dataclasses.replace(r, label=0, label_name=UNLABELLED) for r in manifest.records]
-    return Manifest(records=records, class_names=(UNLABELLED,), dataset=manifest.dataset, root=manifest.root,
-                    skipped=manifest.skipped)
 
 
 _ADAPTERS = {"ravdess": scan_ravdess, "cremad": scan_cremad, "iemocap": scan_iemocap, "folder": scan_folder}

@@ -168,18 +168,18 @@ def _log(message: str):
 
 
 def load_unlabelled(config: PretrainConfig):
-    """The run's clips as an unlabelled Manifest (labels of a labelled dataset are dropped)."""
+    """The run's clips. A labelled dataset keeps its manifest (so fine-tuning and pre-training
+    share one prepared cache); pre-training never reads the labels."""
     from mmder_tf.data import datasets
 
     name = datasets.dataset_name(config.dataset)
     if config.manifest:
         if Path(config.manifest).suffix.lower() == ".json":
-            return datasets.without_labels(datasets.Manifest.from_json(config.manifest))
+            return datasets.Manifest.from_json(config.manifest)
         return datasets.scan_path_csv(config.manifest)
     if name == "csv":
         raise ConfigError("--dataset csv needs --manifest <file.csv>")
-    manifest = datasets.load_manifest(name, data_dir=config.data_dir)
-    return manifest if name == "folder" else datasets.without_labels(manifest)
+    return datasets.load_manifest(name, data_dir=config.data_dir)
 
 
 def split_held_out(manifest, config: PretrainConfig):
@@ -203,24 +203,37 @@ def build_model(config: PretrainConfig):
     """The pre-training model of the run: from --weights when given, else the presets, seeded."""
     import keras
 
-    from mmder_tf.models.videomae import pretraining
+    from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
     keras.utils.set_random_seed(config.seed)
-    options = dict(num_frames=config.fusion.num_frames, image_size=config.fusion.image_size,
-                   mask_ratio=config.mask_ratio, target=config.target)
+    options = dict(mask_ratio=config.mask_ratio, frame_difference=config.target == "mae-dfer", seed=config.seed)
     if config.weights:
         from mmder_tf.models.convert import load_pretrained
 
-        return load_pretrained(config.weights, pretraining=True, **options)
-    return pretraining.VideoMAEPretraining.from_preset(config.preset, decoder=config.decoder, **options)
+        loaded = load_pretrained(config.weights, pretraining=True, num_frames=config.fusion.num_frames,
+                                 image_size=config.fusion.image_size)
+        # The checkpoint fixes the architecture; the run fixes the masking and the target.
+        model = VideoMAEPretrainer.from_config({**loaded.get_config(), **options})
+        model.set_weights(loaded.get_weights())
+        return model
+    return VideoMAEPretrainer.from_preset(config.preset, num_frames=config.fusion.num_frames,
+                                          image_size=config.fusion.image_size, decoder=config.decoder, **options)
+
+
+def mask_noise(mae, batch_size, seed):
+    """Uniform noise [B, h*w] from a stateless seed int64 [2]: the model's tube mask is a function of it."""
+    import tensorflow as tf
+
+    _, height, width = mae.token_grid
+    return tf.random.stateless_uniform(tf.stack([batch_size, height * width]), seed)
 
 
 def make_trainer(mae, seed: int):
     """A keras.Model whose fit() trains `mae` on batches (pixels uint8/float [B, T, H, W, 3], ignored labels).
 
     Each step draws its tube mask from (seed, optimizer step, replica): stateless,
-    so a resumed run masks exactly as the uninterrupted one. Evaluation uses one
-    fixed mask seed, so the held-out loss of two epochs is comparable.
+    so a resumed run masks exactly as the uninterrupted one, and replicas differ.
+    Evaluation uses one fixed mask seed, so held-out losses of two epochs compare.
     """
     import keras
     import tensorflow as tf
@@ -231,14 +244,14 @@ def make_trainer(mae, seed: int):
             super().__init__(**kwargs)
             self.mae = model
             self.loss_tracker = keras.metrics.Mean(name="loss")
+            self.built = model.built  # the pre-training model builds itself; BackupAndRestore needs a built model
 
         def call(self, pixels, training=False):
             return self._loss(pixels, tf.constant([seed, -1], tf.int64), training)
 
         def _loss(self, pixels, mask_seed, training):
-            mask = self.mae.random_mask(tf.shape(pixels)[0], seed=mask_seed)
-            _, loss = self.mae.reconstruct(pixels, mask, training=training)
-            return tf.cast(loss, tf.float32)
+            noise = mask_noise(self.mae, tf.shape(pixels)[0], mask_seed)
+            return tf.cast(self.mae.pretraining_loss(pixels, noise=noise, training=training), tf.float32)
 
         @property
         def metrics(self):
@@ -246,8 +259,8 @@ def make_trainer(mae, seed: int):
 
         def train_step(self, data):
             pixels = data[0] if isinstance(data, (tuple, list)) else data
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group if \
-                tf.distribute.get_replica_context() is not None else 0
+            context = tf.distribute.get_replica_context()
+            replica = context.replica_id_in_sync_group if context is not None else 0
             step = tf.cast(self.optimizer.iterations, tf.int64)
             mask_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + tf.cast(replica, tf.int64), step])
             with tf.GradientTape() as tape:
@@ -256,8 +269,7 @@ def make_trainer(mae, seed: int):
             gradients = tape.gradient(scaled, self.trainable_weights)
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
             self.loss_tracker.update_state(loss)
-            lr = self.optimizer.learning_rate
-            return {"loss": self.loss_tracker.result(), "lr": tf.cast(lr, tf.float32)}
+            return {"loss": self.loss_tracker.result(), "lr": tf.cast(self.optimizer.learning_rate, tf.float32)}
 
         def test_step(self, data):
             pixels = data[0] if isinstance(data, (tuple, list)) else data
@@ -268,7 +280,7 @@ def make_trainer(mae, seed: int):
 
 
 def encoder_of(mae):
-    return mae.encoder
+    return mae.backbone
 
 
 def make_pretrain_optimizer(config: PretrainConfig, steps_per_epoch: int, depth: int):
@@ -285,18 +297,9 @@ def make_pretrain_optimizer(config: PretrainConfig, steps_per_epoch: int, depth:
 # ----------------------------------------------------------------------------- outputs
 
 def save_encoder(mae, out) -> Path:
-    """OUT/encoder.weights.h5 + encoder.config.json, the layout convert_checkpoint writes (load_pretrained reads it)."""
-    import keras
-
-    from mmder_tf.reports.results import atomic_write_json
-    from mmder_tf.training.engine import save_weights_atomic
-
-    encoder = encoder_of(mae)
+    """OUT/encoder.weights.h5 + its config: what load_pretrained(OUT) and mmder-finetune --weights OUT read."""
     path = Path(out) / ENCODER_FILE
-    save_weights_atomic(encoder, path)
-    atomic_write_json(path.with_name("encoder.config.json"),
-                      {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(encoder),
-                       "source": str(Path(out).resolve()), "layout": "mmder_tf-pretraining"})
+    mae.save_encoder(path)
     return path
 
 
@@ -306,25 +309,27 @@ def make_epoch_callback(config: PretrainConfig, mae, out: Path, preview, is_chie
     import keras
     import tensorflow as tf
 
+    from mmder_tf.models.videomae.pretraining import tube_mask
     from mmder_tf.reports.reconstruction import reconstruction_grid, save_png
-    from mmder_tf.training.engine import save_weights_atomic
 
     class PretrainOutputs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if not is_chief:
                 return
             save_encoder(mae, out)
-            save_weights_atomic(mae, out / "pretraining.weights.h5")
+            mae.save_pretrainer(out / "pretraining.weights.h5")
             last = epoch + 1 == config.epochs
             if preview is not None and (last or (config.figure_every and (epoch + 1) % config.figure_every == 0)):
                 write_figure(mae, preview, out / "figures" / f"epoch_{epoch + 1:03d}.png", config.seed)
 
     def write_figure(model, pixels, path, seed):
-        mask = model.random_mask(pixels.shape[0], seed=tf.constant([seed, -2], tf.int64))
+        noise = mask_noise(model, pixels.shape[0], tf.constant([seed, -2], tf.int64))
+        mask = np.asarray(tube_mask(noise, model.token_grid[0], model.mask_ratio))
         predictions, _ = model.reconstruct(tf.convert_to_tensor(pixels), mask, training=False)
         frames = range(0, pixels.shape[1], max(1, pixels.shape[1] // 8))
-        image = reconstruction_grid(pixels, np.asarray(mask), np.asarray(tf.cast(predictions, tf.float32)),
-                                    patch=model.patch_size, tubelet=model.tubelet_size, frames=frames)
+        image = reconstruction_grid(pixels, mask, np.asarray(tf.cast(predictions, tf.float32)),
+                                    patch=model.backbone.patch_size, tubelet=model.backbone.tubelet_size,
+                                    frames=frames)
         save_png(image, path)
 
     return PretrainOutputs()
@@ -404,7 +409,11 @@ def run(config: PretrainConfig) -> dict:
                                              on_skip=on_skip)
 
     steps = len(train_records) // config.batch_size
-    val_data = T.with_data_sharding(fixed_dataset(val_records)) if val_records else None
+    val_data = None
+    if val_records:
+        # float batches: a multi-worker Keras build all-reduces a first batch, which uint8 cannot be
+        val_data = fixed_dataset(val_records).map(lambda x, y: (tf.cast(x, tf.float32), y))
+        val_data = T.with_data_sharding(val_data)
     preview_records = (val_records or train_records)[:2]
     preview = next(iter(fixed_dataset(preview_records)))[0].numpy() if is_chief else None
 
@@ -423,6 +432,9 @@ def run(config: PretrainConfig) -> dict:
     _log("pretrain: " + ", ".join(f"{k}={v}" for k, v in facts.items() if k != "encoder"))
     if is_chief:
         atomic_write_json(out / "pretrain.json", {"config": config.to_dict(), "run": facts, "finished": False})
+    if val_data is not None:
+        # Before any step (and the same on a resumed run: the seeded initial weights are rebuilt).
+        facts["initial_val_loss"] = float(trainer.evaluate(val_data, verbose=0, return_dict=True)["loss"])
     callback = make_epoch_callback(config, mae, out, preview, is_chief)
     info = T.fit_resumable(trainer, fold_dir=work, epoch_dataset=epoch_dataset, steps_per_epoch=steps,
                            epochs=config.epochs, val_data=val_data, monitor=None, seed=config.seed,
@@ -431,8 +443,10 @@ def run(config: PretrainConfig) -> dict:
     summary = {"config": config.to_dict(), "run": facts, "finished": True, "resumed_from_epoch": info["resumed_from"],
                "history": history, "skipped_clips": skipped,
                "encoder_weights": str(out / ENCODER_FILE)}
-    if history and "val_loss" in history[0]:
-        summary["val_loss_first"], summary["val_loss_last"] = history[0]["val_loss"], history[-1]["val_loss"]
+    if "initial_val_loss" in facts and history:
+        summary["initial_val_loss"] = facts["initial_val_loss"]
+        summary["final_val_loss"] = history[-1]["val_loss"]
+        summary["val_loss_ratio"] = history[-1]["val_loss"] / facts["initial_val_loss"]
     if is_chief:
         save_encoder(mae, out)  # the final weights even when every epoch was already done (a rerun)
         atomic_write_json(out / "pretrain.json", summary)
