@@ -24,6 +24,9 @@ class VideoMAEBackbone(keras.Model):
     (`fc1`, `fc2`), `gamma_1`/`gamma_2` with layer scale), `final_norm`.
     """
 
+    default_pooling = "mean"
+    pooling_modes = ("mean",)
+
     def __init__(
         self,
         hidden_dim,
@@ -99,6 +102,13 @@ class VideoMAEBackbone(keras.Model):
     def num_tokens(self) -> int:
         h, w = _pair(self.image_size, "image_size")
         return (self.num_frames // self.tubelet_size) * (h // self.patch_size) * (w // self.patch_size)
+
+    def pooling_layer(self, mode=None, **kwargs) -> layers.Layer:
+        """The layer that turns this backbone's tokens into one feature vector per clip: their mean."""
+        mode = mode or self.default_pooling
+        if mode not in self.pooling_modes:
+            raise ConfigError(f"VideoMAE pooling must be one of {self.pooling_modes}, got {mode!r}")
+        return layers.GlobalAveragePooling1D(**kwargs)
 
     def get_config(self):
         return {
