@@ -212,12 +212,22 @@ def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None 
         need_video=needs_video(config.strategy), need_audio=needs_audio(config.strategy),
         face_crop=face_crop_mode(config.crop),
     )
+    return fuse_decoded(clip, config, Path(path).name if key is None else key)
+
+
+def fuse_decoded(clip, config: FusionConfig, key: str = "") -> np.ndarray:
+    """A DecodedClip (decode_clip's, or one window of media.stream.stream_windows) -> the fused input.
+
+    The clip must hold config.frames_per_modality frames (face-cropped already
+    where config.crop asks for it) and, for audio-visual strategies, a waveform.
+    """
+    n = config.frames_per_modality
     if needs_audio(config.strategy) and clip.waveform is None:
-        raise NoAudioStreamError(path, f"strategy {config.strategy!r} needs audio and the file has none")
+        raise NoAudioStreamError(clip.path, f"strategy {config.strategy!r} needs audio and the file has none")
     frames = clip.frames[n] if needs_video(config.strategy) else np.zeros((0, 1, 1, 3), np.uint8)
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
     # the seed only matters (and its string hash is only worth an eager op) for rfas
-    seed = rfas_seed(config, Path(path).name if key is None else key) if config.strategy == "rfas" else _NO_SEED
+    seed = rfas_seed(config, key) if config.strategy == "rfas" else _NO_SEED
     fused = fused_function(config)(
         frames, np.asarray(waveform, np.float32), np.float32(clip.duration), seed
     )
