@@ -6,13 +6,14 @@ import numpy as np
 from keras import layers, ops
 
 from mmder_tf.errors import ConfigError
+from mmder_tf.models.backbone import VideoBackbone
 from mmder_tf.models.layers import TubeletEmbedding, _pair
 from mmder_tf.models.lgi_former.layers import POOLING_MODES, LGIFormerBlock, RegionPooling, RegionTokens, partition_regions, region_layout
 from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
-class LGIFormerBackbone(keras.Model):
+class LGIFormerBackbone(VideoBackbone):
     """LGI-Former: normalised video [B, T, H, W, 3] -> tokens [B, n, 1 + S, C].
 
     The tubelet tokens (VideoMAE's embedding and fixed sine-cosine table) are
@@ -28,6 +29,7 @@ class LGIFormerBackbone(keras.Model):
     `block_{i}` (see `LGIFormerBlock`), `final_norm`.
     """
 
+    presets = BACKBONE_PRESETS
     default_pooling = "region"
     pooling_modes = POOLING_MODES
 
@@ -51,24 +53,15 @@ class LGIFormerBackbone(keras.Model):
     ):
         hidden_dim, depth, num_heads = int(hidden_dim), int(depth), int(num_heads)
         num_frames, patch_size, tubelet_size = int(num_frames), int(patch_size), int(tubelet_size)
+        grid = self.check_geometry(hidden_dim, depth, num_heads, num_frames, tubelet_size, image_size, patch_size,
+                                   drop_path_rate)
         height, width = _pair(image_size, "image_size")
-        if hidden_dim < 1 or depth < 1 or num_heads < 1:
-            raise ConfigError(f"hidden_dim, depth and num_heads must be positive, got {hidden_dim}, {depth}, {num_heads}")
-        if hidden_dim % num_heads:
-            raise ConfigError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
-        if num_frames < tubelet_size or num_frames % tubelet_size:
-            raise ConfigError(f"num_frames {num_frames} is not a positive multiple of tubelet_size {tubelet_size}")
-        if min(height, width) < patch_size or height % patch_size or width % patch_size:
-            raise ConfigError(f"image_size {image_size} is not a positive multiple of patch_size {patch_size}")
-        if not 0.0 <= float(drop_path_rate) < 1.0:
-            raise ConfigError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        grid = (num_frames // tubelet_size, height // patch_size, width // patch_size)
         region_size = tuple(int(r) for r in region_size)
         region_layout(grid, region_size)  # refuses sizes that do not divide the grid
 
         patch_embed = TubeletEmbedding(hidden_dim, patch_size, tubelet_size, dtype=dtype, name="patch_embed")
         region_tokens = RegionTokens(grid, region_size, dtype=dtype, name="region_tokens")
-        rates = np.linspace(0.0, float(drop_path_rate), depth) if depth > 1 else [float(drop_path_rate)]
+        rates = self.drop_path_rates(drop_path_rate, depth)
         blocks = [
             LGIFormerBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, layer_norm_epsilon=layer_norm_epsilon,
                            drop_path_rate=float(rate), qkv_bias=qkv_bias, dtype=dtype, name=f"block_{i}")
@@ -85,19 +78,14 @@ class LGIFormerBackbone(keras.Model):
         super().__init__(inputs=inputs, outputs=x, dtype=dtype, **kwargs)
 
         self.patch_embed, self.region_tokens, self.blocks, self.final_norm = patch_embed, region_tokens, blocks, norm
-        self.hidden_dim, self.depth, self.num_heads = hidden_dim, depth, num_heads
-        self.region_size, self.grid = region_size, grid
-        self.mlp_ratio = float(mlp_ratio)
-        self.patch_size, self.tubelet_size, self.num_frames = patch_size, tubelet_size, num_frames
-        self.image_size = image_size if isinstance(image_size, int) else (height, width)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.drop_path_rate = float(drop_path_rate)
-        self.use_final_norm = bool(final_norm)
-        self.qkv_bias = bool(qkv_bias)
-
-    @property
-    def num_tokens(self) -> int:
-        return int(np.prod(self.grid))
+        self.grid = grid
+        self._remember(
+            hidden_dim=hidden_dim, depth=depth, num_heads=num_heads, region_size=region_size, mlp_ratio=float(mlp_ratio),
+            patch_size=patch_size, tubelet_size=tubelet_size, num_frames=num_frames,
+            image_size=image_size if isinstance(image_size, int) else (height, width),
+            layer_norm_epsilon=float(layer_norm_epsilon), drop_path_rate=float(drop_path_rate),
+            final_norm=bool(final_norm), qkv_bias=bool(qkv_bias),
+        )
 
     @property
     def num_regions(self) -> int:
@@ -131,39 +119,3 @@ class LGIFormerBackbone(keras.Model):
         for block in self.blocks:
             x = block(x, training=training)
         return x
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
-            "hidden_dim": self.hidden_dim,
-            "depth": self.depth,
-            "num_heads": self.num_heads,
-            "region_size": list(self.region_size),
-            "mlp_ratio": self.mlp_ratio,
-            "patch_size": self.patch_size,
-            "tubelet_size": self.tubelet_size,
-            "num_frames": self.num_frames,
-            "image_size": self.image_size if isinstance(self.image_size, int) else list(self.image_size),
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "drop_path_rate": self.drop_path_rate,
-            "final_norm": self.use_final_norm,
-            "qkv_bias": self.qkv_bias,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> "LGIFormerBackbone":
-        """A fresh (randomly initialised) backbone of a named size; weights come from `load_pretrained`."""
-        key = str(name).lower()
-        if key not in BACKBONE_PRESETS:
-            raise ConfigError(f"unknown LGI-Former preset {name!r}; choose one of {', '.join(BACKBONE_PRESETS)}")
-        return cls(**{**BACKBONE_PRESETS[key], **overrides})
-
