@@ -265,3 +265,16 @@ def test_hicmae_visual_encoder_is_the_released_model():
                    if key.startswith("encoder.")}
         check_tensors(model_targets(backbone), encoder)
     assert backbone.count_params() == released["finetune"]["visual_encoder_only"]["params"] == 32_306_688
+
+
+def test_layer_decay_groups_follow_the_blocks():
+    """MAE-DFER's recipe decays the learning rate per LGI-Former block: embedding 0, block i -> i + 1, rest on top."""
+    from mmder_tf.training.engine import layer_id
+
+    backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
+    clf = EmotionClassifier(backbone, 3)
+    groups = {v.path: layer_id(v.path, backbone.depth) for v in clf.weights}
+    assert groups["patch_embed/proj/kernel"] == 0
+    assert groups["block_0/third_attn/kv/kernel"] == 1 and groups["block_1/mlp/fc2/bias"] == 2
+    assert groups["region_tokens/region_tokens"] == groups["head/kernel"] == backbone.depth + 1
+    assert set(groups.values()) == {0, 1, 2, 3}
