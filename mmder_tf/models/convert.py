@@ -623,7 +623,8 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         raise CheckpointError(f"{path} {what}; pass allow_missing_head=True for a fresh {num_classes}-class head")
     if num_classes is None:
         raise ConfigError(f"{path} has no classification head: pass num_classes")
-    model = EmotionClassifier(backbone, num_classes, mode=mode, dropout=dropout, class_names=class_names)
+    pooling = saved.pooling if isinstance(saved, EmotionClassifier) else None
+    model = EmotionClassifier(backbone, num_classes, mode=mode, dropout=dropout, class_names=class_names, pooling=pooling)
     if isinstance(saved, EmotionClassifier):
         model.fc_norm.set_weights(saved.fc_norm.get_weights())
     return model
