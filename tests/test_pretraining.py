@@ -22,6 +22,7 @@ from mmder_tf.models.videomae.pretraining import (  # noqa: E402
     tube_mask,
 )
 from mmder_tf.models.videomae.presets import DECODER_PRESETS  # noqa: E402
+from test_convert import to_videomae_keys  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -39,45 +40,17 @@ CONFIGS = {
 }
 RATIOS = {"a": 0.75, "b": 0.9}
 
-_HF_LAYER_NAMES = {
-    "attention.attention.query.bias": "attn.q_bias",
-    "attention.attention.value.bias": "attn.v_bias",
-    "attention.output.dense.weight": "attn.proj.weight",
-    "attention.output.dense.bias": "attn.proj.bias",
-    "intermediate.dense.weight": "mlp.fc1.weight",
-    "intermediate.dense.bias": "mlp.fc1.bias",
-    "output.dense.weight": "mlp.fc2.weight",
-    "output.dense.bias": "mlp.fc2.bias",
-    "layernorm_before.weight": "norm1.weight",
-    "layernorm_before.bias": "norm1.bias",
-    "layernorm_after.weight": "norm2.weight",
-    "layernorm_after.bias": "norm2.bias",
-}
-
-
 def to_mcg_nju(hf_state):
-    """HF VideoMAEForPreTraining tensors -> MCG-NJU pre-training names (written here, not taken from convert.py)."""
-    out = {}
-    layers = {}
+    """HF VideoMAEForPreTraining tensors -> MCG-NJU pre-training names (test_convert's independent renaming, not convert.py)."""
+    encoder = {k: v for k, v in hf_state.items() if k.startswith("videomae.")}
+    # Decoder layers are VideoMAE layers: rename them as encoder layers, then prefix with decoder.
+    decoder = {k.replace("decoder.decoder_layers.", "encoder.layer."): v for k, v in hf_state.items() if k.startswith("decoder.decoder_layers.")}
+    out = {**to_videomae_keys(encoder, prefix="encoder."), **to_videomae_keys(decoder, prefix="decoder.")}
     for key, value in hf_state.items():
-        if key.startswith("videomae.encoder.layer.") or key.startswith("decoder.decoder_layers."):
-            head, rest = key.split(".layer.", 1) if ".layer." in key else key.split(".decoder_layers.", 1)
-            i, name = rest.split(".", 1)
-            base = f"encoder.blocks.{i}." if head == "videomae.encoder" else f"decoder.blocks.{i}."
-            layers.setdefault(base, {})[name] = value
-        elif key.startswith("videomae.embeddings.patch_embeddings.projection."):
-            out["encoder.patch_embed.proj." + key.rsplit(".", 1)[1]] = value
-        elif key.startswith("videomae.layernorm."):
-            out["encoder.norm." + key.rsplit(".", 1)[1]] = value
-        elif key.split(".")[0] in ("decoder", "encoder_to_decoder", "mask_token"):
+        if key.startswith(("decoder.norm.", "decoder.head.")) or key in ("encoder_to_decoder.weight", "mask_token"):
             out[key] = value
         else:
-            raise AssertionError(key)
-    for base, parts in layers.items():
-        qkv = [parts.pop(f"attention.attention.{n}.weight") for n in ("query", "key", "value")]
-        out[base + "attn.qkv.weight"] = torch.cat(qkv, 0)
-        for name, value in parts.items():
-            out[base + _HF_LAYER_NAMES[name]] = value
+            assert key.startswith(("videomae.", "decoder.decoder_layers.")), key
     return out
 
 
