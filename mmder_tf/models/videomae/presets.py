@@ -21,6 +21,7 @@ HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16}
 def heads_for_width(hidden_dim: int) -> int:
     return HEADS_BY_WIDTH.get(int(hidden_dim), max(1, int(hidden_dim) // 64))
 
+
 # Pre-training decoders by encoder size (VideoMAE's scripts: S 192/3, B 384/6, L 512/8, H 640/8 wide/heads;
 # 4 blocks for S/B, 12 for L/H). Kwargs of `MAEDecoder`; `VideoMAEPretrainer.from_preset` pairs them by name.
 DECODER_PRESETS = {
