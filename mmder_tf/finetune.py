@@ -17,12 +17,9 @@ from pathlib import Path
 
 from mmder_tf.config import STRATEGIES
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
-from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS as LGI_FORMER_PRESETS
-from mmder_tf.models.videomae.presets import BACKBONE_PRESETS as VIDEOMAE_PRESETS
+from mmder_tf.models.presets import LGI_FORMER_PRESETS, PRESETS
 
 DATASETS = ("ravdess", "cremad", "iemocap", "csv", "synthetic")
-# Plain dicts: naming them does not import Keras.
-PRESETS = tuple(VIDEOMAE_PRESETS) + tuple(LGI_FORMER_PRESETS)
 
 # Embedded demo: big enough that fusion visibly beats either modality, small enough
 # for 2 CPU cores in a few minutes (see benchmarks/av_vs_single.py for the numbers).
@@ -263,7 +260,7 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every fold and every resume
     if not args.weights:
-        backbone = presets.from_preset(args.preset, num_frames=args.fusion.num_frames,
+        backbone = presets.backbone_from_preset(args.preset, num_frames=args.fusion.num_frames,
                                        image_size=args.image_size, drop_path_rate=drop_path)
         return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, class_names=class_names)
     from mmder_tf.models.convert import load_pretrained

@@ -403,7 +403,8 @@ def build_classifier(preset: str, config: FusionConfig, class_names, weights=Non
     from mmder_tf.models import presets
     from mmder_tf.models.classifier import EmotionClassifier
 
-    backbone = presets.from_preset(preset, num_frames=config.num_frames, image_size=config.image_size, dtype="float32")
+    backbone = presets.backbone_from_preset(preset, num_frames=config.num_frames, image_size=config.image_size,
+                                            dtype="float32")
     model = EmotionClassifier(backbone, len(class_names), class_names=list(class_names), dtype="float32")
     if weights is not None:
         _load_weights(model, weights)
