@@ -116,7 +116,7 @@ DIFFICULTIES = {
     "standard": dict(expression=1.0, teeth=(250, 250, 245), shut_eyes=True, actor_face=0.0, placement=0.025,
                      pixel_noise=3.0, voice_noise=(0.001, 0.004), pitch_spread=(0.85, 1.15), voices=None),
     "hard": dict(expression=0.45, teeth=(130, 60, 65), shut_eyes=False, actor_face=0.10, placement=0.08,
-                 pixel_noise=14.0, voice_noise=(0.03, 0.08), pitch_spread=(0.7, 1.45),
+                 pixel_noise=8.0, voice_noise=(0.02, 0.05), pitch_spread=(0.7, 1.45),
                  voices={"low": dict(register=150.0, band=(0.0, 1300.0)),
                          "high": dict(register=205.0, band=(700.0, 2400.0))}),
 }

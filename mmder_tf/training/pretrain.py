@@ -206,18 +206,18 @@ def build_model(config: PretrainConfig):
     from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
     keras.utils.set_random_seed(config.seed)
-    options = dict(mask_ratio=config.mask_ratio, frame_difference=config.target == "mae-dfer", seed=config.seed)
     if config.weights:
         from mmder_tf.models.convert import load_pretrained
 
-        loaded = load_pretrained(config.weights, pretraining=True, num_frames=config.fusion.num_frames,
-                                 image_size=config.fusion.image_size)
+        model = load_pretrained(config.weights, pretraining=True, num_frames=config.fusion.num_frames,
+                                image_size=config.fusion.image_size)
         # The checkpoint fixes the architecture; the run fixes the masking and the target.
-        model = VideoMAEPretrainer.from_config({**loaded.get_config(), **options})
-        model.set_weights(loaded.get_weights())
+        model.mask_ratio, model.frame_difference = config.mask_ratio, config.target == "mae-dfer"
         return model
     return VideoMAEPretrainer.from_preset(config.preset, num_frames=config.fusion.num_frames,
-                                          image_size=config.fusion.image_size, decoder=config.decoder, **options)
+                                          image_size=config.fusion.image_size, decoder=config.decoder,
+                                          mask_ratio=config.mask_ratio, frame_difference=config.target == "mae-dfer",
+                                          seed=config.seed)
 
 
 def mask_noise(mae, batch_size, seed):
