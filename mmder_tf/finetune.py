@@ -537,14 +537,9 @@ def run_protocol(args) -> dict:
         raise DatasetError("the dataset has no usable clips")
     class_names = list(manifest.class_names)
     selected = run_folds(args, manifest)
-    strategy = T.make_strategy(args.distribute)  # before any other TF work: multi-worker needs that
-    kind = T.device_kind()
-    policy = T.resolve_precision(args.precision, kind)
-    T.set_precision(policy)
-    jit = T.resolve_jit(args.jit_compile, kind)
-    is_chief, task = T.worker_info(strategy)
+    started = T.start_run(args.distribute, args.precision, args.jit_compile, args.out)  # before any other TF work
+    strategy, policy, jit, is_chief, work = (started[k] for k in ("strategy", "policy", "jit", "is_chief", "work"))
     out = Path(args.out)
-    work = out if is_chief else out / ".workers" / f"worker{task}"
     settings = T.recipe_settings(args.recipe, args.batch_size, args.lr)
     with strategy.scope():
         # Fails fast on weights of another preset or a broken checkpoint, before any preprocessing.

@@ -69,3 +69,28 @@ def small_cache(small_dataset, tmp_path_factory) -> Path:
     prepare(load_manifest("ravdess", data_dir=small_dataset), out, FusionConfig(strategy="fslf", image_size=32),
             progress=False)
     return out
+
+
+# ----------------------------------------------------------------------------- kill -9 a training run mid-way
+
+def kill_after_epoch(command, metadata, env, cwd, epoch: int = 1, timeout: float = 240):
+    """Start `command`, SIGKILL it once Keras' BackupAndRestore `metadata` file records `epoch`
+    finished epochs; fails if the run ends first."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:  # Keras writes the metadata in place: a read can catch it half-written
+            if metadata.exists() and json.loads(metadata.read_text()).get("epoch", 0) >= epoch:
+                break
+        except ValueError:
+            pass
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stderr.close()

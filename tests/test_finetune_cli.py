@@ -4,14 +4,12 @@ the corrupt clip is skipped and reported, kill-and-resume matches an uninterrupt
 run, re-evaluation reproduces the metrics. One run serves several checks."""
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill_after_epoch
 
 from mmder_tf import finetune
 
@@ -161,21 +159,8 @@ def test_kill_after_first_epoch_and_resume_matches_uninterrupted(reference_run, 
                                                                  tmp_path, capsys):
     reference, _ = reference_run
     resumed = tmp_path / "resumed"
-    process = subprocess.Popen([sys.executable, "-m", "mmder_tf.finetune", *_base(small_dataset, resumed, small_cache),
-                                *RUN_ARGS], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metadata = resumed / "backup" / "fold_1" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        try:  # Keras writes the metadata in place: a read can catch it half-written
-            if metadata.exists() and json.loads(metadata.read_text()).get("epoch", 0) >= 1:
-                break
-        except ValueError:
-            pass
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    process.stderr.close()
+    kill_after_epoch([sys.executable, "-m", "mmder_tf.finetune", *_base(small_dataset, resumed, small_cache), *RUN_ARGS],
+                     resumed / "backup" / "fold_1" / "training_metadata.json", ENV, REPO)
     assert not (resumed / "fold_1" / "results.json").exists()
 
     # The same command again (in process: TF is already up) resumes from the backup.

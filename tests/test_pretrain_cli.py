@@ -4,14 +4,12 @@ kill -9 and resume ending with the weights of an uninterrupted run, the encoder 
 load_pretrained and mmder-finetune --weights RUN, the reconstruction figure, the harder generator."""
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill_after_epoch
 
 from mmder_tf import pretrain as cli
 from mmder_tf.config import FusionConfig
@@ -171,21 +169,8 @@ def test_kill_and_rerun_ends_with_the_uninterrupted_weights(reference_run, small
 
     resumed = tmp_path / "resumed"
     argv = _argv(small_dataset, resumed, small_cache)
-    process = subprocess.Popen([sys.executable, "-m", "mmder_tf.pretrain", *argv], env=ENV, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metadata = resumed / "backup" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        try:
-            if metadata.exists() and json.loads(metadata.read_text()).get("epoch", 0) >= 1:
-                break
-        except ValueError:
-            pass
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    process.stderr.close()
+    kill_after_epoch([sys.executable, "-m", "mmder_tf.pretrain", *argv], resumed / "backup" / "training_metadata.json",
+                     ENV, REPO)
     assert not json.loads((resumed / "pretrain.json").read_text())["finished"]
 
     assert cli.main(argv) == 0

@@ -421,23 +421,28 @@ def scan_iemocap(data_dir, video_dir="dialog/avi/DivX") -> Manifest:
 
 
 # ---------------------------------------------------------------- generic CSV
+def _read_csv(csv_path, required, layout: str):
+    """(path, its folder, rows as stripped dicts) of a manifest CSV that has the `required` columns."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"manifest CSV not found: {csv_path}")
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = set(required) - set(columns)
+        if missing:
+            raise DatasetError(f"{csv_path}: missing column(s) {sorted(missing)}; need {layout}")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    return csv_path, csv_path.resolve().parent, rows
+
+
 def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Manifest:
     """CSV with columns path,label,subject[,start,end][,key][,meta]; labels are class names.
 
     Class ids follow `class_names` when given (a label outside it is an error naming
     the label), else the sorted unique labels. Missing files are reported skips.
     """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DatasetError(f"manifest CSV not found: {csv_path}")
-    base = csv_path.resolve().parent
-    with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = {"path", "label", "subject"} - set(columns)
-        if missing:
-            raise DatasetError(f"{csv_path}: missing column(s) {sorted(missing)}; need path,label,subject[,start,end]")
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    csv_path, base, rows = _read_csv(csv_path, ("path", "label", "subject"), "path,label,subject[,start,end]")
     rows = [r for r in rows if r.get("path")]
     if not rows:
         raise DatasetError(f"{csv_path}: no rows")
@@ -498,15 +503,7 @@ def scan_folder(data_dir) -> Manifest:
 
 def scan_path_csv(csv_path, check_files=True) -> Manifest:
     """A CSV with a `path` column (and optional subject,start,end,key) as unlabelled clips; labels are ignored."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DatasetError(f"manifest CSV not found: {csv_path}")
-    base = csv_path.resolve().parent
-    with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if "path" not in [c.strip() for c in (reader.fieldnames or [])]:
-            raise DatasetError(f"{csv_path}: no 'path' column")
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    csv_path, base, rows = _read_csv(csv_path, ("path",), "path[,subject,start,end]")
     records, skipped = [], []
     for number, row in enumerate(rows, 2):
         if not row.get("path"):

@@ -15,15 +15,17 @@ import numpy as np
 
 
 def video_to_tokens(video: np.ndarray, patch: int, tubelet: int) -> np.ndarray:
-    """[T, H, W, C] -> [N, tubelet * patch * patch, C] in the encoder's token order."""
-    t, h, w, c = video.shape
-    x = video.reshape(t // tubelet, tubelet, h // patch, patch, w // patch, patch, c)
-    x = x.transpose(0, 2, 4, 1, 3, 5, 6)
-    return x.reshape(-1, tubelet * patch * patch, c)
+    """[T, H, W, C] -> [N, tubelet * patch * patch, C] in the encoder's token order (models.layers.patchify)."""
+    from keras import ops
+
+    from mmder_tf.models.layers import patchify
+
+    tokens = ops.convert_to_numpy(patchify(ops.convert_to_tensor(video[None], "float32"), tubelet, patch))[0]
+    return tokens.astype(np.float64).reshape(tokens.shape[0], -1, video.shape[-1])
 
 
 def tokens_to_video(tokens: np.ndarray, shape, patch: int, tubelet: int) -> np.ndarray:
-    """Inverse of video_to_tokens: [N, tubelet * patch * patch, C] -> [T, H, W, C]."""
+    """Inverse of video_to_tokens (patchify): [N, tubelet * patch * patch, C] -> [T, H, W, C]."""
     t, h, w, c = shape
     x = tokens.reshape(t // tubelet, h // patch, w // patch, tubelet, patch, patch, c)
     x = x.transpose(0, 3, 1, 4, 2, 5, 6)

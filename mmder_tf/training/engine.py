@@ -103,6 +103,20 @@ def worker_info(strategy) -> tuple[bool, int]:
     return is_chief, task_id
 
 
+def start_run(distribute: str, precision: str, jit_compile: str, out) -> dict:
+    """Strategy, device kind, precision policy (set globally), XLA choice and where this worker
+    writes: the run folder for the chief, OUT/.workers/worker<i> for the others. Call before any
+    other TF work (multi-worker needs that)."""
+    strategy = make_strategy(distribute)
+    kind = device_kind()
+    policy = resolve_precision(precision, kind)
+    set_precision(policy)
+    is_chief, task = worker_info(strategy)
+    out = Path(out)
+    return {"strategy": strategy, "kind": kind, "policy": policy, "jit": resolve_jit(jit_compile, kind),
+            "is_chief": is_chief, "work": out if is_chief else out / ".workers" / f"worker{task}"}
+
+
 # ----------------------------------------------------------------------------- optimizer
 
 def layer_id(path: str, depth: int) -> int:

@@ -354,14 +354,10 @@ def run(config: PretrainConfig) -> dict:
     train_records, val_records = split_held_out(manifest, config)
     if len(train_records) < config.batch_size:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(train_records)} training clips")
-    strategy = T.make_strategy(config.distribute)  # before any other TF work: multi-worker needs that
-    kind = T.device_kind()
-    policy = T.resolve_precision(config.precision, kind)
-    T.set_precision(policy)
-    jit = T.resolve_jit(config.jit_compile, kind)
-    is_chief, task = T.worker_info(strategy)
+    started = T.start_run(config.distribute, config.precision, config.jit_compile, config.out)  # before other TF work
+    strategy, kind, policy, jit, is_chief, work = (
+        started[k] for k in ("strategy", "kind", "policy", "jit", "is_chief", "work"))
     out = Path(config.out)
-    work = out if is_chief else out / ".workers" / f"worker{task}"
     work.mkdir(parents=True, exist_ok=True)
     fusion, strategies = config.fusion, config.strategies or None
     skipped = []
