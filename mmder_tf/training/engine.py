@@ -336,6 +336,40 @@ def weights_fingerprint(variables) -> str:
     return digest.hexdigest()[:16]
 
 
+def repair_backup(backup_dir) -> bool:
+    """Undo a kill that landed inside BackupAndRestore's own write of an epoch.
+
+    Keras writes latest.weights.h5 and then training_metadata.json in place; with
+    double_checkpoint it first copies the previous pair to *.bkp. A kill while the
+    metadata is rewritten leaves it truncated next to the NEW weights, which Keras
+    would not notice. Then the previous pair is put back, so the run resumes from
+    the epoch before, consistently. Returns True when it repaired something.
+    """
+    backup_dir = Path(backup_dir)
+    metadata = backup_dir / "training_metadata.json"
+    previous = backup_dir / "training_metadata.json.bkp"
+    if not metadata.exists():
+        return False
+    try:
+        int(json.loads(metadata.read_text())["epoch"])
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        int(json.loads(previous.read_text())["epoch"])
+        weights = backup_dir / "latest.weights.h5.bkp"
+        if not weights.exists():
+            raise OSError(weights)
+    except (OSError, ValueError, KeyError, TypeError):
+        # nothing consistent to go back to: start this training from its beginning
+        for name in ("training_metadata.json", "latest.weights.h5"):
+            (backup_dir / name).unlink(missing_ok=True)
+        return True
+    os.replace(weights, backup_dir / "latest.weights.h5")
+    os.replace(previous, metadata)
+    return True
+
+
 def read_backup_epoch(backup_dir) -> int:
     """The epoch BackupAndRestore will resume from (0 when there is no backup)."""
     path = Path(backup_dir) / "training_metadata.json"
@@ -516,6 +550,7 @@ def fit_resumable(model, *, fold_dir, epoch_dataset, steps_per_epoch: int, epoch
     fold_dir = Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = Path(backup_dir or fold_dir / "backup")
+    repair_backup(backup_dir)
     initial_epoch = min(read_backup_epoch(backup_dir), epochs)
     if val_data is None:
         monitor = None
@@ -525,7 +560,8 @@ def fit_resumable(model, *, fold_dir, epoch_dataset, steps_per_epoch: int, epoch
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "logs"), write_graph=False,
                                                      profile_batch=0))
     # Last, so a backup for epoch k exists only once the checkpoints of epoch k are on disk.
-    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False))
+    # double_checkpoint keeps the previous epoch's pair, which repair_backup needs after a badly timed kill.
+    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, double_checkpoint=True))
     if initial_epoch < epochs:
         # Keras builds a multi-worker model by all-reducing (MEAN) the first batch, which the
         # collective ops cannot do for uint8/int tensors; the model takes floats 0..255 alike.
