@@ -54,11 +54,13 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="mmder_cache_cost_"))
     print(f"{len(manifest)} clips from {opts.clips}, {opts.image_size} px, frames for 16 and 8 per modality "
           f"+ 16 kHz int16 audio per clip")
-    rates = {}
+    rates, usable = {}, []
     for frame_format in opts.formats.split(","):
         out = work / frame_format
         index = prepare_lib.prepare(manifest, out, config, frame_format=frame_format, progress=False)
         ok = index["counts"]["ok"]
+        kept = {e["key"] for e in index["records"] if e["status"] == "ok"}
+        usable = [r for r in manifest.records if r.key in kept]  # the same clips for the on-the-fly timing
         size = sum(p.stat().st_size for p in (out / "shards").glob("*.tfrecord"))
         per_clip = size / ok
         print(f"cache {frame_format:5s}: {per_clip / 1e6:7.3f} MB per clip -> VoxCeleb2 dev "
@@ -67,7 +69,6 @@ def main(argv=None):
         clips_per_second(dataset, ok)  # warm-up: graph tracing
         rates[frame_format] = clips_per_second(pipeline.make_dataset(out, None, config, 4, training=False), ok)
         print(f"read cache {frame_format:5s}: {rates[frame_format]:7.1f} clips/s")
-    usable = [r for r in manifest.records]
     for workers in (int(w) for w in opts.workers.split(",")):
         dataset = pipeline.decoding_dataset(usable, config, 4, training=False, num_parallel_calls=workers)
         rate = clips_per_second(dataset, len(usable))

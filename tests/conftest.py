@@ -73,24 +73,28 @@ def small_cache(small_dataset, tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- kill -9 a training run mid-way
 
-def kill_after_epoch(command, metadata, env, cwd, epoch: int = 1, timeout: float = 240):
+def kill_after_epoch(command, metadata, env, cwd, epoch: int = 1, timeout: float = 600):
     """Start `command`, SIGKILL it once Keras' BackupAndRestore `metadata` file records `epoch`
-    finished epochs; fails if the run ends first."""
+    finished epochs; fails if the run ends first or never gets there."""
     import json
     import signal
     import subprocess
     import time
 
+    def reached():
+        try:  # Keras writes the metadata in place: a read can catch it half-written
+            return metadata.exists() and json.loads(metadata.read_text()).get("epoch", 0) >= epoch
+        except ValueError:
+            return False
+
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        try:  # Keras writes the metadata in place: a read can catch it half-written
-            if metadata.exists() and json.loads(metadata.read_text()).get("epoch", 0) >= epoch:
-                break
-        except ValueError:
-            pass
+    while time.time() < deadline and process.poll() is None and not reached():
         time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()[-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    else:
+        raise AssertionError("the run ended before it could be killed: " + process.stderr.read().decode()[-2000:])
     process.stderr.close()
+    assert reached(), f"no backup of epoch {epoch} within {timeout} s"
