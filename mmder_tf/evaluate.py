@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
+from mmder_tf.fileio import WriterLock
 
 
 def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
@@ -33,6 +34,14 @@ def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Na
 
 
 def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    args, saved = _run_args(run_dir, argparse.Namespace(batch_size=batch_size))
+    # It rewrites the folds' results: not while mmder-finetune (or another evaluation) writes the run.
+    with WriterLock(run_dir, "mmder-evaluate", "wait for it to finish, then evaluate"):
+        return _evaluate_locked(run_dir, args, saved, cache_dir, verbose)
+
+
+def _evaluate_locked(run_dir: Path, args, saved: dict, cache_dir, verbose: bool) -> dict:
     import numpy as np
 
     from mmder_tf.reports import metrics as metrics_lib
@@ -42,8 +51,6 @@ def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True)
     from mmder_tf.finetune import build_classifier, clip_dataset, predict_with_keys, summarize_run
     from mmder_tf.reports.results import atomic_save_npz, atomic_write_json, format_table, write_run_report
 
-    run_dir = Path(run_dir)
-    args, saved = _run_args(run_dir, argparse.Namespace(batch_size=batch_size))
     cache_dir = Path(cache_dir or saved["cache_dir"])
     index = load_index(cache_dir)
     manifest = Manifest.from_json(cache_dir / "manifest.json")

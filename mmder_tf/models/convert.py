@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import temp_path
 from mmder_tf.models.videomae.presets import heads_for_width
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
@@ -89,7 +90,10 @@ def _read_torch(path, trust_pickle=False):
             with torch.serialization.safe_globals([_argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a non-checkpoint file
-        hint = "" if trust_pickle else " (if you trust the file and it pickles other objects, pass trust_pickle=True / --trust-pickle)"
+        hint = "" if trust_pickle else (
+            " (if you trust the file and it pickles other objects: convert it once with "
+            "`python -m mmder_tf.convert SRC DST.weights.h5 --trust-pickle` and use DST.weights.h5; "
+            "from Python, trust_pickle=True)")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
     state = _unwrap_state(obj, path)
     return {k: _to_numpy(v) for k, v in state.items()}
@@ -568,8 +572,8 @@ def convert_checkpoint(
     )
     dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
-    tmp_weights = dst.with_name(f".{dst.name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
-    tmp_config = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    tmp_weights = temp_path(dst, suffix=".weights.h5")
+    tmp_config = temp_path(sidecar)
     meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), **{k: report[k] for k in ("source", "layout")}}
     try:
         model.save_weights(str(tmp_weights))
