@@ -119,3 +119,58 @@ def test_module_entry_point(exported, clip_dir):
     results = json.loads(proc.stdout)["results"]
     assert "probabilities" in results[0] and "error" in results[1]
     assert "corrupt.mp4" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- issue 11: hostile input
+
+def test_truncated_flv_is_reported_not_predicted(exported, realclips, tmp_path, capsys):
+    """`head -c 80000 1001_DFA_SAD_XX.flv > t.flv` decoded as a 15-of-60-frame clip and was predicted."""
+    cut = tmp_path / "t.flv"
+    cut.write_bytes(realclips["1001_DFA_SAD_XX.flv"].read_bytes()[:80000])
+    rc = predict.main([str(cut), "--model", str(exported[1]), "--json", "--no-progress"])
+    assert rc == 1
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert "truncated: the container declares 2.00 s" in result["error"]
+
+
+def test_damaged_export_is_one_clear_line(exported, realclips, tmp_path, capsys):
+    """A cut variables file gave a raw IndexError traceback."""
+    broken = tmp_path / "broken"
+    shutil.copytree(exported[1], broken)
+    data = broken / "variables" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    rc = predict.main([str(realclips["1001_DFA_SAD_XX.flv"]), "--model", str(broken), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"{broken}: cannot load the SavedModel, its files are damaged or incomplete (IndexError" in err
+
+
+def _generate_long_clip(path, seconds):
+    """A cheap long clip: 32 px at 5 fps, PCM audio at 16 kHz in Matroska (~2 s for 10 minutes)."""
+    from mmder_tf.media.decode import write_video
+
+    count = int(seconds * 5)
+    frames = np.zeros((count, 32, 32, 3), np.uint8)
+    frames[..., 0] = (np.arange(count) % 256)[:, None, None]
+    t = np.arange(int(seconds * 16000), dtype=np.float32) / 16000
+    return write_video(path, frames, fps=5, audio=0.3 * np.sin(2 * np.pi * 220 * t), sample_rate=16000,
+                       audio_codec="pcm_s16le")
+
+
+def test_long_clip_is_bounded(exported, tmp_path):
+    """A 10-minute clip took 3.9 GB in mmder-predict; now it stays under 2 GB, and longer ones are refused."""
+    clip = _generate_long_clip(tmp_path / "ten_minutes.mkv", 600)
+    measure = ("import resource, subprocess, sys; "
+               "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "print(done.stdout[-2000:]); print(done.stderr[-2000:])")
+    command = [sys.executable, "-c", measure, sys.executable, "-m", "mmder_tf.predict", str(clip),
+               "--model", str(exported[1]), "--json", "--no-progress"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600).stdout
+    rc, peak_kb = (int(x) for x in out.split("\n")[0].split())
+    assert rc == 0, out
+    assert '"probabilities"' in out
+    assert peak_kb < 2 * 1024 * 1024, f"peak {peak_kb / 1024:.0f} MB"
+    # Past the limit: one clear line per clip, nothing decoded.
+    rc = predict.main([str(clip), "--model", str(exported[1]), "--max-clip-seconds", "60", "--no-progress"])
+    assert rc == 1

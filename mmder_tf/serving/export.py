@@ -349,7 +349,7 @@ def _check_target(export_dir: Path, overwrite: bool) -> bool:
         return False
     if not overwrite and any(export_dir.iterdir()):
         existing = read_metadata(export_dir)
-        raise ConfigError(f"{export_dir} holds an mmder_tf export ({existing.get('strategy')} "
+        raise ConfigError(f"{export_dir} exists: an mmder_tf export ({existing.get('strategy')} "
                           f"{existing.get('preset')}, classes {', '.join(existing.get('class_names', []))}); "
                           "pass overwrite=True (--overwrite) to replace that export")
     return True
