@@ -395,6 +395,22 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
     return paths
 
 
+def write_long_clip(path, seconds: float, size: int = 32, fps: float = 5, sample_rate: int = 16000) -> Path:
+    """A long clip that costs ~2 s for 10 minutes: tiny frames, few of them, PCM audio (a 220 Hz tone) in Matroska.
+
+    For memory and length-limit checks: what grows with a clip's length is its
+    audio and its timeline, not its pixels.
+    """
+    from mmder_tf.media.decode import write_video
+
+    count = max(2, int(seconds * fps))
+    frames = np.zeros((count, size, size, 3), np.uint8)
+    frames[..., 0] = (np.arange(count) % 256)[:, None, None]
+    t = np.arange(int(seconds * sample_rate), dtype=np.float32) / sample_rate
+    return write_video(path, frames, fps=fps, audio=0.3 * np.sin(2 * np.pi * 220 * t), sample_rate=sample_rate,
+                       audio_codec="pcm_s16le", container_format="matroska")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder (RAVDESS layout)")
