@@ -206,7 +206,7 @@ def run_probes(work: Path):
     try:
         probe("second prepare on a cache being written", "is being written by", guard=cache / "shards")(
             lambda: prepare.main(base + ["--out", str(cache)]))
-        probe("finetune into a run folder being written", "is being written by")(
+        probe("finetune on a cache another process prepares", "is being written by")(
             lambda: finetune.main(["--data-dir", str(data), "--dataset", "ravdess", "--image-size", "32",
                                    "--preset", "tiny", "--epochs", "1", "--out", str(work / "run_locked"),
                                    "--cache", str(cache), "--verbose", "0"]))
@@ -214,7 +214,7 @@ def run_probes(work: Path):
         holder.kill()
         holder.wait()
     probe("prepare with other settings into an existing cache", "other settings", guard=cache / "shards")(
-        lambda: prepare.main(base[:-3] + ["--image-size", "48", "--no-progress", "--out", str(cache)]))
+        lambda: prepare.main(base[:-3] + ["--image-size", "64", "--no-progress", "--out", str(cache)]))
     probe("prepare --shard 3/2", "--shard i/N")(lambda: prepare.main(base + ["--out", str(cache), "--shard", "3/2"]))
     probe("prepare a dataset folder with no clips", "no ravdess clips")(
         lambda: prepare.main(["--dataset", "ravdess", "--data-dir", str(media), "--out", str(work / "c2")]))
@@ -272,6 +272,56 @@ def run_probes(work: Path):
         ("from_media more valid frames than sent", {"num_frames_valid": np.array([n + 1], np.int32)}, "larger"),
         ("from_media waveform far shorter than the frames", {"num_samples": np.array([100], np.int32)},
          "more than 4 times the waveform"),
+    ]:
+        probe(name, text)(lambda change=change: served(**{k: tf.constant(v) for k, v in {**ok, **change}.items()}))
+
+    # --------------------------------------------------------------- arguments that cannot work
+    for name, call, text in [
+        ("fuse_clip with an unknown strategy", lambda: fuse_clip(good, "mosaic"), "strategy"),
+        ("fuse_clip with an image size off the patch grid", lambda: fuse_clip(good, image_size=50), "image_size"),
+        ("decode_clip with 0 frames", lambda: decode_clip(good, 0), "positive integers"),
+        ("write_video with odd frame size", lambda: write_video(work / "odd.mp4", frames[:, :31]), "even width"),
+        ("JSON manifest that is not JSON", lambda: load_manifest("ravdess", manifest=csv_rows("{oops", "m.json")),
+         "cannot be parsed"),
+        ("CSV label outside the dataset's classes",
+         lambda: load_manifest("ravdess", manifest=csv_rows(f"path,label,subject\n{clip_paths[0]},bored,a\n")),
+         "not in the class list"),
+        ("predict --batch-size 0", lambda: predict.main([str(good), "--model", str(model_dir), "--batch-size", "0"]),
+         "--batch-size must be >= 1"),
+        ("predict --max-clip-seconds 0",
+         lambda: predict.main([str(good), "--model", str(model_dir), "--max-clip-seconds", "0"]), "must be positive"),
+        ("predict a folder without media", lambda: predict.main([str(work / "export"), "--model", str(model_dir),
+                                                                  "--no-progress"]), "holds no media"),
+        ("export --num-classes against --class-names", lambda: export.main(exp + ["--num-classes", "5", "--output",
+                                                                                   str(work / "e4")]), "--num-classes 5"),
+        ("export with neither run nor weights", lambda: export.main(["--output", str(work / "e5")]),
+         "give a run folder or --weights"),
+        ("export with both run and weights", lambda: export.main([str(run)] + exp + ["--output", str(work / "e6")]),
+         "not both"),
+        ("prepare --quality 0", lambda: prepare.main(base + ["--out", str(work / "c3"), "--quality", "0"]),
+         "jpeg_quality"),
+        ("prepare --shard abc", lambda: prepare.main(base + ["--out", str(work / "c4"), "--shard", "abc"]),
+         "--shard must look like i/N"),
+        ("finetune --folds 0", lambda: finetune.main(["--folds", "0"]), "start at 1"),
+        ("finetune --folds abc", lambda: finetune.main(["--folds", "abc"]), "--folds must be"),
+        ("finetune --lr -1", lambda: finetune.main(["--lr", "-1"]), "--lr must be positive"),
+        ("finetune --dropout 1.5", lambda: finetune.main(["--dropout", "1.5"]), "--dropout must be in"),
+        ("finetune --num-folds 1", lambda: finetune.main(["--num-folds", "1"]), "--num-folds must be >= 2"),
+        ("finetune --data-dir that does not exist",
+         lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(work / "none")]), "no such directory"),
+        ("finetune --dataset csv without --manifest", lambda: finetune.main(["--dataset", "csv"]), "needs --manifest"),
+        ("finetune --num-classes for CREMA-D",
+         lambda: finetune.main(["--dataset", "cremad", "--data-dir", str(data), "--num-classes", "7"]),
+         "applies to RAVDESS only"),
+        ("finetune on a one-class CSV",
+         lambda: finetune.main(["--dataset", "csv", "--manifest", str(one_class), "--out", str(work / "r1")]),
+         "at least two classes"),
+    ]:
+        probe(name, text)(call)
+    for name, change, text in [
+        ("from_media frames of rank 4", {"frames": ok["frames"][0]}, "frames must be uint8"),
+        ("from_media empty batch", {k: v[:0] for k, v in ok.items()}, "empty batch"),
+        ("from_media negative num_samples", {"num_samples": np.array([-5], np.int32)}, "num_samples must be >= 0"),
     ]:
         probe(name, text)(lambda change=change: served(**{k: tf.constant(v) for k, v in {**ok, **change}.items()}))
 

@@ -21,8 +21,6 @@ from mmder_tf.config import FusionConfig
 from mmder_tf.data import prepare as prepare_lib
 from mmder_tf.data.datasets import load_manifest, scan_csv
 from mmder_tf.errors import CorruptMediaError, DatasetError
-from mmder_tf.fileio import (LockedError, NotOwnedError, WriterLock, atomic_write_bytes, clean_stale_temps,
-                             temp_path)
 from mmder_tf.media.decode import decode_clip, write_video
 
 CONFIG = FusionConfig(strategy="fslf", image_size=32)
@@ -52,6 +50,8 @@ def _stop(process):
 # ----------------------------------------------------------------------------- locks and temporary files
 
 def test_lock_names_the_holder_and_is_taken_over_after_its_death(tmp_path):
+    from mmder_tf.fileio import LockedError, WriterLock
+
     holder = _hold_lock(tmp_path)
     try:
         with pytest.raises(LockedError, match=rf"being written by mmder-prepare \(pid {holder.pid} on host "
@@ -70,6 +70,8 @@ def test_lock_names_the_holder_and_is_taken_over_after_its_death(tmp_path):
 
 def test_second_prepare_leaves_the_first_ones_shard_alone(small_dataset, tmp_path):
     """A second prepare on one cache deleted the first one's temporary shard (FileNotFoundError in the first)."""
+    from mmder_tf.fileio import LockedError
+
     manifest = load_manifest("ravdess", data_dir=small_dataset)
     cache = tmp_path / "cache"
     (cache / "shards").mkdir(parents=True)
@@ -91,6 +93,8 @@ def test_second_prepare_leaves_the_first_ones_shard_alone(small_dataset, tmp_pat
 
 
 def test_temporary_names_are_unique_and_leftovers_are_cleaned(tmp_path):
+    from mmder_tf.fileio import clean_stale_temps, temp_path
+
     target = tmp_path / "best.weights.h5"
     names = {temp_path(target, suffix=".weights.h5").name for _ in range(100)}
     assert len(names) == 100 and all(n.endswith(".weights.h5") and str(os.getpid()) in n for n in names)
@@ -105,6 +109,8 @@ def test_temporary_names_are_unique_and_leftovers_are_cleaned(tmp_path):
 
 def test_written_files_follow_the_umask(tmp_path):
     """results.json was created 0600 (mkstemp), unreadable by the group."""
+    from mmder_tf.fileio import atomic_write_bytes
+
     from mmder_tf.reports.results import atomic_write_json
 
     previous = os.umask(0o022)
@@ -247,6 +253,8 @@ def test_truncation_is_detected_in_every_container(tmp_path, name, options):
 # ----------------------------------------------------------------------------- outputs of other commands
 
 def test_synthetic_overwrite_never_replaces_foreign_clips(tmp_path):
+    from mmder_tf.fileio import NotOwnedError
+
     from mmder_tf.data import synthetic
 
     real = tmp_path / synthetic.clip_name(1, "01", 0)
