@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -76,7 +75,9 @@ def _fps_fraction(fps) -> Fraction:
 def _atomic_target(path: Path) -> Path:
     # Same directory (os.replace must not cross file systems) and same suffix
     # (the muxer is chosen from the extension).
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    from mmder_tf.fileio import temp_path
+
+    return temp_path(path, suffix=path.suffix)
 
 
 def write_video(

@@ -536,7 +536,7 @@ def save_videomae_pretraining(pretrainer, path):
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         torch.save({"model": state}, tmp)
         os.replace(tmp, path)
