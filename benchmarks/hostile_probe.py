@@ -325,6 +325,29 @@ def run_probes(work: Path):
     ]:
         probe(name, text)(lambda change=change: served(**{k: tf.constant(v) for k, v in {**ok, **change}.items()}))
 
+    # --------------------------------------------------------------- damaged bookkeeping files
+    damaged_cache = work / "damaged_cache"
+    if not damaged_cache.exists():
+        shutil.copytree(cache, damaged_cache)
+    (damaged_cache / "index.json").write_text('{"records": [')
+    probe("cache with a damaged index.json", "damaged cache index")(lambda: prepare.load_index(damaged_cache))
+    (damaged_cache / "settings.json").write_bytes(b"\x00\xff" * 10)
+    probe("prepare into a cache with a damaged settings.json", "damaged cache settings file")(
+        lambda: prepare.main(base + ["--out", str(damaged_cache)]))
+    damaged_run = work / "damaged_run"
+    (damaged_run / "fold_1").mkdir(parents=True, exist_ok=True)
+    (damaged_run / "run.json").write_text("{not json")
+    (damaged_run / "fold_1" / "results.json").write_text("{}")
+    probe("export a run whose run.json is damaged", "damaged run description")(
+        lambda: export.main([str(damaged_run), "--output", str(work / "e7")]))
+    probe("evaluate a run whose run.json is damaged", "damaged run description")(
+        lambda: evaluate.main(["--run", str(damaged_run)]))
+    (damaged_run / "run.json").write_text('{"args": {}}')
+    probe("export a run whose run.json lacks its fields", "not a run description")(
+        lambda: export.main([str(damaged_run), "--output", str(work / "e8")]))
+    probe("evaluate a run whose run.json lacks its fields", "not a run description")(
+        lambda: evaluate.main(["--run", str(damaged_run)]))
+
     # --------------------------------------------------------------- finetune / evaluate / convert
     probe("finetune --epochs 0", "--epochs must be >= 1")(lambda: finetune.main(["--epochs", "0"]))
     garbage = work / "garbage.pth"

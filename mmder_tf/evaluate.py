@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
-from mmder_tf.fileio import WriterLock
+from mmder_tf.fileio import WriterLock, read_json
 
 
 def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
@@ -22,7 +22,10 @@ def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Na
     path = run_dir / "run.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no run.json)")
-    saved = json.loads(path.read_text())
+    saved = read_json(path, ConfigError, "run description")
+    if not isinstance(saved, dict) or not all(key in saved for key in ("fusion", "class_names", "args", "run")):
+        raise ConfigError(f"{path}: not a run description written by mmder-finetune (fusion, class_names, args "
+                          "and run are needed)")
     args = argparse.Namespace(**saved["args"])
     args.fusion = FusionConfig.from_dict(saved["fusion"])
     args.preset = saved["run"]["preset"]
@@ -70,7 +73,7 @@ def _evaluate_locked(run_dir: Path, args, saved: dict, cache_dir, verbose: bool)
             if verbose:
                 print(f"fold {number}: not finished, skipped")
             continue
-        previous = json.loads(previous_path.read_text())
+        previous = read_json(previous_path, CheckpointError, "fold result")
         checkpoint = fold_dir / f"{previous.get('checkpoint', 'last')}.weights.h5"
         if not checkpoint.exists():
             raise CheckpointError(f"{checkpoint}: missing checkpoint of fold {number}")
@@ -101,7 +104,7 @@ def _evaluate_locked(run_dir: Path, args, saved: dict, cache_dir, verbose: bool)
     skipped = []
     old = run_dir / "results.json"
     if old.exists():
-        skipped = json.loads(old.read_text()).get("skipped_clips", [])
+        skipped = read_json(old, CheckpointError, "run result").get("skipped_clips", [])
     ctx = {"work": run_dir, "class_names": class_names, "run_info": saved["run"], "skipped": skipped}
     results = summarize_run(args, ctx, fold_results)
     write_run_report(run_dir, results)

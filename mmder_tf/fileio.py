@@ -273,3 +273,15 @@ def check_replaceable(path, is_owned, what: str, option: str = "--overwrite"):
         return True
     raise NotOwnedError(f"{path} exists and is not {what} (it holds {describe_contents(path)}); it is never "
                         f"replaced, even with {option}: choose another path")
+
+
+def read_json(path, error=MMDERError, what: str = "file", fix: str = "restore or remove it"):
+    """json.loads of `path`, or `error` naming the file when it is unreadable or damaged (never a traceback)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as failure:
+        raise error(f"{path}: damaged {what}, not readable JSON ({type(failure).__name__}: "
+                    f"{str(failure).splitlines()[0][:200] if str(failure) else ''}); {fix}") from None

@@ -288,3 +288,25 @@ def test_checkpoint_hint_names_an_option_that_exists(tmp_path):
         convert.read_checkpoint(bad)
     assert "python -m mmder_tf.convert SRC DST.weights.h5 --trust-pickle" in str(caught.value)
     assert '"--trust-pickle"' in inspect.getsource(convert.main)  # the option the hint names exists there
+
+
+def test_damaged_bookkeeping_files_are_one_clear_error(small_cache, tmp_path):
+    """A damaged index.json or run.json gave a raw JSONDecodeError / KeyError traceback."""
+    from mmder_tf import evaluate
+    from mmder_tf.errors import CheckpointError, ConfigError
+    from mmder_tf.serving import export
+
+    cache = tmp_path / "cache"
+    shutil.copytree(small_cache, cache)
+    (cache / "index.json").write_text('{"records": [')
+    with pytest.raises(DatasetError, match="index.json: damaged cache index, not readable JSON"):
+        prepare_lib.load_index(cache)
+    run = tmp_path / "run"
+    (run / "fold_1").mkdir(parents=True)
+    (run / "fold_1" / "results.json").write_text("{}")
+    (run / "run.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="run.json: damaged run description"):
+        export.load_run(run)
+    (run / "run.json").write_text('{"args": {}}')
+    with pytest.raises(ConfigError, match="not a run description written by mmder-finetune"):
+        evaluate.evaluate_run(run)

@@ -47,7 +47,8 @@ import numpy as np
 from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
 from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
-from mmder_tf.fileio import LOCK_NAME, LockedError, WriterLock, clean_stale_temps, describe_holder, temp_path
+from mmder_tf.fileio import (LOCK_NAME, LockedError, WriterLock, clean_stale_temps, describe_holder, read_json,
+                             temp_path)
 
 CACHE_VERSION = 1
 SETTINGS = "settings.json"
@@ -293,7 +294,7 @@ def _check_settings(out_dir: Path, settings: CacheSettings):
     path = out_dir / SETTINGS
     wanted = settings.to_dict()
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_json(path, DatasetError, "cache settings file")
         different = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
         if different:
             detail = ", ".join(f"{k}: cache {a!r} vs now {b!r}" for k, (a, b) in sorted(different.items()))
@@ -418,7 +419,8 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
         if not (sidecar.exists() and shard_path(out_dir, s).exists()):
             missing_shards.append(s)
             continue
-        info = json.loads(sidecar.read_text())
+        info = read_json(sidecar, DatasetError, "shard sidecar",
+                         "remove it and its shard, then prepare again")
         written.update(info["written"])
         no_audio.update(info["no_audio"])
         content.update(info.get("content", {}))
@@ -490,7 +492,7 @@ def load_index(cache_dir) -> dict:
     path = Path(cache_dir) / INDEX
     if not path.is_file():
         raise DatasetError(f"{cache_dir} is not a prepared cache (no {INDEX}); run python -m mmder_tf.data.prepare")
-    index = json.loads(path.read_text())
+    index = read_json(path, DatasetError, "cache index", "run mmder-prepare again to rebuild it")
     if index.get("version") != CACHE_VERSION:
         raise DatasetError(f"{path}: cache version {index.get('version')} != {CACHE_VERSION}; prepare again")
     return index

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
-from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, temp_path
+from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, read_json, temp_path
 
 METADATA_ASSET = "mmder_tf.json"
 EXPORT_FORMAT = "mmder_tf.saved_model"
@@ -499,7 +499,10 @@ def load_run(run_dir, fold=None):
     run_file = run_dir / "run.json"
     if not run_file.is_file():
         raise CheckpointError(f"{run_dir}: not a training run (no run.json)")
-    run = json.loads(run_file.read_text())
+    run = read_json(run_file, CheckpointError, "run description")
+    if not isinstance(run, dict) or not all(key in run for key in ("fusion", "class_names", "args", "run")):
+        raise CheckpointError(f"{run_file}: not a run description written by mmder-finetune (fusion, class_names, "
+                              "args and run are needed)")
     finished = _finished_folds(run_dir)
     if fold is None:
         if len(finished) != 1:
@@ -508,7 +511,7 @@ def load_run(run_dir, fold=None):
     fold_dir = run_dir / f"fold_{int(fold)}"
     if int(fold) not in finished:
         raise CheckpointError(f"{fold_dir}: fold {fold} has not finished (no results.json); finished: {finished}")
-    result = json.loads((fold_dir / "results.json").read_text())
+    result = read_json(fold_dir / "results.json", CheckpointError, "fold result")
     weights = fold_dir / f"{result.get('checkpoint', 'last')}.weights.h5"
     config = FusionConfig.from_dict(run["fusion"])
     class_names = list(run["class_names"])
