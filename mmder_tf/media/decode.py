@@ -338,6 +338,7 @@ def _scan(path: Path, container, video, audio, start, end, audio_rate, max_secon
     collector = _AudioCollector(audio_rate) if audio is not None else None
     streams = [s for s in (video, audio if audio is not None else timing_audio) if s is not None]
     first_time, stream_end = None, 0.0
+    bases = {s.index: float(s.time_base) if s.time_base else 0.0 for s in streams}
     if start is not None:
         _seek(container, video if video is not None else audio, start)
     video_done = video is None
@@ -346,9 +347,10 @@ def _scan(path: Path, container, video, audio, start, end, audio_rate, max_secon
     audio_tb = float(audio.time_base) if audio is not None and audio.time_base else None
     try:
         for packet in container.demux(streams):
-            if packet.pts is not None and packet.size and packet.stream.time_base:
-                t = float(packet.pts * packet.stream.time_base)
-                stream_end = max(stream_end, t + float((packet.duration or 0) * packet.stream.time_base))
+            base = bases[packet.stream.index]
+            if packet.pts is not None and packet.size and base:
+                t = packet.pts * base
+                stream_end = max(stream_end, t + (packet.duration or 0) * base)
                 if first_time is None and (start is None or t >= start - 1e-6):
                     first_time = t
                 # the timeline a container does not declare (or declares falsely) is bounded here
