@@ -9,6 +9,8 @@ from mmder_tf.errors import ConfigError
 STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio")
 AUDIO_VISUAL_STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas")
 _HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
+# linear_probe: frozen encoder, only fc_norm and the head train (the official code); finetune: all of it.
+CLASSIFIER_MODES = ("linear_probe", "finetune")
 
 
 def check_strategy(strategy: str) -> str:

@@ -5,10 +5,11 @@ import keras
 from keras import layers
 
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+from mmder_tf.config import CLASSIFIER_MODES
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
 
-MODES = ("linear_probe", "finetune")
+MODES = CLASSIFIER_MODES
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
