@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "VideoMAEBackbone": "mmder_tf.models.videomae.backbone",
+    "LGIFormerBackbone": "mmder_tf.models.lgi_former.backbone",
     "EmotionClassifier": "mmder_tf.models.classifier",
     "BACKBONE_PRESETS": "mmder_tf.models.videomae.presets",
     "load_pretrained": "mmder_tf.models.convert",

@@ -29,6 +29,8 @@ _IGNORED_KEYS = ("mask_token", "position_embeddings", "embeddings.position_embed
 # Original VideoMAE uses eps 1e-6 everywhere; HF's fc_norm is a bare nn.LayerNorm (1e-5).
 VIDEOMAE_EPS = 1e-6
 HF_FC_NORM_EPS = 1e-5
+# HiCMAE's released models see 16 frames of 160 x 160 faces.
+HICMAE_IMAGE_SIZE = 160
 
 
 class Checkpoint:
@@ -168,11 +170,12 @@ _HF_BLOCK = {
 
 
 def _detect_layout(keys, path):
-    if any("lg_region_tokens" in k or ".first_attn." in k or ".third_attn" in k for k in keys):
-        raise CheckpointError(
-            f"{path}: this is an MAE-DFER (LGI-Former) checkpoint; its blocks use local/global region-token "
-            "attention, not VideoMAE's joint attention, so it cannot be loaded into VideoMAEBackbone"
-        )
+    from mmder_tf.models.lgi_former.convert import is_mae_dfer
+
+    if is_mae_dfer(keys):
+        return "mae_dfer"  # refined to fine-tuned / pre-training by the LGI-Former converter
+    if any(k.startswith(("encoder_audio.", "encoder_fusion.")) for k in keys):
+        return "hicmae"
     if any(k.startswith("videomae.") or k.startswith("embeddings.patch_embeddings") or k.startswith("encoder.layer.") for k in keys):
         return "huggingface"
     if any(k.startswith("encoder.patch_embed.") or k.startswith("encoder.blocks.") for k in keys):
@@ -180,23 +183,57 @@ def _detect_layout(keys, path):
     if any(k.startswith("patch_embed.") or k.startswith("blocks.") for k in keys):
         return "videomae"
     shown = ", ".join(sorted(keys)[:8])
-    raise CheckpointError(f"{path}: no VideoMAE encoder tensors found (first keys: {shown})")
+    raise CheckpointError(f"{path}: no VideoMAE or MAE-DFER encoder tensors found (first keys: {shown})")
+
+
+# What a report calls each group of tensors a checkpoint holds but the video encoder does not use.
+_DROPPED_PARTS = (
+    ("encoder_audio.", "audio encoder"),
+    ("encoder_fusion.", "audio-visual fusion encoder"),
+    (("decoder.", "decoder_audio.", "encoder_to_decoder", "mask_token", "decoder_embed.", "decoder_pred.", "decoder_norm.",
+      "decoder_pos_embed"), "pre-training decoder"),
+    (("video_layer_weights", "audio_layer_weights", "fc_norm.", "head."), "audio-visual classifier (pooling weights, fc_norm, head)"),
+    ("encoder.norm.", "pre-training encoder norm (unused by fine-tuning)"),
+)
+
+
+def dropped_parts(ignored) -> dict:
+    """Ignored checkpoint keys counted by the part of the upstream model they belong to."""
+    counts = {}
+    for key in ignored:
+        part = next((name for prefixes, name in _DROPPED_PARTS if key.startswith(prefixes)), "other")
+        counts[part] = counts.get(part, 0) + 1
+    return counts
 
 
 def _ignorable(key):
     return key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES)
 
 
-def canonical_state(ckpt: Checkpoint):
-    """Rename to fine-tuned VideoMAE keys. Returns (tensors, layout, ignored keys, original name of each key)."""
+def canonical_state(ckpt: Checkpoint, keep_final_norm=True):
+    """Rename to fine-tuned VideoMAE (or MAE-DFER) keys. Returns (tensors, layout, ignored keys, original name of each key).
+
+    `keep_final_norm=False`: leave out an MAE-DFER pre-training encoder's final norm, as its fine-tuning does.
+    """
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in ckpt.state.items()}
     layout = _detect_layout(state.keys(), ckpt.path)
+    if layout == "mae_dfer":
+        from mmder_tf.models.lgi_former import convert as lgi_convert
+
+        return lgi_convert.canonical_state(state, ckpt.path, keep_final_norm)
     out, origin, ignored = {}, {}, []
 
     def put(new, old, value):
         out[new], origin[new] = value, old
 
-    if layout == "huggingface":
+    if layout == "hicmae":
+        # The visual encoder is VideoMAE's pre-training encoder under the same names; the rest is dropped.
+        for key, value in state.items():
+            if key.startswith("encoder.") and key != "encoder.pos_embed":
+                put(key[len("encoder."):], key, value)
+            else:
+                ignored.append(key)
+    elif layout == "huggingface":
         qkv = {}
         for key, value in state.items():
             name = key[len("videomae."):] if key.startswith("videomae.") else key
@@ -248,7 +285,7 @@ def canonical_state(ckpt: Checkpoint):
                     continue
                 name = key[len("encoder."):]
             if name == "pos_embed":
-                _check_pos_embed(value, ckpt.path)
+                check_pos_embed(value, ckpt.path)
                 ignored.append(key)
             elif _ignorable(name):
                 ignored.append(key)
@@ -257,7 +294,7 @@ def canonical_state(ckpt: Checkpoint):
     return out, layout, ignored, origin
 
 
-def _check_pos_embed(value, path):
+def check_pos_embed(value, path):
     from mmder_tf.models.layers import sincos_position_table
 
     table = np.asarray(value).reshape(-1, value.shape[-1])
@@ -313,56 +350,67 @@ def infer_backbone_config(tensors, hf_config=None, num_frames=None, image_size=N
 # ---------------------------------------------------------------- assignment
 
 
-def _conv(a):
+def conv3d_weight(a):
     return np.transpose(a, (2, 3, 4, 1, 0))  # [out, in, t, h, w] -> [t, h, w, in, out]
 
 
-def _linear(a):
+def linear_weight(a):
     return np.transpose(a)
 
 
-def _same(a):
+def identity(a):
     return a
 
 
-def _dense(prefix, layer):
-    return {f"{prefix}.weight": (layer.kernel, _linear), f"{prefix}.bias": (layer.bias, _same)}
+def dense_targets(prefix, layer):
+    return {f"{prefix}.weight": (layer.kernel, linear_weight), f"{prefix}.bias": (layer.bias, identity)}
 
 
-def _norm(prefix, layer):
-    return {f"{prefix}.weight": (layer.gamma, _same), f"{prefix}.bias": (layer.beta, _same)}
+def norm_targets(prefix, layer):
+    return {f"{prefix}.weight": (layer.gamma, identity), f"{prefix}.bias": (layer.beta, identity)}
+
+
+def classifier_targets(classifier) -> dict:
+    if classifier is None:
+        return {}
+    return {**norm_targets("fc_norm", classifier.fc_norm), **dense_targets("head", classifier.head)}
 
 
 def model_targets(backbone, classifier=None):
     """Checkpoint key -> (Keras variable, torch->Keras transform) for every weight of the model."""
+    from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+
+    if isinstance(backbone, LGIFormerBackbone):
+        from mmder_tf.models.lgi_former.convert import model_targets as lgi_targets
+
+        return lgi_targets(backbone, classifier)
     embed = backbone.get_layer("patch_embed").proj
-    targets = {"patch_embed.proj.weight": (embed.kernel, _conv), "patch_embed.proj.bias": (embed.bias, _same)}
+    targets = {"patch_embed.proj.weight": (embed.kernel, conv3d_weight), "patch_embed.proj.bias": (embed.bias, identity)}
     for i in range(backbone.depth):
         block = backbone.get_layer(f"block_{i}")
         p = f"blocks.{i}"
-        targets.update(_norm(f"{p}.norm1", block.norm1))
-        targets[f"{p}.attn.qkv.weight"] = (block.attn.qkv.kernel, _linear)
+        targets.update(norm_targets(f"{p}.norm1", block.norm1))
+        targets[f"{p}.attn.qkv.weight"] = (block.attn.qkv.kernel, linear_weight)
         if block.attn.qkv_bias:
-            targets[f"{p}.attn.q_bias"] = (block.attn.q_bias, _same)
-            targets[f"{p}.attn.v_bias"] = (block.attn.v_bias, _same)
-        targets.update(_dense(f"{p}.attn.proj", block.attn.proj))
-        targets.update(_norm(f"{p}.norm2", block.norm2))
-        targets.update(_dense(f"{p}.mlp.fc1", block.mlp.fc1))
-        targets.update(_dense(f"{p}.mlp.fc2", block.mlp.fc2))
+            targets[f"{p}.attn.q_bias"] = (block.attn.q_bias, identity)
+            targets[f"{p}.attn.v_bias"] = (block.attn.v_bias, identity)
+        targets.update(dense_targets(f"{p}.attn.proj", block.attn.proj))
+        targets.update(norm_targets(f"{p}.norm2", block.norm2))
+        targets.update(dense_targets(f"{p}.mlp.fc1", block.mlp.fc1))
+        targets.update(dense_targets(f"{p}.mlp.fc2", block.mlp.fc2))
         if block.layer_scale_init is not None:
-            targets[f"{p}.gamma_1"] = (block.gamma_1, _same)
-            targets[f"{p}.gamma_2"] = (block.gamma_2, _same)
+            targets[f"{p}.gamma_1"] = (block.gamma_1, identity)
+            targets[f"{p}.gamma_2"] = (block.gamma_2, identity)
     if backbone.final_norm is not None:
-        targets.update(_norm("norm", backbone.final_norm))
-    if classifier is not None:
-        targets.update(_norm("fc_norm", classifier.fc_norm))
-        targets.update(_dense("head", classifier.head))
+        targets.update(norm_targets("norm", backbone.final_norm))
+    targets.update(classifier_targets(classifier))
     return targets
 
 
-def load_tensors(model_targets_, tensors, origin=None, allow_missing_head=False, skip=(), path="checkpoint"):
-    """Check every tensor against the model, then assign all of them; returns the keys left fresh.
+def check_tensors(model_targets_, tensors, origin=None, allow_missing_head=False, skip=(), path="checkpoint"):
+    """Check every tensor against the model without assigning; returns the keys to leave fresh.
 
+    Raises CheckpointError naming every missing, unexpected and mis-shaped tensor.
     `skip`: checkpoint keys deliberately not used (a head when only the backbone is wanted).
     """
     origin = origin or {}
@@ -397,6 +445,12 @@ def load_tensors(model_targets_, tensors, origin=None, allow_missing_head=False,
         if mismatched:
             lines.append(f"wrong shape ({len(mismatched)}): " + "; ".join(mismatched))
         raise CheckpointError("\n".join(lines))
+    return fresh
+
+
+def load_tensors(model_targets_, tensors, origin=None, allow_missing_head=False, skip=(), path="checkpoint"):
+    """Check every tensor against the model, then assign all of them; returns the keys left fresh."""
+    fresh = check_tensors(model_targets_, tensors, origin, allow_missing_head, skip, path)
     for key, (variable, transform) in model_targets_.items():
         if key not in fresh:
             variable.assign(np.ascontiguousarray(transform(tensors[key])).astype(variable.dtype))
@@ -422,18 +476,45 @@ def _sidecar(path: Path) -> Path:
 def _build_from_torch(
     ckpt, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, overrides
 ):
-    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    """`classifier=None`: an EmotionClassifier when the checkpoint has a head or a head is asked for, else a backbone."""
     from mmder_tf.models.classifier import EmotionClassifier
 
-    tensors, layout, ignored, origin = canonical_state(ckpt)
-    config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+    overrides = dict(overrides)
+    region_size = overrides.pop("region_size", None)
+    layout = _detect_layout({k.removeprefix("module.") for k in ckpt.state}, ckpt.path)
+    lgi_former = layout == "mae_dfer"
+    if region_size is not None and not lgi_former:
+        raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
+    if classifier is None:
+        has_head = any(k.removeprefix("module.") in ("head.weight", "classifier.weight") for k in ckpt.state)
+        classifier = layout != "hicmae" and has_head or num_classes is not None or allow_missing_head
+    # MAE-DFER's fine-tuning leaves the pre-training encoder's final norm out (only the pooled feature is
+    # normalised, by fc_norm); a bare backbone keeps it, so it returns what the pre-training encoder returns.
+    tensors, layout, ignored, origin = canonical_state(ckpt, keep_final_norm=not classifier)
+    if lgi_former:
+        from mmder_tf.models.lgi_former import convert as lgi_convert
+        from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+
+        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path)
+        backbone_class = LGIFormerBackbone
+    else:
+        from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+
+        if layout == "hicmae" and image_size is None:
+            image_size = HICMAE_IMAGE_SIZE
+        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+        backbone_class = VideoMAEBackbone
     config.update(overrides)
-    backbone = VideoMAEBackbone(**config, dtype=dtype)
+    try:
+        backbone = backbone_class(**config, dtype=dtype)
+    except TypeError as exc:
+        raise ConfigError(f"{ckpt.path}: {backbone_class.__name__} does not take these arguments: {exc}") from exc
     model, skip = backbone, ()
     if classifier:
         if num_classes is None:
             if "head.weight" not in tensors:
-                raise ConfigError(f"{ckpt.path} has no classification head: pass num_classes (and allow_missing_head=True)")
+                why = " (HiCMAE's head classifies audio-visual features, so it is dropped)" if layout == "hicmae" else ""
+                raise ConfigError(f"{ckpt.path} has no video classification head{why}: pass num_classes (and allow_missing_head=True)")
             num_classes = int(tensors["head.weight"].shape[0])
         if class_names is None:
             class_names = _hf_class_names(ckpt.hf_config, num_classes)
@@ -446,12 +527,14 @@ def _build_from_torch(
     fresh = load_tensors(
         model_targets(backbone, model if classifier else None), tensors, origin, allow_missing_head, skip, ckpt.path
     )
+    ignored = sorted(ignored) + [k for k in skip if k in tensors]
     report = {
         "source": ckpt.path,
         "layout": layout,
         "model": type(model).__name__,
         "loaded": len(tensors) - len([k for k in skip if k in tensors]),
-        "ignored": sorted(ignored) + [k for k in skip if k in tensors],
+        "ignored": ignored,
+        "dropped": dropped_parts(origin.get(k, k) if k in skip else k for k in ignored),
         "fresh": fresh,
         "backbone": backbone.get_config(),
     }
@@ -473,6 +556,8 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         raise CheckpointError(f"{sidecar}: not an mmder_tf model config: {exc}") from exc
     backbone_spec = spec["config"]["backbone"] if spec.get("class_name") == "EmotionClassifier" else spec
     changes = dict(overrides)
+    if "region_size" in changes and backbone_spec.get("class_name") != "LGIFormerBackbone":
+        raise ConfigError(f"region_size applies to LGI-Former models; {path} holds a {backbone_spec.get('class_name')}")
     if num_frames is not None:
         changes["num_frames"] = int(num_frames)
     if image_size is not None:
@@ -517,19 +602,28 @@ def load_pretrained(
     class_names=None,
     trust_pickle=False,
     dtype=None,
+    region_size=None,
     **backbone_overrides,
 ):
-    """A ready VideoMAEBackbone (or EmotionClassifier with `classifier=True`) from any supported checkpoint.
+    """A ready backbone (or EmotionClassifier with `classifier=True`) from any supported checkpoint.
 
-    `path`: a torch file (.pth/.pt/.bin), a .safetensors file, a Hugging Face
-    VideoMAE directory, or a `.weights.h5` written by `convert_checkpoint`.
+    `path`: a torch file (.pth/.pt/.bin) of VideoMAE (MCG-NJU), MAE-DFER or
+    HiCMAE, a .safetensors file, a Hugging Face VideoMAE directory, or a
+    `.weights.h5` written by `convert_checkpoint`. MAE-DFER checkpoints give an
+    `LGIFormerBackbone`, the others a `VideoMAEBackbone` (HiCMAE: its visual
+    encoder; the audio and fusion encoders and decoders are dropped).
     Depth, width and MLP size come from the tensors; heads and LayerNorm eps
-    from the HF config when there is one (else the ViT table and 1e-6).
-    `num_frames` / `image_size` default to the checkpoint's config, else 16 / 224.
+    from the HF config when there is one (else the ViT table and 1e-6; pass
+    `num_heads=` for other widths). `num_frames` / `image_size` (an int or
+    (height, width)) default to the checkpoint's config, else the release's:
+    16 / 224 (VideoMAE), 16 / 160 (MAE-DFER, HiCMAE); `region_size` (t, h, w)
+    in tubelets, MAE-DFER only, defaults to (2, 5, 10).
     `allow_missing_head`: leave fc_norm/head fresh when the checkpoint has none,
     or a head of another class count than `num_classes`.
     """
     path = Path(path)
+    if region_size is not None:
+        backbone_overrides["region_size"] = tuple(int(r) for r in region_size)
     args = (num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, backbone_overrides)
     if path.name.endswith(".h5"):
         return _load_keras(path, *args)
@@ -548,12 +642,16 @@ def convert_checkpoint(
     backbone_only=False,
     class_names=None,
     trust_pickle=False,
+    region_size=None,
+    **backbone_overrides,
 ):
-    """Convert a torch / HF VideoMAE checkpoint to `dst` (.weights.h5) plus `<stem>.config.json` beside it.
+    """Convert a torch / HF checkpoint (as `load_pretrained` reads) to `dst` (.weights.h5) plus `<stem>.config.json`.
 
-    Writes an EmotionClassifier when the checkpoint has a head or `num_classes`
-    is given (an encoder-only checkpoint then needs `allow_missing_head`),
-    otherwise (or with `backbone_only`) a VideoMAEBackbone. Returns a report dict.
+    Writes an EmotionClassifier when the checkpoint has a video head or
+    `num_classes` is given (an encoder-only checkpoint then needs
+    `allow_missing_head`), otherwise (or with `backbone_only`) the backbone.
+    Returns a report dict: layout, tensors loaded, ignored keys, `dropped`
+    (ignored tensors per upstream part: decoder, audio encoder, ...), fresh keys.
     """
     import keras
 
@@ -561,10 +659,11 @@ def convert_checkpoint(
     if not dst.name.endswith(".weights.h5"):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
     ckpt = read_checkpoint(src, trust_pickle)
-    has_head = any(k.removeprefix("module.") in ("head.weight", "classifier.weight") for k in ckpt.state)
-    as_classifier = not backbone_only and (has_head or num_classes is not None or allow_missing_head)
+    if region_size is not None:
+        backbone_overrides["region_size"] = tuple(int(r) for r in region_size)
     model, report = _build_from_torch(
-        ckpt, num_frames, image_size, as_classifier, num_classes, allow_missing_head, "linear_probe", 0.0, class_names, None, {}
+        ckpt, num_frames, image_size, False if backbone_only else None, num_classes, allow_missing_head, "linear_probe", 0.0,
+        class_names, None, backbone_overrides,
     )
     dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
@@ -584,12 +683,29 @@ def convert_checkpoint(
     return report
 
 
+def _int_tuple(least, most):
+    def parse(text):
+        try:
+            values = tuple(int(v) for v in text.replace("x", ",").split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+        if not least <= len(values) <= most:
+            raise argparse.ArgumentTypeError(f"expected {least}..{most} integers, got {text!r}")
+        return values[0] if len(values) == 1 and most <= 2 else values
+
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="torch .pth/.pt/.bin, .safetensors, or a Hugging Face VideoMAE directory")
     parser.add_argument("dst", help="output .weights.h5 (a <stem>.config.json is written beside it)")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: checkpoint config, else 16)")
-    parser.add_argument("--image-size", type=int, default=None, help="square frame size (default: checkpoint config, else 224)")
+    parser.add_argument("--image-size", type=_int_tuple(1, 2), default=None,
+                        help="frame size, N or H,W (default: checkpoint config, else 224; MAE-DFER and HiCMAE 160)")
+    parser.add_argument("--region-size", type=_int_tuple(3, 3), default=None,
+                        help="MAE-DFER region size t,h,w in tubelets (default 2,5,10)")
+    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: by width, 64 channels a head)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (default: the checkpoint's head)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names")
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
@@ -607,6 +723,8 @@ def main(argv=None):
             backbone_only=args.backbone_only,
             class_names=args.class_names.split(",") if args.class_names else None,
             trust_pickle=args.trust_pickle,
+            region_size=args.region_size,
+            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
         )
     except (CheckpointError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -618,6 +736,8 @@ def main(argv=None):
         + (f"; fresh: {', '.join(report['fresh'])}" if report["fresh"] else "")
         + (f"; ignored {len(report['ignored'])}" if report["ignored"] else "")
     )
+    for part, count in report["dropped"].items():
+        print(f"dropped: {part} ({count} tensors)")
     return 0
 
 

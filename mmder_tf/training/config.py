@@ -17,10 +17,9 @@ from pathlib import Path
 from mmder_tf.config import CLASSIFIER_MODES, FusionConfig
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
-from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
+from mmder_tf.models.presets import PRESETS
 
 DATASETS = MEDIA_DATASETS + ("synthetic",)
-PRESETS = tuple(BACKBONE_PRESETS)
 RECIPES = ("paper", "mae-dfer")
 SELECT_CHOICES = ("val_accuracy", "val_loss", "last")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")

@@ -13,17 +13,8 @@ from pathlib import Path
 
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
-from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
+from mmder_tf.models.presets import backbone_from_preset, preset_of
 from mmder_tf.training.config import RunConfig, read_run_file
-
-
-def preset_of(backbone) -> str:
-    """The preset name whose architecture `backbone` has, or "custom"."""
-    found = {"hidden_dim": backbone.hidden_dim, "depth": backbone.depth, "num_heads": backbone.num_heads}
-    for name, spec in BACKBONE_PRESETS.items():
-        if all(spec.get(k) == v for k, v in found.items()):
-            return name
-    return "custom"
 
 
 def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, drop_path: float = 0.0, dtype=None):
@@ -37,12 +28,11 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
     import keras
 
     from mmder_tf.models.classifier import EmotionClassifier
-    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 
     keras.utils.set_random_seed(config.seed)
     fusion = config.fusion
     if not config.weights:
-        backbone = VideoMAEBackbone.from_preset(config.preset, num_frames=fusion.num_frames,
+        backbone = backbone_from_preset(config.preset, num_frames=fusion.num_frames,
                                                 image_size=fusion.image_size, drop_path_rate=drop_path, dtype=dtype)
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
                                  class_names=class_names, dtype=dtype)
