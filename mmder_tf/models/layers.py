@@ -58,6 +58,22 @@ def _pair(value, what):
     return value
 
 
+def patchify(x, tubelet_size: int, patch_size: int):
+    """[B, T, H, W, C] -> tubelets [B, N, tubelet*patch*patch*C].
+
+    Tokens in time, height, width order; values inside a tubelet in (frame,
+    row, column, channel) order, channel fastest: the Conv3D kernel layout
+    [t, p, p, C, D] flattened, and the layout of VideoMAE's pixel targets.
+    """
+    ts, p = int(tubelet_size), int(patch_size)
+    dyn = ops.shape(x)
+    frames, height, width, channels = [int(s) if s is not None else dyn[i + 1] for i, s in enumerate(x.shape[1:5])]
+    t, h, w = frames // ts, height // p, width // p
+    x = ops.reshape(x, (-1, t, ts, h, p, w, p, channels))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+    return ops.reshape(x, (-1, t * h * w, ts * p * p * channels))
+
+
 @keras.saving.register_keras_serializable(package="mmder_tf")
 class InputNormalization(layers.Layer):
     """uint8 or float pixels in 0..255 -> (x / 255 - mean) / std in the compute dtype.
@@ -142,18 +158,13 @@ class TubeletEmbedding(layers.Layer):
         self._check(x.shape)
         # stride == kernel, so the convolution is a patchify + one matmul. Running it that way
         # keeps the Conv3D weight layout but avoids TF's CPU Conv3D gradient (~100x slower).
-        ts, p, dim = self.tubelet_size, self.patch_size, self.hidden_dim
-        static = [None if s is None else int(s) for s in x.shape[1:5]]
-        dyn = ops.shape(x)
-        frames, height, width, channels = [s if s is not None else dyn[i + 1] for i, s in enumerate(static)]
-        t, h, w = frames // ts, height // p, width // p
-        x = ops.reshape(x, (-1, t, ts, h, p, w, p, channels))
-        x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
-        num = t * h * w
-        x = ops.reshape(x, (-1, num, ts * p * p * channels))
+        dim = self.hidden_dim
+        static = [None if s is None else int(s) for s in x.shape[1:4]]
+        x = patchify(x, self.tubelet_size, self.patch_size)
+        num = ops.shape(x)[1]
         kernel = ops.reshape(ops.cast(self.proj.kernel, x.dtype), (-1, dim))
         x = ops.matmul(x, kernel) + ops.cast(self.proj.bias, x.dtype)
-        if None not in static[:3]:
+        if None not in static:
             table = ops.convert_to_tensor(_cached_table(num, dim))
         else:
             table = _sincos_position_table_ops(num, dim)
