@@ -13,6 +13,13 @@ _HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
 CLASSIFIER_MODES = ("linear_probe", "finetune")
 
 
+def check_fields(config_class, values: dict):
+    """A saved config names only fields `config_class` (a dataclass) has: anything else is a typo or another version."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise ConfigError(f"unknown {config_class.__name__} fields: {sorted(unknown)}")
+
+
 def check_strategy(strategy: str) -> str:
     name = str(strategy).lower()
     if name not in STRATEGIES:
@@ -109,10 +116,7 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown FusionConfig fields: {sorted(unknown)}")
+        check_fields(cls, values)
         return cls(**values)
 
     @classmethod

@@ -85,7 +85,6 @@ def test_recipe_scales_lr_by_batch():
 
 @pytest.mark.parametrize("mixup, cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mix_batch_targets_match_pixels(mixup, cutmix):
-    rng = np.random.default_rng(0)
     # Each clip a constant grey level, so the mixed pixels reveal lambda exactly.
     levels = np.array([0, 200, 40, 120], np.float32)
     x = np.broadcast_to(levels[:, None, None, None, None], (4, 2, 16, 16, 3)).astype(np.uint8)

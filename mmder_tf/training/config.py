@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from mmder_tf.config import CLASSIFIER_MODES, FusionConfig
+from mmder_tf.config import CLASSIFIER_MODES, FusionConfig, check_fields
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.presets import PRESETS
@@ -255,10 +255,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown RunConfig fields: {sorted(unknown)}")
+        check_fields(cls, values)
         values = dict(values)
         if isinstance(values.get("fusion"), dict):
             values["fusion"] = FusionConfig.from_dict(values["fusion"])
