@@ -65,7 +65,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, help="dropout before the head (default 0)")
     p.add_argument("--out", help="run folder (default runs/<dataset>_<strategy>)")
     p.add_argument("--seed", type=int, help="seed of weights, folds, data order and the demo data (default 0)")
-    p.add_argument("--image-size", type=int, help="fused frame size (default 224; demo 64)")
+    p.add_argument("--image-size", type=int,
+                   help="fused frame size (default: what --weights / --preset needs, e.g. 160 for MAE-DFER; else 224, "
+                        "demo 64)")
     p.add_argument("--num-classes", type=int, choices=RAVDESS_CLASS_COUNTS, help="RAVDESS: 7 (calm merged) or 8")
     p.add_argument("--recipe", choices=RECIPES, help="paper (default) or mae-dfer")
     p.add_argument("--select", choices=SELECT_CHOICES,

@@ -17,7 +17,7 @@ from pathlib import Path
 from mmder_tf.config import CLASSIFIER_MODES, FusionConfig, check_fields
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
-from mmder_tf.models.presets import PRESETS
+from mmder_tf.models.presets import LGI_FORMER_PRESETS, PRESETS
 
 DATASETS = MEDIA_DATASETS + ("synthetic",)
 RECIPES = ("paper", "mae-dfer")
@@ -223,6 +223,10 @@ class RunConfig:
                 raise ConfigError("--data-dir/--manifest need --dataset (ravdess, cremad, iemocap or csv)")
             given["dataset"] = dataset = "synthetic"
         defaults = DEMO_DEFAULTS if dataset == "synthetic" else PAPER_DEFAULTS
+        if "image_size" not in given:
+            size = encoder_image_size(given.get("weights"), given.get("preset"))
+            if size is not None:
+                given["image_size"] = size
         for key in ("image_size", "epochs", "batch_size", "mode"):
             given.setdefault(key, defaults[key])
         if "preset" not in given and not given.get("weights"):
@@ -276,6 +280,26 @@ class RunConfig:
     @classmethod
     def from_run(cls, run_dir) -> "RunConfig":
         return read_run_file(Path(run_dir) / RUN_FILE)[0]
+
+
+def encoder_image_size(weights=None, preset=None) -> int | None:
+    """The frame size an encoder needs (MAE-DFER's regions fit 160 px only), or None: any size will do."""
+    if weights:
+        if not Path(weights).exists():
+            raise ConfigError(f"--weights {weights}: no such file")
+        from mmder_tf.models.convert import checkpoint_input
+
+        size = checkpoint_input(weights).get("image_size")
+    elif preset in LGI_FORMER_PRESETS:
+        size = LGI_FORMER_PRESETS[preset]["image_size"]
+    else:
+        return None
+    if size is not None and not isinstance(size, int):
+        height, width = size
+        if height != width:
+            raise ConfigError(f"--weights {weights} needs {height}x{width} frames; fusion makes square ones")
+        size = height
+    return size
 
 
 def read_run_file(path) -> tuple[RunConfig, dict]:
