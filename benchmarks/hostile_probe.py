@@ -103,6 +103,7 @@ def run_probes(work: Path):
     from mmder_tf.fusion.clip import fuse_clip
     from mmder_tf.media.decode import decode_clip, write_video
     from mmder_tf.serving import export, predict
+    from mmder_tf.training.protocol import check_protocol
 
     realclips = REPO.parent / "shared" / "realclips"
     flv = realclips / "1001_DFA_SAD_XX.flv"
@@ -185,10 +186,10 @@ def run_probes(work: Path):
     probe("data folder that does not exist", "not found")(lambda: load_manifest("ravdess", data_dir=work / "none"))
     probe("unknown dataset name", "unknown dataset")(lambda: load_manifest("voxceleb", data_dir=data))
     one_class = csv_rows("path,label,subject\n" + "".join(f"{p},happy,s{i}\n" for i, p in enumerate(clip_paths)))
-    probe("one-class dataset", "at least two classes")(lambda: finetune.check_protocol(scan_csv(one_class)))
+    probe("one-class dataset", "at least two classes")(lambda: check_protocol(scan_csv(one_class)))
     one_subject = csv_rows("path,label,subject\n" + "".join(
         f"{p},{lab},s1\n" for p, lab in zip(clip_paths, ["a", "b", "c"] * 10)))
-    probe("one-subject dataset", "at least two subjects")(lambda: finetune.check_protocol(scan_csv(one_subject)))
+    probe("one-subject dataset", "at least two subjects")(lambda: check_protocol(scan_csv(one_subject)))
 
     # --------------------------------------------------------------- prepare
     cache = work / "cache"
@@ -222,7 +223,9 @@ def run_probes(work: Path):
     # --------------------------------------------------------------- export
     run = work / "fake_run"
     (run / "fold_1").mkdir(parents=True, exist_ok=True)
-    (run / "run.json").write_text(json.dumps({"fusion": FusionConfig(image_size=64).to_dict()}))
+    from mmder_tf.training.config import RunConfig, run_file_contents
+
+    (run / "run.json").write_text(json.dumps(run_file_contents(RunConfig(fusion=FusionConfig(image_size=64)))))
     (run / "fold_1" / "notes.txt").write_text("a week of training")
     exp = ["--weights", str(weights), "--preset", "tiny", "--class-names", "a,b,c", "--strategy", "cfas",
            "--image-size", "32"]
@@ -338,14 +341,14 @@ def run_probes(work: Path):
     (damaged_run / "fold_1").mkdir(parents=True, exist_ok=True)
     (damaged_run / "run.json").write_text("{not json")
     (damaged_run / "fold_1" / "results.json").write_text("{}")
-    probe("export a run whose run.json is damaged", "damaged run description")(
+    probe("export a run whose run.json is damaged", "unreadable run file")(
         lambda: export.main([str(damaged_run), "--output", str(work / "e7")]))
-    probe("evaluate a run whose run.json is damaged", "damaged run description")(
+    probe("evaluate a run whose run.json is damaged", "unreadable run file")(
         lambda: evaluate.main(["--run", str(damaged_run)]))
     (damaged_run / "run.json").write_text('{"args": {}}')
-    probe("export a run whose run.json lacks its fields", "not a run description")(
+    probe("export a run whose run.json lacks its fields", "not an mmder_tf run file")(
         lambda: export.main([str(damaged_run), "--output", str(work / "e8")]))
-    probe("evaluate a run whose run.json lacks its fields", "not a run description")(
+    probe("evaluate a run whose run.json lacks its fields", "not an mmder_tf run file")(
         lambda: evaluate.main(["--run", str(damaged_run)]))
 
     # --------------------------------------------------------------- finetune / evaluate / convert

@@ -157,7 +157,7 @@ def test_empty_label_is_refused_with_its_line(small_dataset, tmp_path, label):
 
 def test_one_class_or_one_subject_is_refused(small_dataset, tmp_path):
     """A one-class manifest trained to 100 % without a word."""
-    from mmder_tf.finetune import check_protocol
+    from mmder_tf.training.protocol import check_protocol
 
     clips = sorted(p for p in small_dataset.rglob("*.mp4"))[:3]
     one_class = tmp_path / "one_class.csv"
@@ -192,7 +192,7 @@ def test_duplicate_content_across_subjects_is_reported(small_dataset, tmp_path, 
 def test_cache_index_and_reports_after_a_move(small_dataset, small_cache, tmp_path, monkeypatch):
     """Moving the dataset invalidated its cache (absolute paths in the fingerprint); skipped clips were
     marked has_audio and reported as data/data/... with a relative --data-dir."""
-    from mmder_tf.finetune import prepare_cache
+    from mmder_tf.training.protocol import prepare_cache
 
     index = prepare_lib.load_index(small_cache)
     skipped = [e for e in index["records"] if e["status"] == "skipped"]
@@ -202,8 +202,7 @@ def test_cache_index_and_reports_after_a_move(small_dataset, small_cache, tmp_pa
     shutil.copytree(small_cache, tmp_path / "cache")
     monkeypatch.chdir(moved.parent)
     manifest = load_manifest("ravdess", data_dir="data")  # relative, as users type it
-    args = argparse.Namespace(cache=str(tmp_path / "cache"), out=str(tmp_path / "run"), fusion=CONFIG,
-                              workers=1, verbose=0)
+    args = argparse.Namespace(cache_dir=tmp_path / "cache", fusion=CONFIG, workers=1, verbose=0)
     _, records, reported = prepare_cache(args, manifest)
     (bad,) = [e for e in reported if e["key"]]
     assert bad["path"].startswith("data/") and not bad["path"].startswith("data/data/")
@@ -270,7 +269,9 @@ def test_export_warns_when_the_size_differs_from_training(tmp_path, capsys):
     from mmder_tf.serving.export import warn_training_mismatch
 
     (tmp_path / "fold_1").mkdir()
-    (tmp_path / "run.json").write_text(json.dumps({"fusion": FusionConfig(image_size=64).to_dict()}))
+    from mmder_tf.training.config import RunConfig, run_file_contents
+
+    (tmp_path / "run.json").write_text(json.dumps(run_file_contents(RunConfig(fusion=FusionConfig(image_size=64)))))
     weights = tmp_path / "fold_1" / "best.weights.h5"
     assert warn_training_mismatch(weights, FusionConfig(image_size=64)) == []
     assert warn_training_mismatch(weights, FusionConfig(image_size=224)) == ["image_size 64 in training, 224 now"]
@@ -305,8 +306,14 @@ def test_damaged_bookkeeping_files_are_one_clear_error(small_cache, tmp_path):
     (run / "fold_1").mkdir(parents=True)
     (run / "fold_1" / "results.json").write_text("{}")
     (run / "run.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="run.json: damaged run description"):
+    with pytest.raises(ConfigError, match="run.json: unreadable run file"):
         export.load_run(run)
     (run / "run.json").write_text('{"args": {}}')
-    with pytest.raises(ConfigError, match="not a run description written by mmder-finetune"):
+    with pytest.raises(ConfigError, match="not an mmder_tf run file"):
         evaluate.evaluate_run(run)
+    from mmder_tf.training.config import RunConfig, run_file_contents
+
+    (run / "run.json").write_text(json.dumps(run_file_contents(RunConfig(), class_names=["a", "b"])))
+    (run / "fold_1" / "results.json").write_text("{damaged")
+    with pytest.raises(CheckpointError, match="results.json: damaged fold result"):
+        export.load_run(run)
