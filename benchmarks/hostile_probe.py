@@ -185,10 +185,11 @@ def run_probes(work: Path):
     probe("CSV file that does not exist", "not found")(lambda: scan_csv(work / "none.csv"))
     probe("data folder that does not exist", "not found")(lambda: load_manifest("ravdess", data_dir=work / "none"))
     probe("unknown dataset name", "unknown dataset")(lambda: load_manifest("voxceleb", data_dir=data))
-    one_class = csv_rows("path,label,subject\n" + "".join(f"{p},happy,s{i}\n" for i, p in enumerate(clip_paths)))
+    one_class = csv_rows("path,label,subject\n" + "".join(f"{p},happy,s{i}\n" for i, p in enumerate(clip_paths)),
+                         "one_class.csv")
     probe("one-class dataset", "at least two classes")(lambda: check_protocol(scan_csv(one_class)))
     one_subject = csv_rows("path,label,subject\n" + "".join(
-        f"{p},{lab},s1\n" for p, lab in zip(clip_paths, ["a", "b", "c"] * 10)))
+        f"{p},{lab},s1\n" for p, lab in zip(clip_paths, ["a", "b", "c"] * 10)), "one_subject.csv")
     probe("one-subject dataset", "at least two subjects")(lambda: check_protocol(scan_csv(one_subject)))
 
     # --------------------------------------------------------------- prepare
@@ -306,10 +307,10 @@ def run_probes(work: Path):
         ("prepare --shard abc", lambda: prepare.main(base + ["--out", str(work / "c4"), "--shard", "abc"]),
          "--shard must look like i/N"),
         ("finetune --folds 0", lambda: finetune.main(["--folds", "0"]), "start at 1"),
-        ("finetune --folds abc", lambda: finetune.main(["--folds", "abc"]), "--folds must be"),
-        ("finetune --lr -1", lambda: finetune.main(["--lr", "-1"]), "--lr must be positive"),
-        ("finetune --dropout 1.5", lambda: finetune.main(["--dropout", "1.5"]), "--dropout must be in"),
-        ("finetune --num-folds 1", lambda: finetune.main(["--num-folds", "1"]), "--num-folds must be >= 2"),
+        ("finetune --folds abc", lambda: finetune.main(["--folds", "abc"]), "folds must be"),
+        ("finetune --lr -1", lambda: finetune.main(["--lr", "-1"]), "lr must be positive"),
+        ("finetune --dropout 1.5", lambda: finetune.main(["--dropout", "1.5"]), "dropout must be in"),
+        ("finetune --num-folds 1", lambda: finetune.main(["--num-folds", "1"]), "num_folds must be >= 2"),
         ("finetune --data-dir that does not exist",
          lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(work / "none")]), "no such directory"),
         ("finetune --dataset csv without --manifest", lambda: finetune.main(["--dataset", "csv"]), "needs --manifest"),
@@ -352,13 +353,13 @@ def run_probes(work: Path):
         lambda: evaluate.main(["--run", str(damaged_run)]))
 
     # --------------------------------------------------------------- finetune / evaluate / convert
-    probe("finetune --epochs 0", "--epochs must be >= 1")(lambda: finetune.main(["--epochs", "0"]))
+    probe("finetune --epochs 0", "epochs must be an integer >= 1")(lambda: finetune.main(["--epochs", "0"]))
     garbage = work / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint" * 10)
     probe("finetune --weights with a file that is not a checkpoint", "python -m mmder_tf.convert")(
         lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(data), "--weights", str(garbage),
                                "--out", str(work / "run_w"), "--image-size", "32", "--verbose", "0"]))
-    probe("evaluate a folder that is not a run", "not a run folder")(
+    probe("evaluate a folder that is not a run", "not a training run")(
         lambda: evaluate.main(["--run", str(data)]))
     foreign = media / synthetic.clip_name(1, "01", 0)
     foreign.parent.mkdir(exist_ok=True)
