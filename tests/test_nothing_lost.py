@@ -165,7 +165,7 @@ def test_one_class_or_one_subject_is_refused(small_dataset, tmp_path):
     with pytest.raises(DatasetError, match="every clip has the label 'happy': a classifier needs at least two"):
         check_protocol(scan_csv(one_class))
     one_subject = tmp_path / "one_subject.csv"
-    one_subject.write_text("path,label,subject\n" + "".join(f"{c},{l},s1\n" for c, l in zip(clips, "abc")))
+    one_subject.write_text("path,label,subject\n" + "".join(f"{c},{label},s1\n" for c, label in zip(clips, "abc")))
     with pytest.raises(DatasetError, match="every clip is from subject 's1'"):
         check_protocol(scan_csv(one_subject))
 

@@ -268,7 +268,7 @@ class _ServingModule:
 
     def __init__(self, model, config: FusionConfig, class_names, metadata: dict, asset_path: str):
         tf = _tf()
-        from mmder_tf.media.decode import MAX_CLIP_SECONDS, MIN_DURATION, MIN_FRAMES
+        from mmder_tf.media.decode import MIN_DURATION, MIN_FRAMES
 
         self.module = module = tf.Module()
         # Variables only: tracking the Keras model itself would make loading depend on Keras.
@@ -405,7 +405,7 @@ def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, 
     _check_target(export_dir, overwrite)  # before the slow part: a refusal costs nothing
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     metadata = build_metadata(model, config, class_names, preset=preset, source=source)
-    with WriterLock(export_dir.parent, "mmder-export", f"wait for it, or export to another --output",
+    with WriterLock(export_dir.parent, "mmder-export", "wait for it, or export to another --output",
                     name=f".{export_dir.name}.lock"):
         clean_stale_temps(export_dir.parent, prefix=export_dir.name)  # copies left by a killed export
         _check_target(export_dir, overwrite)  # again under the lock: another export may have landed
