@@ -29,7 +29,7 @@ TOL = 1e-5
 # Geometry of each golden folder (README table); heads are not recoverable from tensor shapes at these widths.
 FT = {
     "ft_small_a": dict(num_frames=16, image_size=96, region_size=(2, 3, 6), num_heads=4),
-    "ft_small_b": dict(num_frames=8, image_size=64, region_size=(2, 2, 2), num_heads=3),
+    "ft_small_b": dict(num_frames=8, image_size=(64, 64), region_size=(2, 2, 2), num_heads=3),
 }
 PRETRAIN = dict(num_frames=16, image_size=96, region_size=(2, 3, 6), num_heads=4)
 
