@@ -150,8 +150,13 @@ def test_strict_loading_names_every_problem(reference, tmp_path):
     assert "wrong shape (1): decoder.blocks.0.attn.proj.weight" in text
     encoder_only = {k: v for k, v in state.items() if k.startswith("encoder.")}
     torch.save({"model": encoder_only}, tmp_path / "encoder.pth")
-    with pytest.raises(CheckpointError, match="not a pre-training checkpoint.*encoder_to_decoder.weight"):
+    with pytest.raises(CheckpointError, match="not a pre-training checkpoint.*encoder_to_decoder.weight.*from_encoder"):
         mmder_tf.load_pretrained(tmp_path / "encoder.pth", pretraining=True)
+    # ... which still continues pre-training, from its encoder with a fresh decoder.
+    encoder = mmder_tf.load_pretrained(tmp_path / "encoder.pth", cfg["num_frames"], cfg["image_size"], num_heads=cfg["num_attention_heads"])
+    fresh = VideoMAEPretrainer.from_encoder(encoder, "tiny")
+    assert fresh.backbone is encoder and fresh.decoder.hidden_dim == DECODER_PRESETS["tiny"]["hidden_dim"]
+    assert fresh.decoder.output_dim == reference["logits"].shape[-1]
 
 
 def test_normalised_target_against_numpy():

@@ -383,9 +383,18 @@ class VideoMAEPretrainer(keras.Model):
             raise ConfigError(f"unknown backbone preset {preset!r}; choose one of {', '.join(BACKBONE_PRESETS)}")
         overrides = {"final_norm": True, **(backbone_overrides or {})}
         backbone = VideoMAEBackbone.from_preset(key, num_frames=num_frames, image_size=image_size, dtype=dtype, **overrides)
+        return cls.from_encoder(backbone, decoder or key, **kwargs)
+
+    @classmethod
+    def from_encoder(cls, backbone, decoder="base", **kwargs):
+        """A pre-training model around an existing (e.g. loaded) encoder with a fresh decoder of preset `decoder`:
+        continue pre-training from an encoder-only checkpoint, such as the released ViT-H (which has no decoder)
+        or a fine-tuned Kinetics encoder: `from_encoder(mmder_tf.load_pretrained("vit_h.pth"), "huge")`."""
+        if not isinstance(backbone, VideoMAEBackbone):
+            raise ConfigError(f"backbone must be a VideoMAEBackbone, got {type(backbone).__name__}")
         outputs = backbone.tubelet_size * backbone.patch_size ** 2 * 3
-        dec = MAEDecoder.from_preset(decoder or key, outputs, dtype=backbone.patch_embed.dtype_policy, name="decoder")
-        return cls(backbone, dec, dtype=dtype, **kwargs)
+        dec = MAEDecoder.from_preset(decoder, outputs, dtype=backbone.patch_embed.dtype_policy, name="decoder")
+        return cls(backbone, dec, **kwargs)
 
     # ------------------------------------------------------------ forward
 
