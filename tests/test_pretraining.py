@@ -294,3 +294,21 @@ def test_mixed_precision_reaches_every_layer_and_survives_saving(tmp_path):
     np.testing.assert_array_equal(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(predictions))
     single = mmder_tf.load_pretrained(tmp_path / "mixed.weights.h5", pretraining=True, dtype="float32")
     assert single.backbone.blocks[0].compute_dtype == single.decoder.blocks[0].compute_dtype == "float32"
+
+
+def test_decoder_places_encoder_tokens_by_id_so_other_encoders_can_reorder_them(tiny):
+    """The plug-in contract for other encoders (LGI-Former keeps its visible tokens region-major)."""
+
+    class Reordering(VideoMAEPretrainer):
+        def encode_visible(self, pixels, mask, visible_ids, training=None):
+            tokens, ids = super().encode_visible(pixels, mask, visible_ids, training)
+            return tokens[:, ::-1], ids[:, ::-1]
+
+    reordering = Reordering(tiny.backbone, tiny.decoder, mask_ratio=tiny.mask_ratio)
+    reordering.encoder_to_decoder.set_weights(tiny.encoder_to_decoder.get_weights())
+    x = np.random.default_rng(4).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8")
+    mask = random_tube_mask(2, tiny.token_grid, 0.5, seed=5)
+    expected, loss = tiny.reconstruct(x, mask)
+    got, got_loss = reordering.reconstruct(x, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5)
+    assert float(got_loss) == pytest.approx(float(loss), rel=1e-5)
