@@ -598,7 +598,7 @@ def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", pa
     if missing:
         raise CheckpointError(
             f"{path}: not a pre-training checkpoint: missing {', '.join(missing)} (an encoder-only checkpoint has no "
-            "decoder to continue pre-training from)"
+            "decoder; start one fresh with VideoMAEPretrainer.from_encoder(load_pretrained(path), decoder=PRESET))"
         )
     width = int(tensors["encoder_to_decoder.weight"].shape[0])
     indices = {int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.blocks\.(\d+)\.", k))}
