@@ -13,7 +13,7 @@ from transformers import VideoMAEConfig, VideoMAEForPreTraining  # noqa: E402
 import mmder_tf  # noqa: E402
 from mmder_tf import VideoMAEBackbone  # noqa: E402
 from mmder_tf.errors import CheckpointError, ConfigError  # noqa: E402
-from mmder_tf.models.convert import save_videomae_pretraining, videomae_pretraining_state  # noqa: E402
+from mmder_tf.models.convert import main as convert_main, save_videomae_pretraining, videomae_pretraining_state  # noqa: E402
 from mmder_tf.models.videomae.pretraining import (  # noqa: E402
     MAEDecoder,
     VideoMAEPretrainer,
@@ -266,6 +266,12 @@ def test_training_hook_traced_step_and_encoder_export(tiny, tmp_path):
     assert isinstance(again, VideoMAEPretrainer) and again.mask_ratio == 0.75
     np.testing.assert_allclose(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
     assert isinstance(mmder_tf.load_pretrained(tmp_path / "mae.weights.h5"), VideoMAEBackbone)
+    # The command line exports a pre-training run to the MCG-NJU layout, which loads back to the same model.
+    assert convert_main([str(tmp_path / "mae.weights.h5"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
+    assert "encoder_to_decoder.weight" in torch.load(tmp_path / "mae.pth", weights_only=True)["model"]
+    back = mmder_tf.load_pretrained(tmp_path / "mae.pth", 4, 32, pretraining=True, num_heads=2, decoder_overrides={"num_heads": 2})
+    np.testing.assert_allclose(np.asarray(back.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
+    assert convert_main([str(tmp_path / "mae.weights.h5"), str(tmp_path / "mae.npz"), "--pretraining"]) == 1
     with pytest.raises(CheckpointError, match="no decoder"):
         mmder_tf.load_pretrained(tmp_path / "encoder.weights.h5", pretraining=True)
 

@@ -137,8 +137,10 @@ def plot_timeline(result: dict, class_names, out) -> Path:
                 marker="o" if len(entries) < 40 else None, markersize=3)
     ax.set_xlim(0, result["duration_s"])
     ax.set_ylim(0, 1)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
-    ax.set_xlabel(f"recording time (window {result['window_s']:g} s, hop {result['hop_s']:g} s)")
+    if result["duration_s"] >= 120:  # minutes:seconds ticks; short recordings keep plain seconds
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
+    unit = "" if result["duration_s"] >= 120 else ", s"
+    ax.set_xlabel(f"recording time{unit} (window {result['window_s']:g} s, hop {result['hop_s']:g} s)")
     ax.set_ylabel("probability")
     ax.set_title(Path(result["path"]).name)
     ax.grid(alpha=0.3)
