@@ -318,11 +318,15 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
 
 def test_pretrainer_encodes_the_upstream_window_mask_like_upstream():
     from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer, window_mask
-    from mmder_tf.models.videomae.pretraining import MAEDecoder, mask_indices
+    from mmder_tf.models.videomae.pretraining import mask_indices
 
     io = np.load(MAE_DFER / "pretrain_small" / "io.npz")
-    backbone = load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", **PRETRAIN)
-    model = LGIFormerPretrainer.from_encoder(backbone, MAEDecoder(48, 1, 3, 1536), window=(3, 6), mask_ratio=0.5)
+    # The whole released layout, decoder included (strict: every tensor used).
+    model = load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, decoder_overrides={"num_heads": 3},
+                            **PRETRAIN)
+    assert isinstance(model, LGIFormerPretrainer) and model.frame_difference and model.window == (3, 6)
+    assert (model.decoder.hidden_dim, model.decoder.depth, model.decoder.output_dim) == (48, 1, 1536)
+    model.mask_ratio = 0.5  # the golden mask's ratio
     masked = io["mask_part_window"]
     visible_ids, _ = mask_indices(masked, int(masked[0].sum()))
     tokens, ids = model.encode_visible(channels_last(io["x"]), visible_ids)
@@ -336,6 +340,9 @@ def test_pretrainer_encodes_the_upstream_window_mask_like_upstream():
     frames = mask.reshape(2, 8, 2, 18)
     assert (frames.sum(-1) == 9).all() and (frames == frames[:, :1]).all()
     pixels = to_pixels(io["x"])
+    # HiCMAE's decoders are cross-attention stacks of its own: its pre-training model is not ours.
+    with pytest.raises(CheckpointError, match="a hicmae checkpoint"):
+        load_pretrained(HICMAE / "pretrain_small" / "ckpt.pth", pretraining=True, image_size=64)
     predictions, loss = model(pixels, noise=np.random.default_rng(1).uniform(size=(2, 36)).astype("float32"))
     assert predictions.shape == (2, model.num_masked, 1536) and np.isfinite(float(loss))
     predictions, _ = model(pixels, token_mask=masked)

@@ -11,7 +11,8 @@ every tubelet replaced by its difference from the first. The decoder (384 wide,
 VideoMAE's.
 
     model = LGIFormerPretrainer.from_preset("mae-dfer")          # random init, 16 x 160 x 160
-    model = LGIFormerPretrainer.from_encoder(load_pretrained("mae_dfer_voxceleb2.pth"))
+    model = load_pretrained("mae_dfer_voxceleb2.pth", pretraining=True)   # encoder and decoder as released
+    model = LGIFormerPretrainer.from_encoder(load_pretrained("mae_dfer_voxceleb2.pth"))   # a fresh decoder
     predictions, loss = model(pixels)                            # pixels 0..255 [B, T, H, W, 3]
     loss = model.pretraining_loss(pixels, noise=noise)           # noise [B, h*w]: the mask is window_mask(...)
 """
@@ -181,6 +182,19 @@ class LGIFormerPretrainer(keras.Model):
         if mask is not None and noise is not None:
             raise ConfigError("pass a mask or noise, not both")
         return self(pixels, token_mask=mask, noise=noise, num_masked=num_masked, training=training)[1]
+
+    def save_encoder(self, path):
+        """Write the encoder (`self.backbone`) as `.weights.h5` + config sidecar, what `load_pretrained` and
+        `mmder-finetune --weights` read. Atomic."""
+        from mmder_tf.models.convert import save_keras_model
+
+        return save_keras_model(self.backbone, path, source=f"encoder of LGIFormerPretrainer {self.name}", layout="mmder_tf")
+
+    def save_pretrainer(self, path):
+        """Write the whole pre-training model; `load_pretrained(path, pretraining=True)` reads it back."""
+        from mmder_tf.models.convert import save_keras_model
+
+        return save_keras_model(self, path, source=f"LGIFormerPretrainer {self.name}", layout="mmder_tf")
 
     def get_config(self):
         return {
