@@ -7,6 +7,13 @@ every tensor is checked against the model before a single one is assigned, so
 a checkpoint either loads completely or not at all.
 
     python -m mmder_tf.convert videomae_vit_l_k400.pth weights/vit_l.weights.h5 --allow-missing-head --num-classes 7
+
+With `--pretraining` the whole masked autoencoder (encoder and decoder) converts, in
+either direction: to `.weights.h5` (what `load_pretrained(..., pretraining=True)` and
+`mmder-pretrain --weights` read), or to a `.pth` in the MCG-NJU pre-training layout
+(what VideoMAE / MAE-DFER / HiCMAE code loads), e.g. from a pre-training run:
+
+    python -m mmder_tf.convert RUN/pretraining.weights.h5 videomae_pretrain.pth --pretraining
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import temp_path
 from mmder_tf.models.videomae.presets import heads_for_width
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
@@ -93,7 +101,10 @@ def _load_torch_state(path, trust_pickle=False, mmap=False):
             with torch.serialization.safe_globals([_argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many kinds for a non-checkpoint file
-        hint = "" if trust_pickle else " (if you trust the file and it pickles other objects, pass trust_pickle=True / --trust-pickle)"
+        hint = "" if trust_pickle else (
+            " (if you trust the file and it pickles other objects: convert it once with "
+            "`python -m mmder_tf.convert SRC DST.weights.h5 --trust-pickle` and use DST.weights.h5; "
+            "from Python, trust_pickle=True)")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
     return _unwrap_state(obj, path)
 
@@ -572,7 +583,7 @@ def save_videomae_pretraining(pretrainer, path):
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         torch.save({"model": state}, tmp)
         os.replace(tmp, path)
@@ -757,8 +768,8 @@ def save_keras_model(model, dst, source, layout):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
-    tmp_weights = dst.with_name(f".{dst.name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
-    tmp_config = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    tmp_weights = temp_path(dst, suffix=".weights.h5")
+    tmp_config = temp_path(sidecar)
     meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
     try:
         model.save_weights(str(tmp_weights))
@@ -927,6 +938,26 @@ def convert_checkpoint(
     return report
 
 
+def convert_pretraining(src, dst, *, num_frames=None, image_size=None, trust_pickle=False, decoder_overrides=None,
+                        **backbone_overrides):
+    """Convert a pre-training model (MCG-NJU .pth, HF VideoMAEForPreTraining folder, or our .weights.h5) to `dst`:
+    `.weights.h5` (+ config) or `.pth`/`.pt` in the MCG-NJU layout. Returns a report dict."""
+    dst = Path(dst)
+    if not (dst.name.endswith(".weights.h5") or dst.suffix in (".pth", ".pt")):
+        raise ConfigError(f"destination must end with .weights.h5 (Keras) or .pth/.pt (MCG-NJU layout), got {dst}")
+    model = load_pretrained(src, num_frames, image_size, pretraining=True, trust_pickle=trust_pickle,
+                            decoder_overrides=decoder_overrides, **backbone_overrides)
+    if dst.suffix in (".pth", ".pt"):
+        save_videomae_pretraining(model, dst)
+        layout = "videomae_pretrain"
+    else:
+        save_keras_model(model, dst, str(src), "mmder_tf")
+        layout = "mmder_tf"
+    return {"source": str(src), "model": type(model).__name__, "weights": str(dst), "layout": layout,
+            "loaded": len(pretraining_targets(model)), "backbone": model.backbone.get_config(),
+            "decoder": model.decoder.get_config()}
+
+
 def _int_tuple(least, most):
     def parse(text):
         try:
@@ -955,7 +986,12 @@ def main(argv=None):
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
     parser.add_argument("--backbone-only", action="store_true", help="write the encoder only")
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
+    parser.add_argument("--pretraining", action="store_true",
+                        help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
+    parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
     args = parser.parse_args(argv)
+    if args.pretraining:
+        return _main_pretraining(args)
     try:
         report = convert_checkpoint(
             args.src,
@@ -982,6 +1018,25 @@ def main(argv=None):
     )
     for part, count in report["dropped"].items():
         print(f"dropped: {part} ({count} tensors)")
+    return 0
+
+
+def _main_pretraining(args):
+    try:
+        report = convert_pretraining(
+            args.src, args.dst, num_frames=args.num_frames, image_size=args.image_size, trust_pickle=args.trust_pickle,
+            decoder_overrides=None if args.decoder_num_heads is None else {"num_heads": args.decoder_num_heads},
+            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
+        )
+    except (CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    b, d = report["backbone"], report["decoder"]
+    print(
+        f"{report['model']} (encoder depth {b['depth']}, width {b['hidden_dim']}, heads {b['num_heads']}; decoder depth "
+        f"{d['depth']}, width {d['hidden_dim']}, heads {d['num_heads']}; {b['num_frames']}x{b['image_size']}): "
+        f"{report['loaded']} tensors -> {report['weights']} ({report['layout']} layout)"
+    )
     return 0
 
 
