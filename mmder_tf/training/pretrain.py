@@ -286,11 +286,11 @@ def encoder_of(mae):
 def make_pretrain_optimizer(config: PretrainConfig, steps_per_epoch: int, depth: int):
     """AdamW as VideoMAE pre-trains: betas (0.9, 0.95), decoupled decay except 1-D weights (norms,
     biases) and the mask token, lr warmed up linearly then cosine to min_lr, per step."""
-    from mmder_tf.training import engine as T
+    from mmder_tf.training import recipes
 
-    schedule = T.warmup_cosine(config.peak_lr, steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs,
+    schedule = recipes.warmup_cosine(config.peak_lr, steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs,
                                config.min_lr)
-    return T.make_layer_decay_adamw(schedule, config.weight_decay, depth, layer_decay=1.0, no_decay_1d=True,
+    return recipes.make_layer_decay_adamw(schedule, config.weight_decay, depth, layer_decay=1.0, no_decay_1d=True,
                                     beta_1=config.beta_1, beta_2=config.beta_2, no_decay_names=("mask_token",))
 
 
@@ -354,10 +354,14 @@ def run(config: PretrainConfig) -> dict:
     train_records, val_records = split_held_out(manifest, config)
     if len(train_records) < config.batch_size:
         raise ConfigError(f"--batch-size {config.batch_size} is larger than the {len(train_records)} training clips")
-    started = T.start_run(config.distribute, config.precision, config.jit_compile, config.out)  # before other TF work
-    strategy, kind, policy, jit, is_chief, work = (
-        started[k] for k in ("strategy", "kind", "policy", "jit", "is_chief", "work"))
+    strategy = T.make_strategy(config.distribute)  # before any other TF work: multi-worker needs that
+    kind = T.device_kind()
+    policy = T.resolve_precision(config.precision, kind)
+    T.set_precision(policy)
+    jit = T.resolve_jit(config.jit_compile, kind)
+    is_chief, task = T.worker_info(strategy)
     out = Path(config.out)
+    work = out if is_chief else out / ".workers" / f"worker{task}"
     work.mkdir(parents=True, exist_ok=True)
     fusion, strategies = config.fusion, config.strategies or None
     skipped = []
