@@ -174,6 +174,15 @@ def read_checkpoint(path, trust_pickle=False) -> Checkpoint:
     return Checkpoint(path, _read_torch(path, trust_pickle))
 
 
+def run_folder_weights(path, pretraining: bool = False) -> Path:
+    """A pre-training run folder (`mmder-pretrain --out`) -> its encoder.weights.h5 (or, with
+    `pretraining`, the whole model's pretraining.weights.h5); any other path as it is."""
+    path = Path(path)
+    if path.is_dir() and (path / "encoder.weights.h5").is_file():
+        return path / ("pretraining.weights.h5" if pretraining else "encoder.weights.h5")
+    return path
+
+
 def checkpoint_input(path, trust_pickle=False) -> dict:
     """The clip size a checkpoint's encoder was made for, {"num_frames": T, "image_size": S}; {} when unknown.
 
@@ -181,7 +190,7 @@ def checkpoint_input(path, trust_pickle=False) -> dict:
     the input size of the data before building the model, e.g. fusion at
     160 px for MAE-DFER, whose regions only fit that token grid.
     """
-    path = Path(path)
+    path = run_folder_weights(path)
     if path.name.endswith(".weights.h5"):
         try:
             spec = json.loads(_sidecar(path).read_text())["model"]
@@ -887,9 +896,7 @@ def load_pretrained(
     without a config, `norm_epsilon`), as `**backbone_overrides` are for the encoder.
     """
     path = Path(path)
-    if path.is_dir() and (path / "encoder.weights.h5").is_file():
-        # a pre-training run folder (mmder-pretrain --out): its encoder, or the whole model
-        path = path / ("pretraining.weights.h5" if pretraining else "encoder.weights.h5")
+    path = run_folder_weights(path, pretraining)
     if region_size is not None:
         backbone_overrides["region_size"] = tuple(int(r) for r in region_size)
     if pretraining and classifier:
