@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from mmder_tf import errors, face
+from mmder_tf import errors
+from mmder_tf.media import face
 from mmder_tf.media.decode import decode_clip, write_video
 
 RAVDESS = "01-01-01-01-01-01-01.mp4"

@@ -5,7 +5,8 @@ import av
 import numpy as np
 import pytest
 
-from mmder_tf import errors, media
+from mmder_tf import errors
+from mmder_tf.media import decode as media
 from mmder_tf.media.decode import MIN_DURATION, decode_clip, write_video
 
 NO_AUDIO_CLIP = "01-01-08-02-01-01-19.mp4"
