@@ -15,11 +15,14 @@ import os
 import sys
 from pathlib import Path
 
-from mmder_tf.config import STRATEGIES
+from mmder_tf.config import STRATEGIES, add_spectrogram_arguments, spectrogram_options
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 
 DATASETS = ("ravdess", "cremad", "iemocap", "csv", "synthetic")
 PRESETS = ("tiny", "small", "base", "large", "huge")
+# Full fine-tuning at the paper's constant lr 1e-2 (the official code's linear-probe rate)
+# diverges beyond these sizes; the paper recipe there needs an explicit --lr.
+PAPER_FINETUNE_PRESETS = ("tiny", "small")
 
 # Embedded demo: big enough that fusion visibly beats either modality, small enough
 # for 2 CPU cores in a few minutes (see benchmarks/av_vs_single.py for the numbers).
@@ -44,6 +47,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="manifest JSON/CSV instead of scanning --data-dir")
     p.add_argument("--cache", help="prepared TFRecord cache (default <out>/cache; prepared on demand)")
     p.add_argument("--weights", help="converted .weights.h5 or a VideoMAE checkpoint (converted on the fly)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train a randomly initialised encoder on a real dataset on purpose (default mode then "
+                        "finetune); without it a real-dataset run needs --weights")
     p.add_argument("--preset", choices=PRESETS, help="backbone size (default large; tiny for the demo)")
     p.add_argument("--mode", choices=("linear_probe", "finetune"),
                    help="linear_probe: frozen encoder (paper's official code); finetune: train all")
@@ -64,7 +70,11 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"), default="auto")
     p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--distribute", choices=("none", "mirrored", "multiworker", "tpu"), default="none")
-    p.add_argument("--official", action="store_true", help="official preprocessing (frame choice, MFCC, SFAS wrap)")
+    p.add_argument("--official", action="store_true",
+                   help="official preprocessing (frame choice, MFCC, SFAS wrap) and input std 0.225")
+    p.add_argument("--mean", help="input mean per channel, 'R,G,B' or one value (default ImageNet 0.485,0.456,0.406)")
+    p.add_argument("--std", help="input std per channel, 'R,G,B' or one value (default ImageNet 0.229,0.224,0.225; "
+                                 "--official: 0.225)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="linear probe: run the frozen encoder every epoch instead of caching its features")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="prepare processes")
@@ -72,8 +82,39 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--synthetic-actors", type=int, default=24, help="demo dataset: actors")
     p.add_argument("--synthetic-clips", type=int, default=1, help="demo dataset: clips per actor and class")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity (1 = progress bars)")
+    add_spectrogram_arguments(p)
     return p
 
+
+def parse_channels(text, name: str, default) -> tuple:
+    """'0.5' or '0.4,0.5,0.6' -> three floats (None -> default)."""
+    if text is None:
+        return tuple(float(v) for v in default)
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} must be one number or three comma-separated numbers, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ConfigError(f"--{name} must be one number or three comma-separated numbers, got {text!r}")
+    if name == "std" and min(values) <= 0:
+        raise ConfigError(f"--std must be positive, got {text!r}")
+    return tuple(values)
+
+
+def check_recipe(args):
+    """Refuse the recipe choices that cannot work rather than report their numbers.
+
+    Called once the encoder size is known (from --preset, or from --weights).
+    """
+    if (args.recipe == "paper" and args.mode == "finetune" and args.lr is None
+            and args.preset not in PAPER_FINETUNE_PRESETS):
+        raise ConfigError(
+            f"--recipe paper with --mode finetune would train every parameter of the {args.preset} encoder at a "
+            "constant lr 1e-2 with weight decay on all of them: that is the official code's linear-probe rate for a "
+            "frozen encoder, and full fine-tuning diverges at it. Use --recipe mae-dfer (warm-up + cosine, "
+            "layer decay 0.75, lr 1e-3 x batch/256, no decay on norms and biases), or give --lr explicitly")
 
 def parse_folds(text: str) -> list[int] | None:
     if text is None or text.strip().lower() == "all":
@@ -111,6 +152,15 @@ def resolve_options(argv=None, raise_errors: bool = False) -> argparse.Namespace
             raise ConfigError(f"--data-dir {args.data_dir}: no such directory")
         if args.manifest and not Path(args.manifest).is_file():
             raise ConfigError(f"--manifest {args.manifest}: no such file")
+    if args.dataset != "synthetic" and not args.weights and not args.from_scratch:
+        raise ConfigError(
+            f"--dataset {args.dataset} without --weights would train a randomly initialised encoder (a linear probe "
+            "of random features reports near-chance numbers as results): pass --weights <converted .weights.h5 or "
+            "VideoMAE checkpoint>, or --from-scratch to train from random initialisation on purpose")
+    if args.from_scratch and args.weights:
+        raise ConfigError("--from-scratch and --weights contradict each other: give one")
+    if args.from_scratch and args.mode is None:
+        defaults = dict(defaults, mode="finetune")  # a frozen random encoder cannot learn
     args.preset_given = args.preset is not None
     for key in ("preset", "image_size", "epochs", "batch_size", "mode"):
         if getattr(args, key) is None:
@@ -134,9 +184,15 @@ def resolve_options(argv=None, raise_errors: bool = False) -> argparse.Namespace
     args.fold_list = parse_folds(args.folds)
     if args.weights and not Path(args.weights).exists():
         raise ConfigError(f"--weights {args.weights}: no such file")
+    if args.preset_given or not args.weights:  # with --weights alone the size is known once they are read
+        check_recipe(args)
     from mmder_tf.config import FusionConfig
+    from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_STD
 
-    args.fusion = FusionConfig(strategy=args.strategy, image_size=args.image_size, official=args.official)
+    args.mean = parse_channels(args.mean, "mean", IMAGENET_MEAN)
+    args.std = parse_channels(args.std, "std", OFFICIAL_STD if args.official else IMAGENET_STD)
+    args.fusion = FusionConfig(strategy=args.strategy, image_size=args.image_size, official=args.official,
+                               **spectrogram_options(args))
     if args.out is None:
         args.out = str(Path("runs") / f"{args.dataset}_{args.strategy}")
     return args
@@ -236,11 +292,16 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     from mmder_tf.models.classifier import EmotionClassifier
     from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
+    from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD
+
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every fold and every resume
+    # runs recorded before --mean/--std existed used ImageNet statistics
+    mean, std = getattr(args, "mean", None) or IMAGENET_MEAN, getattr(args, "std", None) or IMAGENET_STD
     if not args.weights:
         backbone = VideoMAEBackbone.from_preset(args.preset, num_frames=args.fusion.num_frames,
                                                 image_size=args.image_size, drop_path_rate=drop_path)
-        return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, class_names=class_names)
+        return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, mean=mean, std=std,
+                                 class_names=class_names)
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(args.weights, num_frames=args.fusion.num_frames, image_size=args.image_size,
@@ -260,6 +321,7 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     # A saved classifier keeps its own settings; the run's win (its head weights stay).
     model.mode = args.mode
     model.dropout.rate = model.dropout_rate = float(args.dropout)
+    model.normalize.set_statistics(mean, std)
     return model
 
 
@@ -530,6 +592,7 @@ def run_protocol(args) -> dict:
         # Fails fast on weights of another preset or a broken checkpoint, before any preprocessing.
         probe = build_classifier(args, len(class_names), class_names)
         del probe
+    check_recipe(args)  # the preset is known now, also when only --weights gave it
 
     augmentation = settings["mixup"] > 0 or settings["cutmix"] > 0 or (
         args.fusion.strategy == "rfas" and args.fusion.rfas_per_epoch)
@@ -540,6 +603,7 @@ def run_protocol(args) -> dict:
         "recipe": args.recipe, "epochs": args.epochs, "batch_size": args.batch_size, "lr": settings["lr"],
         "image_size": args.image_size, "seed": args.seed, "precision": policy, "jit_compile": jit,
         "distribute": args.distribute, "replicas": strategy.num_replicas_in_sync, "official": args.official,
+        "from_scratch": args.from_scratch, "mean": list(args.mean), "std": list(args.std),
         "weights": args.weights, "select": args.select, "feature_cache": feature_cache,
         "num_clips": len(manifest.records), "num_subjects": len(manifest.subjects),
         "num_folds_run": len(selected),

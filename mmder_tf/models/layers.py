@@ -15,6 +15,7 @@ from mmder_tf.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_STD = (0.225, 0.225, 0.225)  # the official MultiMAE-DER code: one std for every channel
 
 
 @functools.lru_cache(maxsize=16)
@@ -68,6 +69,10 @@ class InputNormalization(layers.Layer):
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs):
         super().__init__(**kwargs)
+        self.set_statistics(mean, std)
+
+    def set_statistics(self, mean, std):
+        """Replace mean/std (constants, not weights: e.g. a run's --std on a loaded checkpoint); before tracing."""
         mean, std = [float(m) for m in mean], [float(s) for s in std]
         if len(mean) != len(std) or not mean:
             raise ConfigError(f"mean and std need one value per channel, got {mean} and {std}")
