@@ -415,7 +415,7 @@ def train_and_test_fold(args, ctx, number, fold):
     if soft:
         def mix(x, y, seed):
             return T.mix_batch(x, y, seed, num_classes, settings["mixup"], settings["cutmix"],
-                               settings["label_smoothing"])
+                               settings["label_smoothing"], strategy=args.fusion.strategy)
 
     def to_onehot(x, y):
         return x, tf.one_hot(tf.cast(y, tf.int32), num_classes)
