@@ -71,3 +71,64 @@ def test_rfas_order_is_the_content_s(real):
         shuffled = fuse_clip(record.path, config=config)
         orders.append([next(i for i in range(16) if np.array_equal(frame, ordered[i])) for frame in shuffled])
     assert sorted(orders[0]) == list(range(16)) and orders[0] != orders[1]
+
+
+# --------------------------------------------------------------------------- end to end: training run vs served model
+
+E2E_STRATEGIES = ("fslf", "cfas", "rfas")
+
+
+@pytest.fixture(scope="module")
+def runs(realclips_csv, realclips_cache, tmp_path_factory):
+    """A tiny model per strategy trained one epoch on the real clips (CSV, --from-scratch), then exported."""
+    from mmder_tf import finetune
+    from mmder_tf.serving import export
+
+    root = tmp_path_factory.mktemp("e2e")
+    done = {}
+    for strategy in E2E_STRATEGIES:
+        out, model = root / strategy, root / f"{strategy}_export"
+        assert finetune.main([
+            "--dataset", "csv", "--manifest", str(realclips_csv), "--from-scratch", "--strategy", strategy,
+            "--preset", "tiny", "--image-size", str(REAL_CSV_IMAGE_SIZE), "--epochs", "1", "--batch-size", "4",
+            "--lr", "1e-3", "--num-folds", "2", "--folds", "1", "--select", "last", "--cache", str(realclips_cache),
+            "--out", str(out), "--verbose", "0", "--workers", "1"]) == 0
+        assert export.main([str(out), "--output", str(model)]) == 0
+        done[strategy] = out, model
+    return done
+
+
+@pytest.mark.parametrize("strategy", E2E_STRATEGIES)
+def test_recorded_test_logits_equal_export_and_predict(strategy, runs, real, realclips_cache, capsys):
+    import json
+
+    import tensorflow as tf
+
+    from mmder_tf.data.datasets import Manifest
+    from mmder_tf.serving import predict
+
+    out, model = runs[strategy]
+    with np.load(out / "fold_1" / "predictions.npz") as recorded:
+        keys, logits = list(recorded["keys"]), recorded["logits"]
+    by_key = Manifest.from_json(realclips_cache / "manifest.json").by_key()
+    paths = [by_key[k].path for k in keys]
+    capsys.readouterr()
+    assert predict.main(paths + ["--model", str(model), "--json", "--no-progress"]) == 0
+    served = {r["path"]: r["probabilities"] for r in json.loads(capsys.readouterr().out)["results"]}
+    class_names = json.loads((out / "run.json").read_text())["class_names"]
+    expected = tf.nn.softmax(logits).numpy()
+    got = np.array([[served[p][c] for c in class_names] for p in paths])
+    assert len(keys) >= 2 and np.abs(got - expected).max() <= 1e-4, np.abs(got - expected).max()
+
+    # the exported preprocess signature (what from_media classifies) gives the cache's tensor, bit for bit
+    loaded = tf.saved_model.load(str(model))
+    records, media = real
+    config = FusionConfig(strategy=strategy, image_size=REAL_CSV_IMAGE_SIZE)
+    cached = {}
+    for fused, _, batch_keys in make_dataset(realclips_cache, records, config, len(records), training=False,
+                                             with_keys=True):
+        cached.update({k.decode(): x for k, x in zip(batch_keys.numpy(), fused.numpy())})
+    for record in records:
+        inputs = {k: tf.constant(v) for k, v in media[record.key].items()}
+        fused = loaded.signatures["preprocess"](**inputs)["fused"].numpy()[0]
+        assert np.abs(fused.astype(int) - cached[record.key].astype(int)).max() == 0, record.key
