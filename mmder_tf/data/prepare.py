@@ -1,7 +1,7 @@
 """Decode every clip once into a sharded TFRecord cache that training reads at full speed.
 
     python -m mmder_tf.data.prepare --dataset ravdess --data-dir D --out CACHE \
-        [--num-workers N] [--shard i/N] [--image-size 224] [--official] [--crop center|face|none]
+        [--num-workers N] [--shard i/N] [--image-size 224] [--official] [--crop center|face|aligned|none]
         [--format png|raw|jpeg [--quality 95]]
 
 What is stored per clip (one tf.train.Example): key, label, subject, duration,
@@ -10,7 +10,8 @@ so a clip from the cache is bit-identical to fuse_clip, mmder-predict and the
 SavedModel on the same file:
 
 - `frames{n}_{h}x{w}`: the n frames the alignment picks, through fuse_aligned's
-  first stage (clip.prepare_frames: crop, one resize from the source to h x w).
+  first stage (clip.prepare_frames: crop (the centre square, or the tracked face:
+  media/face.py), one resize from the source to h x w).
   Stored for every frame set a strategy uses: 16 and 8 frames at S x S and, for
   CFAS, 16 frames at S/2 x S (resizing an S x S frame again would not give the
   frame serving resizes once from the source).
@@ -55,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.config import FusionConfig
+from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
 from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 
@@ -142,6 +143,21 @@ def shard_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{shard:05d}.tfrecord"
 
 
+# The real datasets' default crop, chosen by benchmarks/face.py on the real clips
+# (README "Faces"): the tracked face crop puts the face at ~RATIO of the input's
+# area where the centre square leaves it a fraction.
+REAL_DATASET_CROP = "face"
+
+
+def default_crop(dataset: str, data_dir=None) -> str:
+    """The crop `mmder-prepare` uses without --crop: REAL_DATASET_CROP for RAVDESS, CREMA-D and IEMOCAP
+    recordings; the centre square for csv manifests and for generated data (a folder with synthetic.json,
+    whose drawn faces are not what the detector was trained on)."""
+    if data_dir is not None and (Path(data_dir) / "synthetic.json").is_file():
+        return "center"
+    return REAL_DATASET_CROP if dataset in ("ravdess", "cremad", "iemocap") else "center"
+
+
 def sidecar_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{shard:05d}.json"
 
@@ -165,10 +181,10 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
     from mmder_tf.fusion.clip import prepare_frames
 
     half = record.meta.get("crop_half")
-    face = settings.crop == "face"
+    face = face_crop_mode(settings.crop)
     kwargs = dict(num_frames=tuple(settings.frame_counts), sample_rate=settings.sample_rate,
                   official=settings.official, start=record.start, end=record.end,
-                  face_crop=face and half is None)
+                  face_crop=face if half is None else None)
     try:
         clip = decode_clip(record.path, need_audio=True, **kwargs)
     except NoAudioStreamError:
@@ -177,19 +193,34 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         clip = decode_clip(record.path, need_audio=False, **kwargs)
     if not (np.isfinite(clip.duration) and clip.duration > 0):
         raise CorruptMediaError(record.path, f"decoder returned an unusable duration {clip.duration!r}")
-    # Resize each distinct frame once: the 16- and 8-frame selections can share frames.
     counts = list(settings.frame_counts)
-    unique = sorted({int(i) for n in counts for i in clip.frame_indices[n]})
-    position = {index: p for p, index in enumerate(unique)}
-    source = {}
-    for n in counts:
-        for frame, index in zip(clip.frames[n], clip.frame_indices[n]):
-            source.setdefault(int(index), frame)
-    frames_all = _crop_half(np.stack([source[i] for i in unique]), half)
-    if face and half is not None:
-        # The face box must be searched in the speaker's half, not in the whole split screen.
-        from mmder_tf.media import face as face_module
-        frames_all = face_module.crop_clip({0: frames_all})[0][0]
+    frames_by_count = clip.frames
+    if half is not None:
+        images = {int(i): frame for n in counts for frame, i in zip(clip.frames[n], clip.frame_indices[n])}
+        images = {i: _crop_half(frame[None], half)[0] for i, frame in images.items()}
+        if face:
+            # The face must be searched in the speaker's half, not in the whole split screen.
+            from mmder_tf.media.face import crop_selections
+            frames_by_count = crop_selections(images, clip.frame_indices, face)[0]
+        else:
+            frames_by_count = {n: np.stack([images[int(i)] for i in clip.frame_indices[n]]) for n in counts}
+    if face:
+        # each count's frames are cropped along their own face track (as fuse_clip does for one count)
+        resized = {(n, h, w): prepare_frames(frames_by_count[n], config, size=(h, w)).numpy()
+                   for n, h, w in settings.frame_sets}
+    else:
+        # Resize each distinct frame once per size: the 16- and 8-frame selections can share frames.
+        unique = sorted({int(i) for n in counts for i in clip.frame_indices[n]})
+        position = {index: p for p, index in enumerate(unique)}
+        source = {}
+        for n in counts:
+            for frame, index in zip(frames_by_count[n], clip.frame_indices[n]):
+                source.setdefault(int(index), frame)
+        stacked = np.stack([source[i] for i in unique])
+        by_size = {size: prepare_frames(stacked, config, size=size).numpy()
+                   for size in dict.fromkeys((h, w) for _, h, w in settings.frame_sets)}
+        resized = {(n, h, w): by_size[(h, w)][[position[int(i)] for i in clip.frame_indices[n]]]
+                   for n, h, w in settings.frame_sets}
     features = {
         "key": _bytes([record.key.encode()]),
         "label": _int64([record.label]),
@@ -198,11 +229,8 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         "sample_rate": _int64([settings.sample_rate]),
         "has_audio": _int64([int(clip.waveform is not None)]),
     }
-    sizes = dict.fromkeys((h, w) for _, h, w in settings.frame_sets)
-    resized_all = {size: prepare_frames(frames_all, config, size=size).numpy() for size in sizes}
     for n, height, width in settings.frame_sets:
-        resized = resized_all[(height, width)][[position[int(i)] for i in clip.frame_indices[n]]]
-        encoded = encode_frames(resized, settings.frame_format, settings.jpeg_quality)
+        encoded = encode_frames(resized[(n, height, width)], settings.frame_format, settings.jpeg_quality)
         features[frames_feature(n, height, width)] = _bytes(encoded)
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
     # float32 as decoded: int16 would flush near-silence to zeros and move quiet mel bins by dB
@@ -433,7 +461,9 @@ def main(argv=None):
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--official", action="store_true", help="the official code's frame choice")
-    parser.add_argument("--crop", choices=("center", "face", "none"), default="center")
+    parser.add_argument("--crop", choices=CROPS,
+                        help=f"frame crop (default: {REAL_DATASET_CROP!r} for ravdess, cremad and iemocap, "
+                             "'center' for csv manifests and generated data)")
     parser.add_argument("--format", choices=FRAME_FORMATS, default="png",
                         help="frames: png (lossless, default), raw (lossless, ~2x larger, cheaper to read) or "
                              "jpeg (lossy: smaller, but the cache no longer equals what is served)")
@@ -447,7 +477,7 @@ def main(argv=None):
         options = {"num_classes": args.num_classes} if args.num_classes else {}
         manifest = load_manifest(args.dataset, args.data_dir, args.manifest, **options)
         config = FusionConfig(image_size=args.image_size, num_frames=args.num_frames, sample_rate=args.sample_rate,
-                              crop=args.crop, official=args.official)
+                              crop=args.crop or default_crop(args.dataset, args.data_dir), official=args.official)
         index = prepare(manifest, args.out, config, shard_size=args.shard_size, num_workers=args.num_workers,
                         shard=args.shard, frame_format=args.format, jpeg_quality=args.quality,
                         require_audio=not args.allow_missing_audio, progress=not args.no_progress)
