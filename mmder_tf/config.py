@@ -10,6 +10,11 @@ STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio")
 AUDIO_VISUAL_STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas")
 _HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
 SPECTROGRAMS = ("logmel", "stft", "mfcc")
+# Input normalisation of the classifier (models/layers.InputNormalization); plain values here so that
+# command lines can default them without importing Keras.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_STD = (0.225, 0.225, 0.225)  # the official MultiMAE-DER code: one std for every channel
 
 
 def check_strategy(strategy: str) -> str:

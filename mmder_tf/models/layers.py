@@ -12,10 +12,8 @@ import keras
 from keras import layers, ops
 
 from mmder_tf.errors import ConfigError
+from mmder_tf.config import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_STD  # noqa: F401 (re-exported)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFICIAL_STD = (0.225, 0.225, 0.225)  # the official MultiMAE-DER code: one std for every channel
 
 
 @functools.lru_cache(maxsize=16)
