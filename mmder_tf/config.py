@@ -15,6 +15,15 @@ SPECTROGRAMS = ("logmel", "stft", "mfcc")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_STD = (0.225, 0.225, 0.225)  # the official MultiMAE-DER code: one std for every channel
+# linear_probe: frozen encoder, only fc_norm and the head train (the official code); finetune: all of it.
+CLASSIFIER_MODES = ("linear_probe", "finetune")
+
+
+def check_fields(config_class, values: dict):
+    """A saved config names only fields `config_class` (a dataclass) has: anything else is a typo or another version."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise ConfigError(f"unknown {config_class.__name__} fields: {sorted(unknown)}")
 
 
 def check_strategy(strategy: str) -> str:
@@ -113,10 +122,7 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown FusionConfig fields: {sorted(unknown)}")
+        check_fields(cls, values)
         return cls(**values)
 
     @classmethod
@@ -151,8 +157,3 @@ def add_spectrogram_arguments(parser):
         choices = {"spectrogram": SPECTROGRAMS, "colormap": ("viridis", "gray")}.get(name)
         group.add_argument(flag, type=kind, choices=choices, help=help_text)
     return group
-
-
-def spectrogram_options(args) -> dict:
-    """The spectrogram fields given on the command line, for FusionConfig(**...)."""
-    return {name: getattr(args, name) for name in SPECTROGRAM_OPTIONS if getattr(args, name, None) is not None}

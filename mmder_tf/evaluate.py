@@ -1,9 +1,9 @@
-"""Re-evaluate a finished (or partly finished) run: `python -m mmder_tf.evaluate --run OUT`.
+"""Re-evaluate a finished (or partly finished) run: `python -m mmder_tf.evaluate --run OUT` (mmder-evaluate).
 
-Rebuilds each fold's classifier exactly as training did, loads the fold's kept
-checkpoint (best on validation, or last; for a cached linear probe the head,
-on the same encoder), runs the full model on the fold's test clips from the
-prepared cache and rewrites fold_N/results.json, predictions and the run reports.
+Rebuilds each fold's classifier from the run's saved RunConfig, loads the fold's
+kept checkpoint strictly (best on validation, or last; for a cached linear probe
+the head, on the same encoder), runs the full model on the fold's test clips from
+the prepared cache and rewrites fold_N/results.json, predictions and the run reports.
 """
 from __future__ import annotations
 
@@ -12,79 +12,59 @@ import json
 import sys
 from pathlib import Path
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
-
-
-def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
-    from mmder_tf.config import FusionConfig
-
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no run.json)")
-    saved = json.loads(path.read_text())
-    args = argparse.Namespace(**saved["args"])
-    args.fusion = FusionConfig.from_dict(saved["fusion"])
-    args.preset = saved["run"]["preset"]
-    args.preset_given = False  # the run already settled the architecture
-    args.out = str(run_dir)
-    if overrides.batch_size:
-        args.batch_size = overrides.batch_size
-    return args, saved
 
 
 def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True) -> dict:
     import numpy as np
 
-    from mmder_tf.reports import metrics as metrics_lib
-    from mmder_tf.training import engine as T
     from mmder_tf.data.datasets import Manifest
     from mmder_tf.data.prepare import load_index
-    from mmder_tf.finetune import build_classifier, clip_dataset, predict_with_keys, summarize_run
+    from mmder_tf.reports import metrics as metrics_lib
     from mmder_tf.reports.results import atomic_save_npz, atomic_write_json, format_table, write_run_report
+    from mmder_tf.training import engine
+    from mmder_tf.training.config import read_run_file
+    from mmder_tf.training.model import finished_folds, load_fold
+    from mmder_tf.training.protocol import clip_dataset, summarize_run
 
     run_dir = Path(run_dir)
-    args, saved = _run_args(run_dir, argparse.Namespace(batch_size=batch_size))
+    config, saved = read_run_file(run_dir)
+    if batch_size:
+        config = config.replace(batch_size=int(batch_size))
     cache_dir = Path(cache_dir or saved["cache_dir"])
     index = load_index(cache_dir)
     manifest = Manifest.from_json(cache_dir / "manifest.json")
     kept = {e["key"] for e in index["records"] if e["status"] == "ok"}
     class_names = saved["class_names"]
-    policy = T.resolve_precision(saved["run"]["precision"])
-    T.set_precision(policy)
+    engine.set_precision(engine.resolve_precision(saved["run"]["precision"]))
     jit = bool(saved["run"]["jit_compile"])
-    fold_dirs = sorted((p for p in run_dir.glob("fold_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
-    if not fold_dirs:
+    fold_numbers = sorted(int(p.name[5:]) for p in run_dir.glob("fold_*") if p.is_dir() and p.name[5:].isdigit())
+    if not fold_numbers:
         raise DatasetError(f"{run_dir}: no fold folders to evaluate")
+    finished = set(finished_folds(run_dir))
     fold_results = {}
-    for fold_dir in fold_dirs:
-        number = int(fold_dir.name.split("_")[1])
-        previous_path = fold_dir / "results.json"
-        if not previous_path.exists():
+    for number in fold_numbers:
+        if number not in finished:
             if verbose:
                 print(f"fold {number}: not finished, skipped")
             continue
-        previous = json.loads(previous_path.read_text())
-        checkpoint = fold_dir / f"{previous.get('checkpoint', 'last')}.weights.h5"
-        if not checkpoint.exists():
-            raise CheckpointError(f"{checkpoint}: missing checkpoint of fold {number}")
-        model = build_classifier(args, len(class_names), class_names)
-        if previous.get("weights_kind") == "head":
-            model.head_model().load_weights(str(checkpoint))
-        else:
-            model.load_weights(str(checkpoint))
+        trained = load_fold(run_dir, number, config=config)
+        previous = trained.result
         test_subjects = set(previous["test_subjects"])
         test = [r for r in manifest.records if r.subject in test_subjects and r.key in kept]
-        keys, y_true, logits = predict_with_keys(
-            model, clip_dataset(cache_dir, test, args.fusion, args.batch_size, with_keys=True), jit)
-        rank = {k: i for i, k in enumerate(keys)}
+        predictions = engine.predict(
+            trained.model, clip_dataset(cache_dir, test, config.fusion, config.batch_size, with_keys=True), jit)
+        rank = {k: i for i, k in enumerate(predictions.keys)}
         order = [rank[r.key] for r in test]
-        y_true, logits = y_true[order], logits[order]
+        y_true, logits = predictions.labels[order], predictions.outputs[order]
         result = dict(previous)
         result.update(metrics_lib.evaluate_predictions(y_true, logits, class_names=class_names))
         result["evaluated_by"] = "mmder_tf.evaluate (full model on the prepared test clips)"
+        fold_dir = run_dir / f"fold_{number}"
         atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true,
                         logits=logits)
-        atomic_write_json(previous_path, result)
+        atomic_write_json(fold_dir / "results.json", result)
         fold_results[number] = result
         if verbose:
             print(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}  "
@@ -95,8 +75,7 @@ def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True)
     old = run_dir / "results.json"
     if old.exists():
         skipped = json.loads(old.read_text()).get("skipped_clips", [])
-    ctx = {"work": run_dir, "class_names": class_names, "run_info": saved["run"], "skipped": skipped}
-    results = summarize_run(args, ctx, fold_results)
+    results = summarize_run(run_dir, fold_results, class_names, saved["run"], skipped)
     write_run_report(run_dir, results)
     if verbose:
         print("\n" + format_table(results))
@@ -108,7 +87,9 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, help="run folder written by mmder-finetune (--out)")
     parser.add_argument("--cache", help="prepared cache (default: the one the run used)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         evaluate_run(args.run, args.cache, args.batch_size)
     except (ConfigError, DatasetError, CheckpointError) as error:

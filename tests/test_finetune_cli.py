@@ -2,6 +2,7 @@
 dataset of conftest (with one corrupt clip): bad arguments fail before any work,
 the corrupt clip is skipped and reported, kill-and-resume matches an uninterrupted
 run, re-evaluation reproduces the metrics. One run serves several checks."""
+import dataclasses
 import json
 import os
 import signal
@@ -47,7 +48,7 @@ def test_unknown_strategy_is_an_argparse_error(capsys):
     (["--dataset", "csv"], "needs --manifest"),
     (["--folds", "0"], "start at 1"),
     (["--folds", "a,b"], "comma-separated"),
-    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
     (["--weights", "/nonexistent.weights.h5"], "no such file"),
 ])
 def test_bad_arguments_fail_before_work(argv, message, tmp_path, capsys):
@@ -96,11 +97,15 @@ def test_real_dataset_without_weights_refuses_unless_from_scratch(dataset, tmp_p
     assert "--dataset ravdess without --weights would train a randomly initialised encoder" in err
     assert "--weights" in err and "--from-scratch" in err
     assert not out.exists()
-    args = finetune.resolve_options(_base(dataset, out))  # --from-scratch: accepted, and trains the encoder
-    assert args.from_scratch and args.mode == "finetune" and args.weights is None
-    assert finetune.main(_base(dataset, out) + ["--weights", str(tmp_path / "x.weights.h5")]) == 2
+    config = finetune.config_from_argv(_base(dataset, out))  # --from-scratch: accepted, and trains the encoder
+    assert config.from_scratch and config.mode == "finetune" and config.weights is None
+    weights = tmp_path / "x.weights.h5"
+    weights.write_bytes(b"")
+    assert finetune.main(_base(dataset, out) + ["--weights", str(weights)]) == 2
     assert "--from-scratch and --weights contradict each other" in capsys.readouterr().err
-    assert finetune.resolve_options(["--out", str(out)]).demo  # the generated demo needs no weights
+    assert finetune.config_from_argv(["--out", str(out)]).is_demo  # the generated demo needs no weights
+    with pytest.raises(ConfigError, match="without --weights"):
+        finetune.run(dataset="ravdess", data_dir=dataset, out=out)
 
 
 @pytest.mark.parametrize("preset", ["base", "large"])
@@ -112,47 +117,71 @@ def test_paper_recipe_full_finetuning_of_a_large_encoder_refuses_without_lr(data
     assert "--recipe mae-dfer" in err and "--lr" in err
     # an explicit --lr, the mae-dfer recipe, a linear probe or a small encoder are fine
     for extra in (["--lr", "1e-4"], ["--recipe", "mae-dfer"], ["--mode", "linear_probe"], ["--preset", "small"]):
-        finetune.resolve_options(argv + extra)
+        finetune.config_from_argv(argv + extra)
 
 
 def test_mean_std_and_spectrogram_options_reach_the_model_and_the_config(dataset, tmp_path):
-    args = finetune.resolve_options(_base(dataset, tmp_path / "run") + [
+    from mmder_tf.training.config import RunConfig
+    from mmder_tf.training.model import build_classifier
+
+    config = finetune.config_from_argv(_base(dataset, tmp_path / "run") + [
         "--std", "0.3", "--mean", "0.5,0.4,0.3", "--spectrogram", "mfcc", "--n-mfcc", "20", "--hop-ms", "10"])
-    assert args.std == (0.3, 0.3, 0.3) and args.mean == (0.5, 0.4, 0.3)
-    assert (args.fusion.spectrogram, args.fusion.n_mfcc, args.fusion.hop_ms) == ("mfcc", 20, 10.0)
-    model = finetune.build_classifier(args, 3)
+    assert config.std == (0.3, 0.3, 0.3) and config.mean == (0.5, 0.4, 0.3)
+    assert (config.fusion.spectrogram, config.fusion.n_mfcc, config.fusion.hop_ms) == ("mfcc", 20, 10.0)
+    assert RunConfig.from_json(config.to_json()) == config  # saved whole: evaluate and export rebuild the same
+    model = build_classifier(config, 3)
     assert model.normalize.std == (0.3, 0.3, 0.3) and model.normalize.mean == (0.5, 0.4, 0.3)
-    official = finetune.resolve_options(_base(dataset, tmp_path / "run") + ["--official"])
+    official = finetune.config_from_argv(_base(dataset, tmp_path / "run") + ["--official"])
     assert official.std == (0.225, 0.225, 0.225) and official.fusion.official
+    assert finetune.config_from_argv(_base(dataset, tmp_path / "run")).std == (0.229, 0.224, 0.225)
     with pytest.raises(ConfigError, match="--std must be"):
-        finetune.resolve_options(_base(dataset, tmp_path / "run") + ["--std", "0.2,0.3"])
+        finetune.config_from_argv(_base(dataset, tmp_path / "run") + ["--std", "0.2,0.3"])
 
 
 def test_run_api_rejects_bad_options_with_exceptions(tmp_path):
     from mmder_tf.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="invalid choice"):
+    with pytest.raises(ConfigError, match="unknown strategy 'xyz'"):
         finetune.run(strategy="xyz", out=str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="unknown option 'epoch'"):
         finetune.run(epoch=3)
     with pytest.raises(ConfigError, match="needs --data-dir"):
         finetune.run(dataset="ravdess", out=str(tmp_path / "run"))
-    assert finetune.options_to_argv(dict(data_dir="/d", folds=[3, 1], official=True, no_feature_cache=False,
-                                         epochs=None, image_size=32)) == \
-        ["--data-dir", "/d", "--folds", "3,1", "--official", "--image-size", "32"]
+    with pytest.raises(ConfigError, match="official is a flag"):
+        finetune.run(official="yes")
     assert not (tmp_path / "run").exists()
 
 
+def test_command_line_and_python_api_build_the_same_config(tmp_path):
+    from mmder_tf.training.config import RunConfig
+
+    argv = ["--data-dir", str(tmp_path), "--dataset", "ravdess", "--folds", "3,1", "--official",
+            "--no-feature-cache", "--image-size", "32", "--from-scratch", "--mode", "linear_probe"]
+    config = finetune.config_from_argv(argv)
+    assert config == RunConfig.resolve(data_dir=tmp_path, dataset="ravdess", folds=[3, 1], official=True,
+                                       feature_cache=False, epochs=None, image_size=32, from_scratch=True,
+                                       mode="linear_probe")
+    assert config.folds == (1, 3) and config.fusion.official and config.fusion.image_size == 32
+    assert (config.preset, config.epochs, config.mode) == ("large", 100, "linear_probe")  # the paper's defaults
+    demo = finetune.config_from_argv([])
+    assert (demo.preset, demo.image_size, demo.epochs, demo.lr, demo.is_demo) == ("tiny", 64, 12, 2e-3, True)
+    assert RunConfig.from_json(config.to_json()) == config  # frozen, written whole, read back equal
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
+
+
 def test_ensure_demo_data_uses_the_demo_location(tmp_path, monkeypatch):
+    from mmder_tf.training import protocol
+
     monkeypatch.setenv("MMDER_CACHE", str(tmp_path))
     calls = []
-    monkeypatch.setattr(finetune, "_generate_demo", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(protocol, "generate_demo_data", lambda *a, **k: calls.append(a) or a[0])
     folder = finetune.ensure_demo_data(actors=3, clips=1, seed=5)
-    args = finetune.resolve_options(["--synthetic-actors", "3", "--synthetic-clips", "1", "--seed", "5"])
-    assert folder == finetune.synthetic_dir(args) == tmp_path / "synthetic" / "a3_c1_s5"
+    config = finetune.config_from_argv(["--synthetic-actors", "3", "--synthetic-clips", "1", "--seed", "5"])
+    assert folder == config.demo_data_dir == tmp_path / "synthetic" / "a3_c1_s5"
     assert calls == [(folder, 3, 1, 5)]
-    default = finetune.resolve_options([])
-    assert finetune.ensure_demo_data() == finetune.synthetic_dir(default)
+    default = finetune.config_from_argv([])
+    assert finetune.ensure_demo_data() == default.demo_data_dir
     assert calls[-1][1:] == (default.synthetic_actors, default.synthetic_clips, 0)
     assert finetune.ensure_demo_data(directory=tmp_path / "mine") == tmp_path / "mine"
 
@@ -167,8 +196,8 @@ def reference_run(small_dataset, small_cache, tmp_path_factory):
     """An uninterrupted run through finetune.run() (the notebook API) on the data with a corrupt clip."""
     out = tmp_path_factory.mktemp("reference") / "run"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
-                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache, mode="finetune",
                            from_scratch=True,
+                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache, mode="finetune",
                            epochs=2, num_folds=2, folds=[1], lr=1e-3)
     return out, results
 
@@ -191,6 +220,24 @@ def test_run_api_completes_and_reports_the_bad_clip(reference_run, small_bad_cli
     assert fold["n_train"] + fold["n_val"] + fold["n"] == 12  # 13 clips, the corrupt one skipped
     assert results["run"]["mode"] == "finetune" and results["run"]["feature_cache"] is False
     assert [h["epoch"] for h in json.loads((out / "fold_1" / "results.json").read_text())["history"]] == [0, 1]
+
+
+def test_config_reruns_a_saved_run_exactly(reference_run, tmp_path, capsys):
+    from mmder_tf.training.config import RunConfig
+
+    reference, results = reference_run
+    saved = RunConfig.from_run(reference)
+    assert saved.out == str(reference) and (saved.epochs, saved.folds, saved.lr) == (2, (1,), 1e-3)
+    assert finetune.main(["--config", str(reference / "run.json"), "--epochs", "3"]) == 2
+    assert "cannot change epochs" in capsys.readouterr().err
+    again = tmp_path / "again"
+    assert finetune.main(["--config", str(reference / "run.json"), "--out", str(again)]) == 0
+    assert RunConfig.from_run(again) == saved.replace(out=str(again))
+    first = json.loads((reference / "results.json").read_text())["folds"]
+    second = json.loads((again / "results.json").read_text())["folds"]
+    metrics = ("uar", "war", "confusion", "selected_epoch", "n", "n_train", "n_val")
+    assert {f: {m: r[m] for m in metrics} for f, r in second.items()} == \
+        {f: {m: r[m] for m in metrics} for f, r in first.items()}
 
 
 # --------------------------------------------------------------------------- kill and resume
@@ -254,7 +301,8 @@ def test_linear_probe_with_feature_cache_and_reevaluation(small_dataset, small_c
 
     out = tmp_path / "probe"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
-                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache, from_scratch=True,
+                           from_scratch=True,
+                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache,
                            mode="linear_probe", epochs=2, num_folds=2, folds="2", select="last")
     assert results["run"]["feature_cache"] is True and list(results["folds"]) == ["2"]
     fold = results["folds"]["2"]

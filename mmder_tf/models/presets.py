@@ -1,44 +1,44 @@
-"""Every backbone preset by name, across encoder families (VideoMAE sizes, MAE-DFER's LGI-Former)."""
+"""Every built-in backbone preset by name, across model families (no Keras import: the CLI lists them).
+
+A name picks a family and its architecture; `backbone_from_preset(name, ...)`
+builds it (randomly initialised). New families add their presets module here.
+"""
 from __future__ import annotations
 
+import importlib
+
 from mmder_tf.errors import ConfigError
+from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS as LGI_FORMER_PRESETS
+from mmder_tf.models.videomae.presets import BACKBONE_PRESETS as VIDEOMAE_PRESETS
 
-
-def backbone_classes():
-    from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
-    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
-
-    return (VideoMAEBackbone, LGIFormerBackbone)
-
-
-def preset_names() -> list[str]:
-    return [name for cls in backbone_classes() for name in cls.presets]
+# family -> (backbone class path, its presets)
+FAMILIES = {
+    "videomae": ("mmder_tf.models.videomae.backbone:VideoMAEBackbone", VIDEOMAE_PRESETS),
+    "lgi_former": ("mmder_tf.models.lgi_former.backbone:LGIFormerBackbone", LGI_FORMER_PRESETS),
+}
+PRESET_FAMILY = {name: family for family, (_, presets) in FAMILIES.items() for name in presets}
+PRESETS = tuple(PRESET_FAMILY)
 
 
 def backbone_class(preset: str):
-    """The backbone class a preset name belongs to."""
-    for cls in backbone_classes():
-        if str(preset).lower() in cls.presets:
-            return cls
-    raise ConfigError(f"unknown backbone preset {preset!r}; choose one of {', '.join(preset_names())}")
+    """The backbone class of a built-in preset name."""
+    family = PRESET_FAMILY.get(str(preset).lower())
+    if family is None:
+        raise ConfigError(f"unknown backbone preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    module, name = FAMILIES[family][0].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def from_preset(preset: str, **overrides):
-    """A fresh backbone of any family by preset name (geometry arguments override the preset's)."""
+def backbone_from_preset(preset: str, **overrides):
+    """A randomly initialised backbone of a built-in preset (`overrides`: constructor arguments)."""
     return backbone_class(preset).from_preset(preset, **overrides)
 
 
-def preset_geometry(preset: str) -> dict:
-    """The input a preset needs ({"num_frames", "image_size"}), or {} when any size works (VideoMAE)."""
-    spec = backbone_class(preset).presets[str(preset).lower()]
-    return {k: spec[k] for k in ("num_frames", "image_size") if k in spec}
-
-
 def preset_of(backbone) -> str:
-    """The preset name whose architecture `backbone` has, or "custom"."""
-    architecture = ("hidden_dim", "depth", "num_heads", "region_size")
-    for name, spec in type(backbone).presets.items():
-        if all(getattr(backbone, k) == (tuple(spec[k]) if k == "region_size" else spec[k])
-               for k in architecture if k in spec):
+    """The built-in preset whose architecture `backbone` has, or "custom"."""
+    config = backbone.get_config()
+    for name, spec in getattr(type(backbone), "presets", {}).items():
+        if all(config.get(k) == (list(v) if isinstance(v, tuple) else v)
+               for k, v in spec.items() if k not in ("num_frames", "image_size")):
             return name
     return "custom"
