@@ -44,7 +44,7 @@ def test_unknown_strategy_is_an_argparse_error(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "ravdess"], "needs --data-dir"),
-    (["--dataset", "cremad", "--data-dir", "/nonexistent/cremad"], "no such directory"),
+    (["--dataset", "cremad", "--data-dir", "/nonexistent/cremad", "--from-scratch", "--preset", "tiny"], "no such directory"),
     (["--dataset", "csv"], "needs --manifest"),
     (["--folds", "0"], "start at 1"),
     (["--folds", "a,b"], "comma-separated"),
