@@ -7,6 +7,13 @@ every tensor is checked against the model before a single one is assigned, so
 a checkpoint either loads completely or not at all.
 
     python -m mmder_tf.convert videomae_vit_l_k400.pth weights/vit_l.weights.h5 --allow-missing-head --num-classes 7
+
+With `--pretraining` the whole masked autoencoder (encoder and decoder) converts, in
+either direction: to `.weights.h5` (what `load_pretrained(..., pretraining=True)` and
+`mmder-pretrain --weights` read), or to a `.pth` in the MCG-NJU pre-training layout
+(what VideoMAE / MAE-DFER / HiCMAE code loads), e.g. from a pre-training run:
+
+    python -m mmder_tf.convert RUN/pretraining.weights.h5 videomae_pretrain.pth --pretraining
 """
 from __future__ import annotations
 
@@ -594,7 +601,7 @@ def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", pa
     if missing:
         raise CheckpointError(
             f"{path}: not a pre-training checkpoint: missing {', '.join(missing)} (an encoder-only checkpoint has no "
-            "decoder to continue pre-training from)"
+            "decoder; start one fresh with VideoMAEPretrainer.from_encoder(load_pretrained(path), decoder=PRESET))"
         )
     width = int(tensors["encoder_to_decoder.weight"].shape[0])
     indices = {int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.blocks\.(\d+)\.", k))}
@@ -911,6 +918,26 @@ def convert_checkpoint(
     return report
 
 
+def convert_pretraining(src, dst, *, num_frames=None, image_size=None, trust_pickle=False, decoder_overrides=None,
+                        **backbone_overrides):
+    """Convert a pre-training model (MCG-NJU .pth, HF VideoMAEForPreTraining folder, or our .weights.h5) to `dst`:
+    `.weights.h5` (+ config) or `.pth`/`.pt` in the MCG-NJU layout. Returns a report dict."""
+    dst = Path(dst)
+    if not (dst.name.endswith(".weights.h5") or dst.suffix in (".pth", ".pt")):
+        raise ConfigError(f"destination must end with .weights.h5 (Keras) or .pth/.pt (MCG-NJU layout), got {dst}")
+    model = load_pretrained(src, num_frames, image_size, pretraining=True, trust_pickle=trust_pickle,
+                            decoder_overrides=decoder_overrides, **backbone_overrides)
+    if dst.suffix in (".pth", ".pt"):
+        save_videomae_pretraining(model, dst)
+        layout = "videomae_pretrain"
+    else:
+        save_keras_model(model, dst, str(src), "mmder_tf")
+        layout = "mmder_tf"
+    return {"source": str(src), "model": type(model).__name__, "weights": str(dst), "layout": layout,
+            "loaded": len(pretraining_targets(model)), "backbone": model.backbone.get_config(),
+            "decoder": model.decoder.get_config()}
+
+
 def _int_tuple(least, most):
     def parse(text):
         try:
@@ -939,7 +966,12 @@ def main(argv=None):
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
     parser.add_argument("--backbone-only", action="store_true", help="write the encoder only")
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
+    parser.add_argument("--pretraining", action="store_true",
+                        help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
+    parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
     args = parser.parse_args(argv)
+    if args.pretraining:
+        return _main_pretraining(args)
     try:
         report = convert_checkpoint(
             args.src,
@@ -966,6 +998,25 @@ def main(argv=None):
     )
     for part, count in report["dropped"].items():
         print(f"dropped: {part} ({count} tensors)")
+    return 0
+
+
+def _main_pretraining(args):
+    try:
+        report = convert_pretraining(
+            args.src, args.dst, num_frames=args.num_frames, image_size=args.image_size, trust_pickle=args.trust_pickle,
+            decoder_overrides=None if args.decoder_num_heads is None else {"num_heads": args.decoder_num_heads},
+            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
+        )
+    except (CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    b, d = report["backbone"], report["decoder"]
+    print(
+        f"{report['model']} (encoder depth {b['depth']}, width {b['hidden_dim']}, heads {b['num_heads']}; decoder depth "
+        f"{d['depth']}, width {d['hidden_dim']}, heads {d['num_heads']}; {b['num_frames']}x{b['image_size']}): "
+        f"{report['loaded']} tensors -> {report['weights']} ({report['layout']} layout)"
+    )
     return 0
 
 
