@@ -26,6 +26,7 @@ import numpy as np
 
 from mmder_tf.config import face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, MMDERError
+from mmder_tf.fileio import temp_path
 
 # Mean clip length of each dataset's utterances (seconds): a window the model was trained on.
 DATASET_CLIP_SECONDS = {"ravdess": 3.7, "cremad": 2.5, "iemocap": 4.5}
@@ -147,10 +148,13 @@ def plot_timeline(result: dict, class_names, out) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
+    tmp = temp_path(out, suffix=".png")  # unique: two predictions of one recording never share it
+    try:
+        fig.savefig(tmp)
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 
