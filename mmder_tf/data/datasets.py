@@ -32,6 +32,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from mmder_tf.atomic import write_text as atomic_write_text
 from mmder_tf.errors import DatasetError
 
 VIDEO_EXTENSIONS = (".mp4", ".flv", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -214,17 +215,6 @@ class Manifest:
     @classmethod
     def from_csv(cls, path, class_names=None, dataset="csv", check_files=True) -> "Manifest":
         return scan_csv(path, class_names=class_names, dataset=dataset, check_files=check_files)
-
-
-def atomic_write_text(path, text: str):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _walk(root: Path):

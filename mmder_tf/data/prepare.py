@@ -45,7 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
-from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
+from mmder_tf.atomic import TEMP_MARK, replacing
+from mmder_tf.atomic import write_text as atomic_write_text
+from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 
 CACHE_VERSION = 1
@@ -214,6 +217,9 @@ def _float(values):
 def _prepare_shard(job):
     """Write one shard and its sidecar. Runs in a worker process; one bad clip is a skip, never a stop."""
     out_dir, shard, items, settings_dict, config_dict, worker_threads = job
+    from mmder_tf.cli import quiet_in_workers
+
+    quiet_in_workers()
     import tensorflow as tf
 
     if worker_threads:
@@ -228,8 +234,7 @@ def _prepare_shard(job):
     config = FusionConfig.from_dict(config_dict)
     written, skipped, no_audio = [], [], []
     target = shard_path(out_dir, shard)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
+    with replacing(target) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for index, record_dict in items:
                 record = ClipRecord.from_dict(record_dict)
@@ -247,10 +252,6 @@ def _prepare_shard(job):
                                     "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)})
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio}
     atomic_write_text(sidecar_path(out_dir, shard), json.dumps(sidecar, indent=1, sort_keys=True))
     return shard, len(items), skipped
@@ -314,7 +315,8 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
     mine = [s for s in range(len(assignment)) if shard_spec is None or s % shard_spec[1] == shard_spec[0]]
     todo = [s for s in mine if not (sidecar_path(out_dir, s).exists() and shard_path(out_dir, s).exists())]
     for s in todo:  # leftovers of a killed run
-        for stale in (out_dir / "shards").glob(f".shard-{s:05d}.tfrecord.tmp*"):
+        # the shard's and its sidecar's temporary files
+        for stale in (out_dir / "shards").glob(f".{shard_path(out_dir, s).stem}.*{TEMP_MARK}*"):
             stale.unlink(missing_ok=True)
     jobs = [
         (str(out_dir), s, [(i, manifest.records[i].to_dict()) for i in assignment[s]], settings.to_dict(),
@@ -410,7 +412,7 @@ def load_index(cache_dir) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, help="ravdess, cremad, iemocap or csv")
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--data-dir", help="the dataset folder (scanned recursively)")
     parser.add_argument("--manifest", help="a manifest JSON or CSV instead of scanning --data-dir")
     parser.add_argument("--out", required=True, help="cache folder")
@@ -430,7 +432,9 @@ def main(argv=None):
     parser.add_argument("--allow-missing-audio", action="store_true",
                         help="keep clips without audio (usable by the video-only strategy)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         options = {"num_classes": args.num_classes} if args.num_classes else {}
         manifest = load_manifest(args.dataset, args.data_dir, args.manifest, **options)

@@ -384,8 +384,8 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
         "size": size, "fps": fps, "seconds": seconds, "sample_rate": sample_rate,
         "classes": {EMOTIONS[c][0]: {"code": c, "face": EMOTIONS[c][1], "voice": EMOTIONS[c][2]} for c in emotions},
     }
-    from mmder_tf.data.datasets import atomic_write_text
-    atomic_write_text(out_dir / "synthetic.json", json.dumps(description, indent=1, sort_keys=True))
+    from mmder_tf.atomic import write_text
+    write_text(out_dir / "synthetic.json", json.dumps(description, indent=1, sort_keys=True))
     return paths
 
 

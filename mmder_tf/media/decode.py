@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from mmder_tf.atomic import replacing
 from mmder_tf.errors import (
     ClipTooShortError,
     ConfigError,
@@ -58,12 +57,6 @@ def _fps_fraction(fps) -> Fraction:
     if value <= 0:
         raise ConfigError(f"fps must be positive, got {fps}")
     return value
-
-
-def _atomic_target(path: Path) -> Path:
-    # Same directory (os.replace must not cross file systems) and same suffix
-    # (the muxer is chosen from the extension).
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
 def write_video(
@@ -117,10 +110,8 @@ def write_video(
         if int(sample_rate) <= 0:
             raise ConfigError(f"{path}: sample_rate must be positive, got {sample_rate}")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
     try:
-        with av.open(str(tmp), mode="w", format=container_format) as out:
+        with replacing(path, keep_suffix=True) as tmp, av.open(str(tmp), mode="w", format=container_format) as out:
             video_stream = audio_stream = None
             if frames is not None:
                 video_stream = out.add_stream(video_codec, rate=rate)
@@ -159,15 +150,11 @@ def write_video(
                     frame.time_base = Fraction(1, int(sample_rate))
                     out.mux(audio_stream.encode(frame))
                 out.mux(audio_stream.encode(None))
-        os.replace(tmp, path)
     except ConfigError:
         raise
     except (av.FFmpegError, ValueError) as error:
         raise MediaError(path, f"cannot write ({video_codec if frames is not None else ''} "
                                f"{audio_codec if audio is not None else ''}): {error}") from error
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

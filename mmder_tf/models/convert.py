@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
 from mmder_tf.models.videomae.presets import heads_for_width
 
@@ -937,7 +938,9 @@ def main(argv=None):
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
     parser.add_argument("--backbone-only", action="store_true", help="write the encoder only")
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         report = convert_checkpoint(
             args.src,

@@ -9,32 +9,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-
-def _atomic_bytes(path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return _atomic_bytes(path, text.encode("utf-8"))
+from mmder_tf.atomic import write_bytes
+from mmder_tf.atomic import write_text as atomic_write_text
 
 
 def _jsonable(value):
@@ -60,13 +40,13 @@ def atomic_write_json(path, obj) -> Path:
 def atomic_save_npz(path, **arrays) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    return _atomic_bytes(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue())
 
 
 def _atomic_savefig(figure, path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return _atomic_bytes(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue())
 
 
 def _pyplot():

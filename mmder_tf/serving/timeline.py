@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.atomic import replacing
 from mmder_tf.config import face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, MMDERError
 
@@ -143,17 +144,15 @@ def plot_timeline(result: dict, class_names, out) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
+    with replacing(out, keep_suffix=True) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 
 def write_timeline(result: dict, class_names, out_dir) -> dict:
     """Write <name>.timeline.csv / .json / .png into `out_dir`; returns {"csv", "json", "png"} paths."""
-    from mmder_tf.data.datasets import atomic_write_text
+    from mmder_tf.atomic import write_text as atomic_write_text
 
     stem = Path(out_dir) / f"{Path(result['path']).stem}.timeline"
     files = {"csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}
