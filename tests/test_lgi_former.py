@@ -29,7 +29,7 @@ TOL = 1e-5
 # Geometry of each golden folder (README table); heads are not recoverable from tensor shapes at these widths.
 FT = {
     "ft_small_a": dict(num_frames=16, image_size=96, region_size=(2, 3, 6), num_heads=4),
-    "ft_small_b": dict(num_frames=8, image_size=64, region_size=(2, 2, 2), num_heads=3),
+    "ft_small_b": dict(num_frames=8, image_size=(64, 64), region_size=(2, 2, 2), num_heads=3),
 }
 PRETRAIN = dict(num_frames=16, image_size=96, region_size=(2, 3, 6), num_heads=4)
 
@@ -269,7 +269,7 @@ def test_hicmae_visual_encoder_is_the_released_model():
 
 def test_layer_decay_groups_follow_the_blocks():
     """MAE-DFER's recipe decays the learning rate per LGI-Former block: embedding 0, block i -> i + 1, rest on top."""
-    from mmder_tf.training.engine import layer_id
+    from mmder_tf.training.recipes import layer_id
 
     backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
     clf = EmotionClassifier(backbone, 3)
@@ -290,13 +290,12 @@ def test_finetune_picks_the_input_size_the_encoder_needs(tmp_path):
     data.mkdir()
     base = ["--dataset", "ravdess", "--data-dir", str(data), "--out", str(tmp_path / "run")]
     # MAE-DFER's regions fit 16 x 160 x 160 only: the fused input follows the checkpoint.
-    args = finetune.config_from_argv(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
-    assert args.image_size == args.fusion.image_size == 160 and args.fusion.num_frames == 16
-    args = finetune.config_from_argv(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")])
-    assert args.image_size == 160
-    assert finetune.config_from_argv(base + ["--preset", "mae-dfer"]).image_size == 160
-    assert finetune.config_from_argv(base + ["--preset", "large"]).image_size == 224
-    assert finetune.config_from_argv(base + ["--preset", "mae-dfer", "--image-size", "96"]).image_size == 96
+    config = finetune.config_from_argv(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
+    assert config.fusion.image_size == 160 and config.fusion.num_frames == 16
+    assert finetune.config_from_argv(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")]).fusion.image_size == 160
+    assert finetune.config_from_argv(base + ["--preset", "mae-dfer"]).fusion.image_size == 160
+    assert finetune.config_from_argv(base + ["--preset", "large"]).fusion.image_size == 224
+    assert finetune.config_from_argv(base + ["--preset", "mae-dfer", "--image-size", "96"]).fusion.image_size == 96
 
 
 def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_path):

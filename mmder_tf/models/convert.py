@@ -7,18 +7,25 @@ every tensor is checked against the model before a single one is assigned, so
 a checkpoint either loads completely or not at all.
 
     python -m mmder_tf.convert videomae_vit_l_k400.pth weights/vit_l.weights.h5 --allow-missing-head --num-classes 7
+
+With `--pretraining` the whole masked autoencoder (encoder and decoder) converts, in
+either direction: to `.weights.h5` (what `load_pretrained(..., pretraining=True)` and
+`mmder-pretrain --weights` read), or to a `.pth` in the MCG-NJU pre-training layout
+(what VideoMAE / MAE-DFER / HiCMAE code loads), e.g. from a pre-training run:
+
+    python -m mmder_tf.convert RUN/pretraining.weights.h5 videomae_pretrain.pth --pretraining
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.atomic import replacing, write_text
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
 from mmder_tf.models.videomae.presets import heads_for_width
@@ -572,14 +579,8 @@ def save_videomae_pretraining(pretrainer, path):
     path = Path(path)
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         torch.save({"model": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -595,7 +596,7 @@ def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", pa
     if missing:
         raise CheckpointError(
             f"{path}: not a pre-training checkpoint: missing {', '.join(missing)} (an encoder-only checkpoint has no "
-            "decoder to continue pre-training from)"
+            "decoder; start one fresh with VideoMAEPretrainer.from_encoder(load_pretrained(path), decoder=PRESET))"
         )
     width = int(tensors["encoder_to_decoder.weight"].shape[0])
     indices = {int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.blocks\.(\d+)\.", k))}
@@ -717,7 +718,7 @@ def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides,
     config.update(overrides)
     decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path), **(decoder_overrides or {})}
     backbone = VideoMAEBackbone(**config, dtype=dtype)
-    decoder = MAEDecoder(**decoder_config, dtype=backbone.dtype_policy, name="decoder")
+    decoder = MAEDecoder(**decoder_config, dtype=backbone.patch_embed.dtype_policy, name="decoder")
     norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
     model = VideoMAEPretrainer(backbone, decoder, norm_pix_loss=norm_pix_loss, dtype=dtype)
     load_tensors(pretraining_targets(model), tensors, origin, path=ckpt.path)
@@ -742,20 +743,11 @@ def save_keras_model(model, dst, source, layout):
     dst = Path(dst)
     if not dst.name.endswith(".weights.h5"):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
-    tmp_weights = dst.with_name(f".{dst.name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
-    tmp_config = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
     meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
-    try:
+    with replacing(dst, keep_suffix=True) as tmp_weights:
         model.save_weights(str(tmp_weights))
-        tmp_config.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp_weights, dst)
-        os.replace(tmp_config, sidecar)
-    finally:
-        for tmp in (tmp_weights, tmp_config):
-            if tmp.exists():
-                tmp.unlink()
+        write_text(sidecar, json.dumps(meta, indent=1))
     return dst, sidecar
 
 
@@ -786,6 +778,8 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     if dtype is not None:
         changes["dtype"] = dtype
     backbone_spec["config"].update(changes)
+    if dtype is not None and spec.get("class_name") == "VideoMAEPretrainer":
+        spec["config"]["dtype"] = dtype  # its decoder and projection follow
     try:
         saved = keras.saving.deserialize_keras_object(spec)
         saved.load_weights(str(path))
@@ -910,6 +904,26 @@ def convert_checkpoint(
     return report
 
 
+def convert_pretraining(src, dst, *, num_frames=None, image_size=None, trust_pickle=False, decoder_overrides=None,
+                        **backbone_overrides):
+    """Convert a pre-training model (MCG-NJU .pth, HF VideoMAEForPreTraining folder, or our .weights.h5) to `dst`:
+    `.weights.h5` (+ config) or `.pth`/`.pt` in the MCG-NJU layout. Returns a report dict."""
+    dst = Path(dst)
+    if not (dst.name.endswith(".weights.h5") or dst.suffix in (".pth", ".pt")):
+        raise ConfigError(f"destination must end with .weights.h5 (Keras) or .pth/.pt (MCG-NJU layout), got {dst}")
+    model = load_pretrained(src, num_frames, image_size, pretraining=True, trust_pickle=trust_pickle,
+                            decoder_overrides=decoder_overrides, **backbone_overrides)
+    if dst.suffix in (".pth", ".pt"):
+        save_videomae_pretraining(model, dst)
+        layout = "videomae_pretrain"
+    else:
+        save_keras_model(model, dst, str(src), "mmder_tf")
+        layout = "mmder_tf"
+    return {"source": str(src), "model": type(model).__name__, "weights": str(dst), "layout": layout,
+            "loaded": len(pretraining_targets(model)), "backbone": model.backbone.get_config(),
+            "decoder": model.decoder.get_config()}
+
+
 def _int_tuple(least, most):
     def parse(text):
         try:
@@ -938,9 +952,14 @@ def main(argv=None):
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
     parser.add_argument("--backbone-only", action="store_true", help="write the encoder only")
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
+    parser.add_argument("--pretraining", action="store_true",
+                        help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
+    parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
     quiet_tensorflow(args.verbose)
+    if args.pretraining:
+        return _main_pretraining(args)
     try:
         report = convert_checkpoint(
             args.src,
@@ -967,6 +986,25 @@ def main(argv=None):
     )
     for part, count in report["dropped"].items():
         print(f"dropped: {part} ({count} tensors)")
+    return 0
+
+
+def _main_pretraining(args):
+    try:
+        report = convert_pretraining(
+            args.src, args.dst, num_frames=args.num_frames, image_size=args.image_size, trust_pickle=args.trust_pickle,
+            decoder_overrides=None if args.decoder_num_heads is None else {"num_heads": args.decoder_num_heads},
+            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
+        )
+    except (CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    b, d = report["backbone"], report["decoder"]
+    print(
+        f"{report['model']} (encoder depth {b['depth']}, width {b['hidden_dim']}, heads {b['num_heads']}; decoder depth "
+        f"{d['depth']}, width {d['hidden_dim']}, heads {d['num_heads']}; {b['num_frames']}x{b['image_size']}): "
+        f"{report['loaded']} tensors -> {report['weights']} ({report['layout']} layout)"
+    )
     return 0
 
 

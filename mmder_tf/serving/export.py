@@ -61,7 +61,7 @@ def _tf():
 
 # ----------------------------------------------------------------------------- metadata
 
-def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None) -> dict:
+def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None, dataset=None) -> dict:
     """Everything a client needs to build inputs and read outputs, as plain JSON values."""
     import keras
 
@@ -76,6 +76,7 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
         "class_names": list(class_names),
         "num_classes": len(class_names),
         "preset": preset or "custom",
+        "dataset": dataset,  # what it was trained on (mmder-predict --timeline sizes its windows by it)
         "sample_rate": config.sample_rate,
         "num_frames": config.num_frames,
         "frames_per_modality": config.frames_per_modality,
@@ -333,7 +334,7 @@ def _replace_dir(tmp: Path, target: Path, overwrite: bool):
 
 
 def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, preset=None, source=None,
-                       overwrite=False) -> Path:
+                       overwrite=False, dataset=None) -> Path:
     """Write `model` (an EmotionClassifier for `config`) as a SavedModel at `export_dir`; returns the path.
 
     The directory appears complete or not at all: the model is saved to a
@@ -362,7 +363,7 @@ def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, 
     if export_dir.exists() and not overwrite:
         raise ConfigError(f"{export_dir} exists; pass overwrite=True (--overwrite) to replace it")
     export_dir.parent.mkdir(parents=True, exist_ok=True)
-    metadata = build_metadata(model, config, class_names, preset=preset, source=source)
+    metadata = build_metadata(model, config, class_names, preset=preset, source=source, dataset=dataset)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     staging = Path(tempfile.mkdtemp(prefix=".mmder_meta-", dir=export_dir.parent))
     try:
@@ -430,8 +431,9 @@ def load_run(run_dir, fold=None):
 def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
     """Export one finished fold of a `mmder-finetune` run (the notebooks' and the CLI's RUN path)."""
     model, config, class_names, preset, source = load_run(run_dir, fold)
+    dataset = json.loads((Path(run_dir) / "run.json").read_text()).get("args", {}).get("dataset")
     return export_saved_model(model, config, class_names, export_dir, preset=preset, source=source,
-                              overwrite=overwrite)
+                              overwrite=overwrite, dataset=dataset)
 
 
 # ----------------------------------------------------------------------------- CLI

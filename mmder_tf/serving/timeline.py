@@ -69,10 +69,11 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
             entry["probabilities"] = {name: float(p) for name, p in zip(model.class_names, row)}
         pending.clear()
 
-    bar = tqdm(total=round(length, 1), unit="s", desc=Path(path).name, file=sys.stderr,
+    name = Path(path).name
+    bar = tqdm(total=round(length, 1), unit="s", file=sys.stderr,
                disable=progress is False if progress is not None else None,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
-    bar.set_postfix_str(f"00:00 / {clock(length)}")
+               bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
+    bar.set_description_str(f"{name} 00:00 / {clock(length)}")
     with bar:
         for span, clip in stream_windows(path, window, hop, config.frames_per_modality,
                                          sample_rate=config.sample_rate, official=config.official,
@@ -96,7 +97,7 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
             if len(pending) >= batch_size:
                 flush()
             bar.update(round(min(span.end, length), 1) - bar.n)
-            bar.set_postfix_str(f"{clock(span.end)} / {clock(length)}")
+            bar.set_description_str(f"{name} {clock(min(span.end, length))} / {clock(length)}")
         flush()
     predicted = [e["probabilities"] for e in timeline if "probabilities" in e]
     if not predicted:
