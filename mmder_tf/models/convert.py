@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.atomic import replacing, write_text
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import temp_path
 from mmder_tf.models.videomae.presets import heads_for_width
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
@@ -101,7 +102,10 @@ def _load_torch_state(path, trust_pickle=False, mmap=False):
             with torch.serialization.safe_globals([_argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many kinds for a non-checkpoint file
-        hint = "" if trust_pickle else " (if you trust the file and it pickles other objects, pass trust_pickle=True / --trust-pickle)"
+        hint = "" if trust_pickle else (
+            " (if you trust the file and it pickles other objects: convert it once with "
+            "`python -m mmder_tf.convert SRC DST.weights.h5 --trust-pickle` and use DST.weights.h5; "
+            "from Python, trust_pickle=True)")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
     return _unwrap_state(obj, path)
 
@@ -579,8 +583,14 @@ def save_videomae_pretraining(pretrainer, path):
     path = Path(path)
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
-    with replacing(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
         torch.save({"model": state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
@@ -743,11 +753,20 @@ def save_keras_model(model, dst, source, layout):
     dst = Path(dst)
     if not dst.name.endswith(".weights.h5"):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
+    tmp_weights = temp_path(dst, suffix=".weights.h5")
+    tmp_config = temp_path(sidecar)
     meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
-    with replacing(dst, keep_suffix=True) as tmp_weights:
+    try:
         model.save_weights(str(tmp_weights))
-        write_text(sidecar, json.dumps(meta, indent=1))
+        tmp_config.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_weights, dst)
+        os.replace(tmp_config, sidecar)
+    finally:
+        for tmp in (tmp_weights, tmp_config):
+            if tmp.exists():
+                tmp.unlink()
     return dst, sidecar
 
 

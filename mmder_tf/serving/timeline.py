@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.atomic import replacing
 from mmder_tf.config import face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, MMDERError
+from mmder_tf.fileio import temp_path
 
 # Mean clip length of each dataset's utterances (seconds): a window the model was trained on.
 DATASET_CLIP_SECONDS = {"ravdess": 3.7, "cremad": 2.5, "iemocap": 4.5}
@@ -137,23 +137,30 @@ def plot_timeline(result: dict, class_names, out) -> Path:
                 marker="o" if len(entries) < 40 else None, markersize=3)
     ax.set_xlim(0, result["duration_s"])
     ax.set_ylim(0, 1)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
-    ax.set_xlabel(f"recording time (window {result['window_s']:g} s, hop {result['hop_s']:g} s)")
+    if result["duration_s"] >= 120:  # minutes:seconds ticks; short recordings keep plain seconds
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
+    unit = "" if result["duration_s"] >= 120 else ", s"
+    ax.set_xlabel(f"recording time{unit} (window {result['window_s']:g} s, hop {result['hop_s']:g} s)")
     ax.set_ylabel("probability")
     ax.set_title(Path(result["path"]).name)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(out)
-    with replacing(out, keep_suffix=True) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out, suffix=".png")  # unique: two predictions of one recording never share it
+    try:
         fig.savefig(tmp)
-    plt.close(fig)
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 
 def write_timeline(result: dict, class_names, out_dir) -> dict:
     """Write <name>.timeline.csv / .json / .png into `out_dir`; returns {"csv", "json", "png"} paths."""
-    from mmder_tf.atomic import write_text as atomic_write_text
+    from mmder_tf.data.datasets import atomic_write_text
 
     stem = Path(out_dir) / f"{Path(result['path']).stem}.timeline"
     files = {"csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}

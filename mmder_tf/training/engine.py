@@ -22,7 +22,6 @@ import numpy as np
 
 import keras
 
-from mmder_tf.atomic import replacing
 from mmder_tf.config import SEED_MIX
 from mmder_tf.errors import ConfigError
 from mmder_tf.training import compat
@@ -140,8 +139,16 @@ def _tensorboard_available() -> bool:
 
 def save_weights_atomic(model, path):
     """save_weights to a temporary name, then rename: a kill mid-write leaves the old file."""
-    with replacing(path, keep_suffix=True) as tmp:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from mmder_tf.fileio import temp_path
+
+    tmp = temp_path(path, suffix=".weights.h5")  # Keras wants the suffix; unique so two writers never collide
+    try:
         model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
