@@ -311,3 +311,46 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
     exported = export_run(out, tmp_path / "export", fold=2)
     assert read_metadata(exported)["preset"] == "mae-dfer-tiny"
+
+
+# ---------------------------------------------------------------- masked-autoencoder pre-training (MAE-DFER)
+
+
+def test_pretrainer_encodes_the_upstream_window_mask_like_upstream():
+    from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer, window_mask
+    from mmder_tf.models.videomae.pretraining import mask_indices
+
+    io = np.load(MAE_DFER / "pretrain_small" / "io.npz")
+    # The whole released layout, decoder included (strict: every tensor used).
+    model = load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, decoder_overrides={"num_heads": 3},
+                            **PRETRAIN)
+    assert isinstance(model, LGIFormerPretrainer) and model.frame_difference and model.window == (3, 6)
+    assert (model.decoder.hidden_dim, model.decoder.depth, model.decoder.output_dim) == (48, 1, 1536)
+    model.mask_ratio = 0.5  # the golden mask's ratio
+    masked = io["mask_part_window"]
+    visible_ids, _ = mask_indices(masked, int(masked[0].sum()))
+    tokens, ids = model.encode_visible(channels_last(io["x"]), visible_ids)
+    assert rel(tokens, io["enc_out_part_window"]) <= TOL
+    # The ids follow the tokens (region-major), so the decoder adds each token's own position.
+    ids = np.asarray(ids)
+    assert sorted(ids[0]) == sorted(np.flatnonzero(~masked[0])) and not masked[np.arange(2)[:, None], ids].any()
+
+    # The model's own masks have upstream's shape: per frame and window, the same count hidden, in every frame.
+    mask = np.asarray(window_mask(np.random.default_rng(0).uniform(size=(2, 36)), (8, 6, 6), (3, 6), 0.5))
+    frames = mask.reshape(2, 8, 2, 18)
+    assert (frames.sum(-1) == 9).all() and (frames == frames[:, :1]).all()
+    pixels = to_pixels(io["x"])
+    # HiCMAE's decoders are cross-attention stacks of its own: its pre-training model is not ours.
+    with pytest.raises(CheckpointError, match="a hicmae checkpoint"):
+        load_pretrained(HICMAE / "pretrain_small" / "ckpt.pth", pretraining=True, image_size=64)
+    predictions, loss = model(pixels, noise=np.random.default_rng(1).uniform(size=(2, 36)).astype("float32"))
+    assert predictions.shape == (2, model.num_masked, 1536) and np.isfinite(float(loss))
+    predictions, _ = model(pixels, token_mask=masked)
+    assert predictions.shape == (2, int(masked[0].sum()), 1536)
+    # Same count per clip, but the first region loses a visible token to the last one.
+    uneven = masked.copy()
+    for row in uneven:
+        first_visible, last_hidden = np.flatnonzero(~row)[0], np.flatnonzero(row)[-1]
+        row[first_visible], row[last_hidden] = True, False
+    with pytest.raises(ConfigError, match="same number of visible tokens"):
+        model(pixels, token_mask=uneven)

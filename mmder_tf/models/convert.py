@@ -286,7 +286,7 @@ def canonical_state(ckpt: Checkpoint, keep_final_norm=True, keep_decoder=False):
     if layout == "mae_dfer":
         from mmder_tf.models.lgi_former import convert as lgi_convert
 
-        return lgi_convert.canonical_state(state, ckpt.path, keep_final_norm)
+        return lgi_convert.canonical_state(state, ckpt.path, keep_final_norm, keep_decoder)
     out, origin, ignored = {}, {}, []
 
     def put(new, old, value):
@@ -720,17 +720,31 @@ def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides,
     from mmder_tf.models.videomae.backbone import VideoMAEBackbone
     from mmder_tf.models.videomae.pretraining import MAEDecoder, VideoMAEPretrainer
 
+    overrides = dict(overrides)
+    region_size = overrides.pop("region_size", None)
     tensors, layout, ignored, origin = canonical_state(ckpt, keep_decoder=True)
-    if layout not in ("videomae_pretrain", "huggingface"):
+    if layout not in ("videomae_pretrain", "huggingface", "mae_dfer_pretrain"):
         raise CheckpointError(f"{ckpt.path}: a {layout} checkpoint; pretraining=True reads VideoMAE pre-training checkpoints "
-                              "(MCG-NJU encoder.*/decoder.* or a Hugging Face VideoMAEForPreTraining directory)")
-    config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+                              "(MCG-NJU encoder.*/decoder.* or a Hugging Face VideoMAEForPreTraining directory) and "
+                              "MAE-DFER's")
+    if region_size is not None and layout != "mae_dfer_pretrain":
+        raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
+    if layout == "mae_dfer_pretrain":
+        from mmder_tf.models.lgi_former import convert as lgi_convert
+        from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+        from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
+
+        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path)
+        backbone_class, pretrainer_class, settings = LGIFormerBackbone, LGIFormerPretrainer, {}
+    else:
+        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+        norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
+        backbone_class, pretrainer_class, settings = VideoMAEBackbone, VideoMAEPretrainer, {"norm_pix_loss": norm_pix_loss}
     config.update(overrides)
     decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path), **(decoder_overrides or {})}
-    backbone = VideoMAEBackbone(**config, dtype=dtype)
+    backbone = backbone_class(**config, dtype=dtype)
     decoder = MAEDecoder(**decoder_config, dtype=backbone.patch_embed.dtype_policy, name="decoder")
-    norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
-    model = VideoMAEPretrainer(backbone, decoder, norm_pix_loss=norm_pix_loss, dtype=dtype)
+    model = pretrainer_class(backbone, decoder, dtype=dtype, **settings)
     load_tensors(pretraining_targets(model), tensors, origin, path=ckpt.path)
     report = {
         "source": ckpt.path,
@@ -775,8 +789,10 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     import keras
 
     from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
     from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
+    pretrainers = (VideoMAEPretrainer, LGIFormerPretrainer)
     sidecar = _sidecar(path)
     if not sidecar.is_file():
         raise CheckpointError(f"{path}: a .weights.h5 file needs its config {sidecar.name} beside it (written by convert_checkpoint)")
@@ -785,7 +801,7 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         spec = meta["model"]
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{sidecar}: not an mmder_tf model config: {exc}") from exc
-    wrapped = spec.get("class_name") in ("EmotionClassifier", "VideoMAEPretrainer")
+    wrapped = spec.get("class_name") in ("EmotionClassifier", *(cls.__name__ for cls in pretrainers))
     backbone_spec = spec["config"]["backbone"] if wrapped else spec
     changes = dict(overrides)
     if "region_size" in changes and backbone_spec.get("class_name") != "LGIFormerBackbone":
@@ -797,7 +813,7 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     if dtype is not None:
         changes["dtype"] = dtype
     backbone_spec["config"].update(changes)
-    if dtype is not None and spec.get("class_name") == "VideoMAEPretrainer":
+    if dtype is not None and spec.get("class_name") in [cls.__name__ for cls in pretrainers]:
         spec["config"]["dtype"] = dtype  # its decoder and projection follow
     try:
         saved = keras.saving.deserialize_keras_object(spec)
@@ -805,10 +821,10 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load weights: {exc}") from exc
     if pretraining:
-        if not isinstance(saved, VideoMAEPretrainer):
+        if not isinstance(saved, pretrainers):
             raise CheckpointError(f"{path} holds a {type(saved).__name__}, not a pre-training model: it has no decoder")
         return saved
-    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, VideoMAEPretrainer)) else saved
+    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, *pretrainers)) else saved
     if not classifier:
         return backbone
     if isinstance(saved, EmotionClassifier) and (num_classes is None or num_classes == saved.num_classes):
