@@ -217,6 +217,11 @@ def run_probes(work: Path):
         holder.wait()
     probe("prepare with other settings into an existing cache", "other settings", guard=cache / "shards")(
         lambda: prepare.main(base[:-3] + ["--image-size", "64", "--no-progress", "--out", str(cache)]))
+    notes = work / "notes"
+    notes.mkdir(exist_ok=True)
+    (notes / "index.json").write_text("my own index")
+    probe("prepare --out onto a folder of one's own files", "is not a prepared cache", guard=notes)(
+        lambda: prepare.main(base + ["--out", str(notes)]))
     probe("prepare --shard 3/2", "--shard i/N")(lambda: prepare.main(base + ["--out", str(cache), "--shard", "3/2"]))
     probe("prepare a dataset folder with no clips", "no ravdess clips")(
         lambda: prepare.main(["--dataset", "ravdess", "--data-dir", str(media), "--out", str(work / "c2")]))

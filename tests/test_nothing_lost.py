@@ -317,3 +317,16 @@ def test_damaged_bookkeeping_files_are_one_clear_error(small_cache, tmp_path):
     (run / "fold_1" / "results.json").write_text("{damaged")
     with pytest.raises(CheckpointError, match="results.json: damaged fold result"):
         export.load_run(run)
+
+
+def test_prepare_writes_only_into_a_cache_or_an_empty_folder(small_dataset, tmp_path):
+    """--out pointing at a folder of one's own would overwrite its index.json and manifest.json."""
+    from mmder_tf.fileio import NotOwnedError
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "index.json").write_text("my index")
+    manifest = load_manifest("ravdess", data_dir=small_dataset)
+    with pytest.raises(NotOwnedError, match=r"is not a prepared cache \(no settings.json\) and holds index.json"):
+        prepare_lib.prepare(manifest, mine, CONFIG, progress=False)
+    assert [p.name for p in mine.iterdir()] == ["index.json"] and (mine / "index.json").read_text() == "my index"

@@ -47,8 +47,8 @@ import numpy as np
 from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
 from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
-from mmder_tf.fileio import (LOCK_NAME, LockedError, WriterLock, clean_stale_temps, describe_holder, read_json,
-                             temp_path)
+from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
+                             describe_holder, read_json, temp_path)
 
 CACHE_VERSION = 1
 SETTINGS = "settings.json"
@@ -303,6 +303,21 @@ def _check_settings(out_dir: Path, settings: CacheSettings):
         atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
 
 
+def _check_owned(out_dir: Path):
+    """Write only into a new or empty folder, or a cache of ours: index.json or manifest.json of a user's
+    folder would otherwise be overwritten."""
+    if not out_dir.is_dir() or (out_dir / SETTINGS).is_file():
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotOwnedError(f"{out_dir} is a file, not a cache folder: choose another --out")
+        return
+    ours = [p for p in out_dir.iterdir()
+            if p.name.startswith(".mmder") or (p.name == "shards" and p.is_dir()
+                                               and all(q.name.startswith(".shard-") for q in p.iterdir()))]
+    if len(ours) != len(list(out_dir.iterdir())):
+        raise NotOwnedError(f"{out_dir} is not a prepared cache (no {SETTINGS}) and holds "
+                            f"{describe_contents(out_dir)}; nothing there is overwritten: use a new or empty --out")
+
+
 def parse_shard_spec(spec) -> tuple[int, int] | None:
     if spec is None:
         return None
@@ -335,6 +350,7 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
         raise DatasetError("nothing to prepare: the manifest is empty")
     shard_spec = parse_shard_spec(shard)
     out_dir = Path(out_dir)
+    _check_owned(out_dir)
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
     # One writer per cache (per --shard i/N with several machines); shards are locked one by one too,
     # so overlapping --shard specs or a whole run beside a sharded one never write the same shard.
@@ -529,7 +545,7 @@ def main(argv=None):
         index = prepare(manifest, args.out, config, shard_size=args.shard_size, num_workers=args.num_workers,
                         shard=args.shard, frame_format=args.format, jpeg_quality=args.quality,
                         require_audio=not args.allow_missing_audio, progress=not args.no_progress)
-    except (ConfigError, DatasetError, LockedError) as exc:
+    except (ConfigError, DatasetError, LockedError, NotOwnedError) as exc:
         print(f"mmder-prepare: error: {exc}", file=sys.stderr)
         return 2
     counts = index["counts"]
