@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
 from mmder_tf.fileio import temp_path
 from mmder_tf.models.videomae.presets import heads_for_width
@@ -989,7 +990,9 @@ def main(argv=None):
     parser.add_argument("--pretraining", action="store_true",
                         help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
     parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     if args.pretraining:
         return _main_pretraining(args)
     try:

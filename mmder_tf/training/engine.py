@@ -22,6 +22,7 @@ import numpy as np
 
 import keras
 
+from mmder_tf.config import SEED_MIX
 from mmder_tf.errors import ConfigError
 from mmder_tf.training import compat
 from mmder_tf.training.config import DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS
@@ -212,7 +213,7 @@ def build_epoch_stream(epoch_dataset, initial_epoch: int, epochs: int, steps_per
         part = epoch_dataset(epoch).take(steps_per_epoch)
         if mix is not None:
             part = part.enumerate().map(
-                lambda i, xy, _e=epoch: mix(xy[0], xy[1], tf.stack([tf.constant(seed, tf.int64), _e * 1_000_003 + i])),
+                lambda i, xy, _e=epoch: mix(xy[0], xy[1], tf.stack([tf.constant(seed, tf.int64), _e * SEED_MIX + i])),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         stream = part if stream is None else stream.concatenate(part)
     if float_batches:
@@ -300,7 +301,8 @@ def predict(model, dataset, jit_compile: bool = False) -> Predictions:
     """
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
+    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True,
+                          autograph=False)  # a plain call: nothing for AutoGraph to convert
     keys, labels, outputs = [], [], []
     for element in dataset:
         x, y = element[0], element[1]
