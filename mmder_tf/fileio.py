@@ -128,6 +128,10 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return Path(path)
 
 
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
 # ----------------------------------------------------------------------------- the one-writer lock
 
 _HELD: dict[str, "WriterLock"] = {}  # lock path -> the lock this process holds (re-entrant per process)
