@@ -15,6 +15,9 @@ SPECTROGRAMS = ("logmel", "stft", "mfcc")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_STD = (0.225, 0.225, 0.225)  # the official MultiMAE-DER code: one std for every channel
+# Combines two seeds into one, a * SEED_MIX + b (RFAS seed and epoch, data seed and epoch, epoch and
+# step): odd and larger than any epoch or step count, so different pairs do not collide.
+SEED_MIX = 1_000_003
 # linear_probe: frozen encoder, only fc_norm and the head train (the official code); finetune: all of it.
 CLASSIFIER_MODES = ("linear_probe", "finetune")
 

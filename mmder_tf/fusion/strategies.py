@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mmder_tf.config import check_strategy
+from mmder_tf.config import SEED_MIX, check_strategy
 from mmder_tf.errors import ConfigError
-
-_SEED_MIX = 1_000_003  # odd multiplier so (rfas_seed, epoch) pairs rarely collide
 
 
 def clip_identity(video, audio) -> tf.Tensor:
@@ -52,7 +50,7 @@ def rfas_seed(config, identity, epoch=0) -> tf.Tensor:
     """
     identity = tf.cast(tf.convert_to_tensor(identity), tf.int64)
     epoch = tf.cast(epoch, tf.int64) if config.rfas_per_epoch else tf.constant(0, tf.int64)
-    base = tf.constant(int(config.rfas_seed), tf.int64) * _SEED_MIX
+    base = tf.constant(int(config.rfas_seed), tf.int64) * SEED_MIX
     return tf.stack([identity, base + epoch])
 
 
