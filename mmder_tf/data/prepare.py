@@ -49,7 +49,7 @@ from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
-                             describe_holder, read_json, temp_path)
+                             describe_holder, read_json, replacing)
 
 CACHE_VERSION = 1
 SETTINGS = "settings.json"
@@ -266,8 +266,7 @@ def _prepare_shard(job):
 def _write_shard(out_dir, shard, target, items, settings, config, written, skipped, no_audio, content):
     import tensorflow as tf
 
-    tmp = temp_path(target)
-    try:
+    with replacing(target) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for index, record_dict in items:
                 record = ClipRecord.from_dict(record_dict)
@@ -286,10 +285,6 @@ def _write_shard(out_dir, shard, target, items, settings, config, written, skipp
                                     "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)})
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio, "content": content}
     atomic_write_text(sidecar_path(out_dir, shard), json.dumps(sidecar, indent=1, sort_keys=True))
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from mmder_tf.config import face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, MMDERError
-from mmder_tf.fileio import temp_path
+from mmder_tf.fileio import replacing
 
 # Mean clip length of each dataset's utterances (seconds): a window the model was trained on.
 DATASET_CLIP_SECONDS = {"ravdess": 3.7, "cremad": 2.5, "iemocap": 4.5}
@@ -147,14 +147,11 @@ def plot_timeline(result: dict, class_names, out) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(out, suffix=".png")  # unique: two predictions of one recording never share it
     try:
-        fig.savefig(tmp)
-        tmp.replace(out)
+        with replacing(out, suffix=".png") as tmp:  # unique: two predictions of one recording never share it
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out
 
 

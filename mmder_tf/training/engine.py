@@ -139,16 +139,10 @@ def _tensorboard_available() -> bool:
 
 def save_weights_atomic(model, path):
     """save_weights to a temporary name, then rename: a kill mid-write leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from mmder_tf.fileio import temp_path
+    from mmder_tf.fileio import replacing
 
-    tmp = temp_path(path, suffix=".weights.h5")  # Keras wants the suffix; unique so two writers never collide
-    try:
+    with replacing(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
         model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
