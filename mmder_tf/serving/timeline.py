@@ -157,7 +157,7 @@ def plot_timeline(result: dict, class_names, out) -> Path:
 
 def write_timeline(result: dict, class_names, out_dir) -> dict:
     """Write <name>.timeline.csv / .json / .png into `out_dir`; returns {"csv", "json", "png"} paths."""
-    from mmder_tf.data.datasets import atomic_write_text
+    from mmder_tf.fileio import atomic_write_text
 
     stem = Path(out_dir) / f"{Path(result['path']).stem}.timeline"
     files = {"csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}
