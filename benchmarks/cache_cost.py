@@ -45,7 +45,7 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--strategy", default="fslf")
     parser.add_argument("--workers", default="1,2", help="parallel decoding workers to time (comma list)")
-    parser.add_argument("--formats", default="jpeg,raw")
+    parser.add_argument("--formats", default="png,raw,jpeg")
     opts = parser.parse_args(argv)
     from mmder_tf.data import pipeline
 

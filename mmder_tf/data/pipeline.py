@@ -1,10 +1,11 @@
 """tf.data from a prepared cache: read shards, keep the split's clips, fuse, batch, prefetch.
 
-The fusion runs in the map with the same graph code as `fuse_clip` and the export
-(preprocess.fuse_aligned), on the cached frames (already cropped to
-image_size x image_size; CFAS squeezes them to image_size/2 x image_size) and the
-cached waveform, so spectrogram settings and the strategy can change freely while
-frame choice, crop, image size, sample rate and official mode are the cache's.
+The map calls fusion.clip.fuse_aligned, the one clip -> input function that
+fuse_clip, mmder-predict and the SavedModel call too, on what the cache stored
+losslessly for it (the chosen frames at the strategy's modality size, the float32
+waveform, the duration): a clip from the cache is bit-identical to the served one.
+Spectrogram settings and the strategy can change freely; frame choice, crop,
+image size, sample rate and official mode are the cache's.
 
 Order: shards are hash-mixed at prepare time, so training reads the shards in a
 seeded order, interleaves 8 of them and shuffles a buffer of clips; evaluation
@@ -22,16 +23,15 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mmder_tf.config import FusionConfig, needs_audio, needs_video
-from mmder_tf.data.prepare import load_index, shard_path
+from mmder_tf.config import SEED_MIX, FusionConfig, needs_audio, needs_video
+from mmder_tf.data.prepare import frames_feature, load_index, shard_path
 from mmder_tf.errors import ConfigError, DatasetError
-from mmder_tf.fusion.strategies import rfas_seed
 from mmder_tf.fusion.clip import fuse_aligned
 
 _CYCLE = 8  # shards read at once in training
 
 
-def _feature_spec(frame_counts):
+def _feature_spec(frame_sets):
     spec = {
         "key": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
@@ -39,8 +39,8 @@ def _feature_spec(frame_counts):
         "waveform": tf.io.FixedLenFeature([], tf.string),
         "has_audio": tf.io.FixedLenFeature([], tf.int64),
     }
-    for n in frame_counts:
-        spec[f"frames{n}"] = tf.io.VarLenFeature(tf.string)
+    for n, height, width in frame_sets:
+        spec[frames_feature(n, height, width)] = tf.io.VarLenFeature(tf.string)
     return spec
 
 
@@ -53,9 +53,10 @@ def check_config(index: dict, config: FusionConfig):
     if different:
         detail = ", ".join(f"{k}: cache {a!r}, config {b!r}" for k, (a, b) in sorted(different.items()))
         raise ConfigError(f"the cache was prepared with other settings ({detail}); prepare again or change the config")
-    if config.frames_per_modality not in settings["frame_counts"]:
-        raise ConfigError(f"{config.strategy} needs {config.frames_per_modality} frames per modality; "
-                          f"the cache holds {settings['frame_counts']}")
+    wanted_set = [config.frames_per_modality, *config.modality_size]
+    if needs_video(config.strategy) and wanted_set not in [list(f) for f in settings["frame_sets"]]:
+        raise ConfigError(f"{config.strategy} needs {wanted_set[0]} frames of {wanted_set[1]} x {wanted_set[2]}; "
+                          f"the cache holds the frame sets {settings['frame_sets']} (num_frames differs?)")
 
 
 def resolve_records(index: dict, keys_or_records=None, warn: bool = True):
@@ -83,11 +84,12 @@ def resolve_records(index: dict, keys_or_records=None, warn: bool = True):
     return [entries[k] for k in wanted if entries[k]["status"] == "ok"], skipped
 
 
-def _decode_frames(serialized_list, count, size, frame_format):
-    if frame_format == "jpeg":
-        # Unrolled: count is static, and a Python list of decodes avoids map_fn's per-element overhead.
-        return tf.stack([tf.io.decode_jpeg(serialized_list[i], channels=3) for i in range(count)])
-    return tf.reshape(tf.io.decode_raw(serialized_list[0], tf.uint8), [count, size, size, 3])
+def _decode_frames(serialized_list, count, height, width, frame_format):
+    if frame_format == "raw":
+        return tf.reshape(tf.io.decode_raw(serialized_list[0], tf.uint8), [count, height, width, 3])
+    decode = tf.io.decode_png if frame_format == "png" else tf.io.decode_jpeg
+    # Unrolled: count is static, and a Python list of decodes avoids map_fn's per-element overhead.
+    return tf.stack([decode(serialized_list[i], channels=3) for i in range(count)])
 
 
 def check_strategies(strategies):
@@ -109,38 +111,41 @@ def draw_strategy(key, count: int, seed: int = 0, epoch=0) -> tf.Tensor:
     return tf.random.stateless_uniform([], tf.stack([key_hash, mixed]), maxval=count, dtype=tf.int32)
 
 
-def example_fuser(config: FusionConfig, frame_counts, size: int, frame_format: str, epoch: int = 0,
+def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: int = 0,
                   with_keys: bool = False, strategies=None, seed: int = 0):
     """serialized cache Example -> (fused uint8 [T, S, S, 3], label[, key]): the one parse-and-fuse of the
     prepared cache and of on-the-fly decoding. With `strategies`, each clip's strategy is drawn."""
-    spec = _feature_spec(frame_counts)
+    spec = _feature_spec(frame_sets)
     strategies = check_strategies(strategies)
     configs = [config.replace(strategy=s) for s in strategies] if strategies else [config]
+    available = {tuple(f) for f in frame_sets}
     for c in configs:
-        if needs_video(c.strategy) and c.frames_per_modality not in frame_counts:
-            raise ConfigError(f"{c.strategy} needs {c.frames_per_modality} frames per modality; "
-                              f"the frames hold {list(frame_counts)}")
+        wanted = (c.frames_per_modality, *c.modality_size)
+        if needs_video(c.strategy) and wanted not in available:
+            raise ConfigError(f"{c.strategy} needs frames {wanted}; the frames hold {sorted(available)}")
 
-    def fuse_one(parsed, key, one: FusionConfig):
+    def fuse_one(parsed, one: FusionConfig):
         n = one.frames_per_modality
+        height, width = one.modality_size
         if needs_video(one.strategy):
-            frames = _decode_frames(tf.sparse.to_dense(parsed[f"frames{n}"], default_value=""), n, size, frame_format)
-            frames = tf.ensure_shape(frames, [n, size, size, 3])
+            frames = _decode_frames(tf.sparse.to_dense(parsed[frames_feature(n, height, width)], default_value=""),
+                                    n, height, width, frame_format)
+            frames = tf.ensure_shape(frames, [n, height, width, 3])
         else:
             frames = tf.zeros([0, 1, 1, 3], tf.uint8)
         if needs_audio(one.strategy):
-            waveform = tf.cast(tf.io.decode_raw(parsed["waveform"], tf.int16, little_endian=True), tf.float32) / 32767.0
+            waveform = tf.io.decode_raw(parsed["waveform"], tf.float32, little_endian=True)
         else:
             waveform = tf.zeros([0], tf.float32)
-        return fuse_aligned(frames, waveform, parsed["duration"], one, seed=rfas_seed(one, key, epoch))
+        return fuse_aligned(frames, waveform, parsed["duration"], one, epoch=epoch)
 
     def fuse(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
         key = parsed["key"]
         if len(configs) == 1:
-            fused = fuse_one(parsed, key, configs[0])
+            fused = fuse_one(parsed, configs[0])
         else:
-            branches = [lambda c=c: fuse_one(parsed, key, c) for c in configs]
+            branches = [lambda c=c: fuse_one(parsed, c) for c in configs]
             fused = tf.switch_case(draw_strategy(key, len(configs), seed, epoch), branches)
             fused = tf.ensure_shape(fused, [config.num_frames, config.image_size, config.image_size, 3])
         label = tf.cast(parsed["label"], tf.int32)
@@ -174,7 +179,6 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
             silent = [e["key"] for e in entries if not e["has_audio"]]
             if silent:
                 raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
-    size = settings["image_size"]
     frame_format = settings["frame_format"]
     shards = sorted({e["shard"] for e in entries})
     files = [str(shard_path(cache_dir, s)) for s in shards]
@@ -184,10 +188,10 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
     keys = tf.constant([e["key"] for e in entries])
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, dtype=tf.int32)), default_value=0)
-    spec = _feature_spec(settings["frame_counts"])
+    spec = _feature_spec(settings["frame_sets"])
     epoch_value = 0 if epoch is None else int(epoch)
     # Seeds of the shard order and of the clip shuffle differ per epoch when one is given.
-    shuffle_seed = int(seed) * 1_000_003 + epoch_value
+    shuffle_seed = int(seed) * SEED_MIX + epoch_value
 
     files_ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
@@ -206,7 +210,7 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
         records = records.shuffle(min(shuffle_buffer, len(entries)), seed=shuffle_seed + 1,
                                   reshuffle_each_iteration=epoch is None)
 
-    fuse = example_fuser(config, settings["frame_counts"], size, frame_format, epoch_value, with_keys,
+    fuse = example_fuser(config, settings["frame_sets"], frame_format, epoch_value, with_keys,
                          strategies=strategies, seed=seed)
     dataset = records.map(fuse, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
@@ -224,7 +228,7 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
     lossless raw frames) and the same parse-and-fuse as the cache. A clip that cannot be decoded is
     left out and passed to `on_skip(record, reason)`, once per clip; the epoch is then shorter.
     """
-    from mmder_tf.data.prepare import CacheSettings, encode_clip
+    from mmder_tf.data.prepare import CacheSettings, encode_clip, frame_sets
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -233,7 +237,7 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
         raise DatasetError("no clips to read")
     settings = CacheSettings(
         image_size=config.image_size, crop=config.crop, sample_rate=config.sample_rate, official=config.official,
-        frame_counts=(config.num_frames, config.num_frames // 2), frame_format="raw", jpeg_quality=95,
+        frame_sets=frame_sets(config), frame_format="raw", jpeg_quality=0,
         shard_size=1, require_audio=require_audio, manifest_fingerprint="", num_clips=len(records))
     reported = set()
 
@@ -259,7 +263,7 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
     serialized = dataset.map(lambda i: tf.ensure_shape(tf.numpy_function(encode, [i], tf.string, stateful=False), []),
                              num_parallel_calls=num_parallel_calls, deterministic=True)
     serialized = serialized.filter(lambda x: tf.strings.length(x) > 0)
-    fuse = example_fuser(config, settings.frame_counts, config.image_size, "raw", int(epoch), with_keys,
+    fuse = example_fuser(config, settings.frame_sets, "raw", int(epoch), with_keys,
                          strategies=strategies, seed=seed)
     dataset = serialized.map(fuse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

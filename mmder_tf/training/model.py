@@ -35,7 +35,7 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
         backbone = backbone_from_preset(config.preset, num_frames=fusion.num_frames,
                                                 image_size=fusion.image_size, drop_path_rate=drop_path, dtype=dtype)
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
-                                 class_names=class_names, dtype=dtype)
+                                 mean=config.mean, std=config.std, class_names=class_names, dtype=dtype)
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
@@ -51,6 +51,7 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
     # A saved classifier keeps its own settings; the run's win (its head weights stay).
     model.mode = config.mode
     model.dropout.rate = model.dropout_rate = float(config.dropout)
+    model.normalize.set_statistics(config.mean, config.std)
     return model
 
 
