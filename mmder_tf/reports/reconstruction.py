@@ -81,8 +81,8 @@ def save_png(image: np.ndarray, path) -> Path:
     matplotlib.use("Agg", force=False)
     from matplotlib import image as mpimg
 
-    from mmder_tf.reports.results import _atomic_bytes
+    from mmder_tf.fileio import atomic_write_bytes
 
     buffer = io.BytesIO()
     mpimg.imsave(buffer, np.asarray(image, np.uint8), format="png")
-    return _atomic_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
