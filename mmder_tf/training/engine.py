@@ -148,8 +148,8 @@ def make_layer_decay_adamw(learning_rate, weight_decay: float, depth: int, layer
         def build(self, variables):
             super().build(variables)
             self._lr_scales = [self.layer_decay ** (self.depth + 1 - layer_id(v.path, self.depth)) for v in variables]
-            self._decays = [0.0 if (self.no_decay_1d and len(v.shape) <= 1) else self.decoupled_weight_decay
-                            for v in variables]
+            self._decays = [0.0 if (self.no_decay_1d and len(v.shape) <= 1) or not self._use_weight_decay(v)
+                            else self.decoupled_weight_decay for v in variables]
 
         def lr_scale(self, variable) -> float:
             return self._lr_scales[self._get_variable_index(variable)]
