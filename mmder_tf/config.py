@@ -38,6 +38,14 @@ def needs_video(strategy: str) -> bool:
     return check_strategy(strategy) != "audio"
 
 
+CROPS = ("center", "face", "aligned", "none")
+
+
+def face_crop_mode(crop: str) -> str | None:
+    """What decode_clip's `face_crop` gets for a FusionConfig.crop: "face", "aligned" or None."""
+    return crop if crop in ("face", "aligned") else None
+
+
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """How one clip becomes the fused uint8 [num_frames, image_size, image_size, 3] input.
@@ -50,7 +58,7 @@ class FusionConfig:
     num_frames: int = 16
     image_size: int = 224
     sample_rate: int = 16000
-    crop: str = "center"  # "center" (square centre crop), "face" (Haar cascade), "none" (stretch)
+    crop: str = "center"  # "center" (centre square), "face" / "aligned" (tracked face, media/face.py), "none" (stretch)
     spectrogram: str = "logmel"  # "logmel" or "mfcc"
     n_fft: int = 512
     win_ms: float = 25.0
@@ -71,8 +79,8 @@ class FusionConfig:
             raise ConfigError(f"num_frames must be even and >= 2 (tubelets pair frames), got {self.num_frames}")
         if self.image_size % 32:
             raise ConfigError(f"image_size must be a multiple of 32 (16-pixel patches, CFAS halves), got {self.image_size}")
-        if self.crop not in ("center", "face", "none"):
-            raise ConfigError(f"crop must be 'center', 'face' or 'none', got {self.crop!r}")
+        if self.crop not in CROPS:
+            raise ConfigError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.spectrogram not in ("logmel", "mfcc"):
             raise ConfigError(f"spectrogram must be 'logmel' or 'mfcc', got {self.spectrogram!r}")
         if self.colormap not in ("viridis", "gray"):

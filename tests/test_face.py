@@ -1,91 +1,181 @@
-"""Face box on real faces (RAVDESS, CREMA-D) and the centre fallback on frames without one."""
+"""Faces detected (MTCNN), tracked and cropped: every real clip, and generated scenes for the edge cases.
+
+The generated scenes paste a real face (a CREMA-D frame's face) onto a noise
+background, so the detector sees a real face where the test puts it.
+"""
 import numpy as np
 import pytest
 
 from mmder_tf import errors
+from mmder_tf.config import FusionConfig
 from mmder_tf.media import face
-from mmder_tf.media.decode import decode_clip, write_video
+from mmder_tf.media.decode import decode_clip
 
-RAVDESS = "01-01-01-01-01-01-01.mp4"
+CREMAD = "1001_DFA_HAP_XX.flv"
+JITTER_LIMIT = 0.015  # box moves < 1.5% of its side between chosen frames (measured: 0.003-0.009)
 
 
 @pytest.fixture(scope="module")
-def ravdess_frames(realclips):
-    return decode_clip(realclips[RAVDESS], 16, need_audio=False).frames[16]
+def face_patch(realclips):
+    """A real face, uint8 [s, s, 3] (the face crop of a CREMA-D frame)."""
+    frames = decode_clip(realclips[CREMAD], 2, need_audio=False).frames[2][:1]
+    crops, track = face.face_crops(frames, "face")
+    assert track.source == ("detected",)
+    return crops[0]
 
 
-def assert_inside(box, height, width):
-    assert box.x >= 0 and box.y >= 0 and box.size > 0
-    assert box.x + box.size <= width and box.y + box.size <= height
+def scene(patch, placements, height=240, width=320, seed=0):
+    """A frame of noise with `patch` resized to each (cx, cy, side) in `placements`."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(90, 140, (height, width, 3), dtype=np.uint8)
+    for cx, cy, side in placements:
+        resized = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
+        x0, y0 = cx - side // 2, cy - side // 2
+        xs, ys = slice(max(x0, 0), min(x0 + side, width)), slice(max(y0, 0), min(y0 + side, height))
+        frame[ys, xs] = resized[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
+    return frame
 
 
-def test_face_found_on_ravdess(ravdess_frames):
-    height, width = ravdess_frames.shape[1:3]
-    box = face.face_box(ravdess_frames)
-    assert box.found
-    assert_inside(box, height, width)
-    # the actor faces the camera, centred; his head fills about half the frame height
-    assert abs(box.x + box.size / 2 - width / 2) < 0.1 * width
-    assert 0.4 * height < box.size < 0.95 * height
-    # the box is the cascade's face enlarged by the margin
-    tight = face.face_box(ravdess_frames, margin=1.0)
-    assert box.size == pytest.approx(tight.size * face.DEFAULT_MARGIN, abs=2)
-    assert abs((box.x + box.size / 2) - (tight.x + tight.size / 2)) <= 1
-
-
-def test_decode_clip_face_crop(realclips):
-    clip = decode_clip(realclips["1001_DFA_HAP_XX.flv"], (16, 8), face_crop=True)
-    assert clip.face_found is True
-    side = clip.frames[16].shape[1]
+@pytest.mark.parametrize("name", ["01-01-01-01-01-01-01.mp4", "01-01-08-02-01-01-19.mp4", "1001_DFA_ANG_XX.flv",
+                                  "1001_DFA_DIS_XX.flv", "1001_DFA_FEA_XX.flv", "1001_DFA_HAP_XX.flv",
+                                  "1001_DFA_NEU_XX.flv", "1001_DFA_SAD_XX.flv"])
+def test_face_found_on_every_chosen_frame_of_every_real_clip(realclips, name):
+    clip = decode_clip(realclips[name], 16, need_audio=False, face_crop="face")
+    track = clip.face_tracks[16]
+    assert track.source == ("detected",) * 16
+    assert track.jitter() < JITTER_LIMIT
+    height, width = track.height, track.width
+    # one actor facing the camera: the face is central and fills a good part of the frame height
+    assert np.all(np.abs(track.centers[:, 0] - width / 2) < 0.2 * width)
+    assert np.all((track.sides > 0.25 * height) & (track.sides < 0.9 * height))
+    side = face.crop_size(track)
     assert clip.frames[16].shape == (16, side, side, 3)
-    assert clip.frames[8].shape == (8, side, side, 3)  # one box for the whole clip
-    assert 100 < side < 360
-    plain = decode_clip(realclips["1001_DFA_HAP_XX.flv"], 16, need_audio=False)
-    assert plain.face_found is None
-    # crops are pixel-exact windows of the plain frames (motion is kept, nothing resampled)
-    box = face.face_box(plain.frames[16])
-    np.testing.assert_array_equal(clip.frames[16], face.crop(plain.frames[16], box))
-    shared = np.intersect1d(clip.frame_indices[16], clip.frame_indices[8])
-    for index in shared:
-        np.testing.assert_array_equal(
-            clip.frames[16][list(clip.frame_indices[16]).index(index)],
-            clip.frames[8][list(clip.frame_indices[8]).index(index)],
-        )
 
 
-def test_box_near_the_border_is_shifted_inside(ravdess_frames):
-    # cut the frame so the face touches the left edge: the enlarged box would stick out
-    frames = np.ascontiguousarray(ravdess_frames[:, :, 400:])
-    height, width = frames.shape[1:3]
-    box = face.face_box(frames)
-    assert box.found
-    assert box.x == 0
-    assert_inside(box, height, width)
+def test_decode_crops_each_count_on_its_own_track_and_aligns_the_eyes(realclips):
+    clip = decode_clip(realclips[CREMAD], (16, 8), need_audio=False, face_crop="aligned")
+    alone = decode_clip(realclips[CREMAD], 16, need_audio=False, face_crop="aligned")
+    assert clip.face_found is True and len(clip.face_tracks[8].source) == 8
+    np.testing.assert_array_equal(clip.frames[16], alone.frames[16])  # not changed by the 8-frame selection
+    # detecting again on the aligned crops finds the eyes where the template puts them
+    side = clip.frames[16].shape[1]
+    again = face.detect(clip.frames[16])
+    eyes = np.array([max(d, key=lambda f: f.side).eyes for d in again])
+    np.testing.assert_allclose(eyes.mean(0) / side, face.ALIGNED_EYES, atol=0.03)
+    # and the eye line is level on every frame (rotation removed)
+    tilt = np.degrees(np.arctan2(eyes[:, 1, 1] - eyes[:, 0, 1], eyes[:, 1, 0] - eyes[:, 0, 0]))
+    assert np.abs(tilt).max() < 4
 
 
-def test_no_face_falls_back_to_centre(tmp_path):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:240, 0:320]
-    frames = np.stack([
-        np.clip(np.stack([xx * 0.7 + 3 * i, yy, 128 + 0 * xx], -1) + rng.normal(0, 4, (240, 320, 3)), 0, 255)
-        for i in range(20)
-    ]).astype(np.uint8)
-    path = write_video(tmp_path / "landscape.mp4", frames, 25)
-    clip = decode_clip(path, 8, need_audio=False, face_crop=True)
-    assert clip.face_found is False
-    plain = decode_clip(path, 8, need_audio=False)
-    np.testing.assert_array_equal(clip.frames[8], plain.frames[8][:, :, 40:280])
-    assert face.face_box(frames) == face.FaceBox(x=40, y=0, size=240, found=False)
+def test_aligned_undoes_an_in_plane_rotation(realclips):
+    import cv2
+
+    frame = decode_clip(realclips[CREMAD], 2, need_audio=False).frames[2][0]
+    centre = (frame.shape[1] / 2, frame.shape[0] / 2)
+    tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D(centre, 20, 1.0), frame.shape[1::-1])
+    crops, track = face.face_crops(np.stack([frame, tilted]), "aligned")
+    assert track.source == ("detected", "detected")
+    eyes = [max(d, key=lambda f: f.side).eyes for d in face.detect(crops)]
+    tilt = [np.degrees(np.arctan2(e[1][1] - e[0][1], e[1][0] - e[0][0])) for e in eyes]
+    assert abs(tilt[1]) < 5 and abs(tilt[1] - tilt[0]) < 5
 
 
-def test_center_box_portrait():
-    assert face.center_box(300, 200) == face.FaceBox(x=0, y=50, size=200, found=False)
+def test_no_face_gives_the_centre_square():
+    frames = np.stack([scene(np.zeros((8, 8, 3), np.uint8), [], seed=i) for i in range(4)])
+    for mode in face.FACE_CROPS:
+        crops, track = face.face_crops(frames, mode)
+        assert not track.found and track.source == ("centre",) * 4
+        np.testing.assert_array_equal(crops, frames[:, :, 40:280])  # pixel-exact, as crop="center"
+
+
+def test_two_faces_keep_the_most_prominent_identity(face_patch):
+    # a large face left of centre and a small one at the right; in the last frames the
+    # other person comes closer and is larger: the track must not jump to them
+    placements = [[(130, 120, 110), (260, 110, 60)]] * 5 + [[(130, 120, 110), (255, 115, 130)]] * 3
+    frames = np.stack([scene(face_patch, p, seed=i) for i, p in enumerate(placements)])
+    detections = face.detect(frames)
+    assert all(len(d) == 2 for d in detections)
+    track = face.track(detections, 240, 320)
+    assert track.source == ("detected",) * 8
+    assert np.all(np.abs(track.centers[:, 0] - 130) < 10)
+
+
+def test_face_leaving_the_frame_holds_the_last_box_and_entering_starts_from_the_centre(face_patch):
+    # frames 0-1: no face (centre); 2-5: a face walks right; 6-7: it has left (previous box held)
+    xs = [None, None, 110, 140, 170, 200, None, None]
+    frames = np.stack([scene(face_patch, [] if x is None else [(x, 120, 100)], seed=i) for i, x in enumerate(xs)])
+    crops, track = face.face_crops(frames, "face")
+    assert track.source == ("centre",) * 2 + ("detected",) * 4 + ("previous",) * 2
+    np.testing.assert_array_equal(track.centers[6], track.centers[5])
+    np.testing.assert_array_equal(track.centers[7], track.centers[5])
+    assert track.centers[5][0] > track.centers[2][0] + 45  # smoothed, it still follows the 90 px walk
+    size = face.crop_size(track)
+    assert crops.shape == (8, size, size, 3)
+    # centre frames: the centre square (240 x 240 at x=40) scaled to the crop size
+    import cv2
+
+    np.testing.assert_allclose(crops[0].astype(float),
+                               cv2.resize(frames[0][:, 40:280], (size, size), interpolation=cv2.INTER_LINEAR),
+                               atol=60)
+
+
+def test_face_box_near_the_border_is_shifted_inside(face_patch):
+    frames = np.stack([scene(face_patch, [(40, 120, 110)], seed=i) for i in range(3)])
+    crops, track = face.face_crops(frames, "face")
+    assert track.found
+    side = face.crop_size(track)
+    # the 1.3 x 110 px box would start left of the frame: it is shifted to x=0, a pixel-exact window
+    y = int(round(min(max(track.centers[0][1] - side / 2, 0), 240 - side)))
+    np.testing.assert_array_equal(crops[0], frames[0][y: y + side, :side])
+
+
+def test_haar_detector_boxes_only(face_patch):
+    frames = np.stack([scene(face_patch, [(160, 120, 120)], seed=i) for i in range(2)])
+    crops, track = face.face_crops(frames, "face", detector="haar")
+    assert track.source == ("detected",) * 2 and np.all(np.abs(track.centers[:, 0] - 160) < 12)
+    with pytest.raises(errors.ConfigError, match="landmarks"):
+        face.face_crops(frames, "aligned", detector="haar")
 
 
 def test_bad_arguments():
     with pytest.raises(errors.ConfigError):
-        face.face_box(np.zeros((0, 10, 10, 3), np.uint8))
+        face.detect(np.zeros((0, 10, 10, 3), np.uint8))
     with pytest.raises(errors.ConfigError):
-        face.face_box(np.zeros((2, 10, 10), np.uint8))
+        face.detect(np.zeros((2, 10, 10), np.uint8))
     with pytest.raises(errors.ConfigError):
-        face.face_box(np.zeros((2, 10, 10, 3), np.uint8), margin=0)
+        face.detect(np.zeros((2, 10, 10, 3), np.uint8), detector="dlib")
+    frames = np.zeros((2, 10, 10, 3), np.uint8)
+    track = face.track([[], []], 10, 10)
+    with pytest.raises(errors.ConfigError):
+        face.crop_frames(frames, "centre", track)
+    with pytest.raises(errors.ConfigError):
+        face.crop_frames(frames, "face", track, margin=0)
+    with pytest.raises(errors.ConfigError):
+        face.crop_frames(frames[:1], "face", track)
+    assert FusionConfig(crop="aligned").crop == "aligned"
+    with pytest.raises(errors.ConfigError):
+        FusionConfig(crop="openface")
+
+
+def test_prepare_fuse_clip_and_the_default_crop_share_the_face_crops(realclips, tmp_path):
+    from mmder_tf.data import prepare as prep
+    from mmder_tf.data.datasets import ClipRecord, Manifest
+    from mmder_tf.fusion.clip import fuse_clip, prepare_frames
+
+    config = FusionConfig(strategy="video", image_size=64, crop="aligned")
+    path = realclips[CREMAD]
+    manifest = Manifest(records=(ClipRecord(str(path), 0, "happy", "1001", key="clip"),), class_names=("happy",))
+    prep.prepare(manifest, tmp_path / "cache", config, shard_size=1, progress=False, frame_format="raw")
+    from mmder_tf.data.pipeline import make_dataset
+
+    cached = next(iter(make_dataset(tmp_path / "cache", None, config, 1, training=False)))[0].numpy()[0]
+    fused = fuse_clip(path, config=config)
+    np.testing.assert_array_equal(cached, fused)
+    crops = decode_clip(path, 16, need_audio=False, face_crop="aligned").frames[16]
+    np.testing.assert_array_equal(fused, prepare_frames(crops, config).numpy())
+    assert prep.default_crop("cremad") == prep.REAL_DATASET_CROP
+    assert prep.default_crop("csv") == "center"
+    (tmp_path / "synthetic.json").write_text("{}")
+    assert prep.default_crop("ravdess", tmp_path) == "center"

@@ -1,11 +1,11 @@
 """Decode every clip once into a sharded TFRecord cache that training reads at full speed.
 
     python -m mmder_tf.data.prepare --dataset ravdess --data-dir D --out CACHE \
-        [--num-workers N] [--shard i/N] [--image-size 224] [--official] [--crop center|face|none]
+        [--num-workers N] [--shard i/N] [--image-size 224] [--official] [--crop center|face|aligned|none]
 
 What is stored per clip (one tf.train.Example): key, label, subject, duration,
 frames16 and frames8 (the frames the alignment picks for 16 and 8 frames per
-modality, cropped and resized to image_size x image_size by
+modality, cropped (the centre square, or the tracked face: media/face.py) and resized to image_size x image_size by
 preprocess.prepare_frames, JPEG q95 or raw), the mono waveform at the config's
 sample rate (int16 PCM) and its sample rate. Spectrograms are NOT stored: the
 pipeline computes them with the same graph code, so spectrogram settings can
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.config import FusionConfig
+from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
 from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 
@@ -99,6 +99,21 @@ def shard_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{shard:05d}.tfrecord"
 
 
+# The real datasets' default crop, chosen by benchmarks/face.py on the real clips
+# (README "Faces"): the tracked face crop puts the face at ~RATIO of the input's
+# area where the centre square leaves it a fraction.
+REAL_DATASET_CROP = "face"
+
+
+def default_crop(dataset: str, data_dir=None) -> str:
+    """The crop `mmder-prepare` uses without --crop: REAL_DATASET_CROP for RAVDESS, CREMA-D and IEMOCAP
+    recordings; the centre square for csv manifests and for generated data (a folder with synthetic.json,
+    whose drawn faces are not what the detector was trained on)."""
+    if data_dir is not None and (Path(data_dir) / "synthetic.json").is_file():
+        return "center"
+    return REAL_DATASET_CROP if dataset in ("ravdess", "cremad", "iemocap") else "center"
+
+
 def sidecar_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{shard:05d}.json"
 
@@ -122,10 +137,10 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
     from mmder_tf.fusion.clip import prepare_frames
 
     half = record.meta.get("crop_half")
-    face = settings.crop == "face"
+    face = face_crop_mode(settings.crop)
     kwargs = dict(num_frames=tuple(settings.frame_counts), sample_rate=settings.sample_rate,
                   official=settings.official, start=record.start, end=record.end,
-                  face_crop=face and half is None)
+                  face_crop=face if half is None else None)
     try:
         clip = decode_clip(record.path, need_audio=True, **kwargs)
     except NoAudioStreamError:
@@ -134,21 +149,31 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         clip = decode_clip(record.path, need_audio=False, **kwargs)
     if not (np.isfinite(clip.duration) and clip.duration > 0):
         raise CorruptMediaError(record.path, f"decoder returned an unusable duration {clip.duration!r}")
-    # Resize each distinct frame once: the 16- and 8-frame selections can share frames.
     counts = list(settings.frame_counts)
-    unique = sorted({int(i) for n in counts for i in clip.frame_indices[n]})
-    position = {index: p for p, index in enumerate(unique)}
-    source = {}
-    for n in counts:
-        for frame, index in zip(clip.frames[n], clip.frame_indices[n]):
-            source.setdefault(int(index), frame)
-    frames_all = _crop_half(np.stack([source[i] for i in unique]), half)
-    if face and half is not None:
-        # The face box must be searched in the speaker's half, not in the whole split screen.
-        from mmder_tf.media import face as face_module
-        frames_all = face_module.crop_clip({0: frames_all})[0][0]
+    frames_by_count = clip.frames
+    if half is not None:
+        images = {int(i): frame for n in counts for frame, i in zip(clip.frames[n], clip.frame_indices[n])}
+        images = {i: _crop_half(frame[None], half)[0] for i, frame in images.items()}
+        if face:
+            # The face must be searched in the speaker's half, not in the whole split screen.
+            from mmder_tf.media.face import crop_selections
+            frames_by_count = crop_selections(images, clip.frame_indices, face)[0]
+        else:
+            frames_by_count = {n: np.stack([images[int(i)] for i in clip.frame_indices[n]]) for n in counts}
     square = (settings.image_size, settings.image_size)
-    resized_all = prepare_frames(frames_all, config, size=square).numpy()
+    if face:
+        # each count's frames are cropped along their own face track (as fuse_clip does for one count)
+        resized_by_count = {n: prepare_frames(frames_by_count[n], config, size=square).numpy() for n in counts}
+    else:
+        # Resize each distinct frame once: the 16- and 8-frame selections can share frames.
+        unique = sorted({int(i) for n in counts for i in clip.frame_indices[n]})
+        position = {index: p for p, index in enumerate(unique)}
+        source = {}
+        for n in counts:
+            for frame, index in zip(frames_by_count[n], clip.frame_indices[n]):
+                source.setdefault(int(index), frame)
+        resized_all = prepare_frames(np.stack([source[i] for i in unique]), config, size=square).numpy()
+        resized_by_count = {n: resized_all[[position[int(i)] for i in clip.frame_indices[n]]] for n in counts}
     features = {
         "key": _bytes([record.key.encode()]),
         "label": _int64([record.label]),
@@ -158,7 +183,7 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         "has_audio": _int64([int(clip.waveform is not None)]),
     }
     for n in counts:
-        resized = resized_all[[position[int(i)] for i in clip.frame_indices[n]]]
+        resized = resized_by_count[n]
         if settings.frame_format == "jpeg":
             encoded = [tf.io.encode_jpeg(image, quality=settings.jpeg_quality).numpy() for image in resized]
         else:
@@ -396,7 +421,9 @@ def main(argv=None):
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--official", action="store_true", help="the official code's frame choice")
-    parser.add_argument("--crop", choices=("center", "face", "none"), default="center")
+    parser.add_argument("--crop", choices=CROPS,
+                        help=f"frame crop (default: {REAL_DATASET_CROP!r} for ravdess, cremad and iemocap, "
+                             "'center' for csv manifests and generated data)")
     parser.add_argument("--format", choices=("jpeg", "raw"), default="jpeg")
     parser.add_argument("--quality", type=int, default=95)
     parser.add_argument("--num-classes", type=int, help="RAVDESS: 7 (calm merged) or 8")
@@ -408,7 +435,7 @@ def main(argv=None):
         options = {"num_classes": args.num_classes} if args.num_classes else {}
         manifest = load_manifest(args.dataset, args.data_dir, args.manifest, **options)
         config = FusionConfig(image_size=args.image_size, num_frames=args.num_frames, sample_rate=args.sample_rate,
-                              crop=args.crop, official=args.official)
+                              crop=args.crop or default_crop(args.dataset, args.data_dir), official=args.official)
         index = prepare(manifest, args.out, config, shard_size=args.shard_size, num_workers=args.num_workers,
                         shard=args.shard, frame_format=args.format, jpeg_quality=args.quality,
                         require_audio=not args.allow_missing_audio, progress=not args.no_progress)

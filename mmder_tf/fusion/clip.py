@@ -7,8 +7,10 @@ cached tf.function, so training, serving and one-off calls compute the same thin
 
 Frames: crop "center" takes the centred square and resizes it to the modality
 size (for CFAS, 112 x 224 squeezes that square vertically, as the paper's
-V in R^{16x112x224} does); "face" frames arrive face-cropped from the decoder and
-get the same centred square; "none" stretches the whole frame. Resizing is
+V in R^{16x112x224} does); "face" and "aligned" frames arrive as square face
+crops from the decoder (media/face.py: detected, tracked and cropped on the
+client, outside the graph) and get the same centred square, a no-op on them;
+"none" stretches the whole frame. Resizing is
 bilinear, rounded to uint8, and skipped when the frames already have the target
 size (cached frames); it is antialiased only where an axis shrinks by more than 2
 (e.g. CFAS's 360 -> 112 rows), plain half-pixel bilinear otherwise (360 -> 224).
@@ -28,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmder_tf.fusion import alignment
-from mmder_tf.config import FusionConfig, needs_audio, needs_video
+from mmder_tf.config import FusionConfig, face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, NoAudioStreamError
 from mmder_tf.fusion.strategies import fuse, rfas_seed
 from mmder_tf.fusion.spectrogram import settings_from_config, spectrogram_images
@@ -88,7 +90,7 @@ def prepare_frames(frames, config: FusionConfig, size=None) -> tf.Tensor:
     if frames.dtype != tf.uint8:
         raise ConfigError(f"frames must be uint8 [n, h, w, 3], got dtype {frames.dtype.name}")
     size = _size(config, size)
-    if config.crop in ("center", "face"):
+    if config.crop != "none":
         frames = _center_square(frames)
     out = _resize_uint8(frames, size)
     out.set_shape([frames.shape[0], size[0], size[1], 3])
@@ -208,14 +210,24 @@ def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None 
     clip = decode_clip(
         path, n, sample_rate=config.sample_rate, official=config.official,
         need_video=needs_video(config.strategy), need_audio=needs_audio(config.strategy),
-        face_crop=config.crop == "face",
+        face_crop=face_crop_mode(config.crop),
     )
+    return fuse_decoded(clip, config, Path(path).name if key is None else key)
+
+
+def fuse_decoded(clip, config: FusionConfig, key: str = "") -> np.ndarray:
+    """A DecodedClip (decode_clip's, or one window of media.stream.stream_windows) -> the fused input.
+
+    The clip must hold config.frames_per_modality frames (face-cropped already
+    where config.crop asks for it) and, for audio-visual strategies, a waveform.
+    """
+    n = config.frames_per_modality
     if needs_audio(config.strategy) and clip.waveform is None:
-        raise NoAudioStreamError(path, f"strategy {config.strategy!r} needs audio and the file has none")
+        raise NoAudioStreamError(clip.path, f"strategy {config.strategy!r} needs audio and the file has none")
     frames = clip.frames[n] if needs_video(config.strategy) else np.zeros((0, 1, 1, 3), np.uint8)
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
     # the seed only matters (and its string hash is only worth an eager op) for rfas
-    seed = rfas_seed(config, Path(path).name if key is None else key) if config.strategy == "rfas" else _NO_SEED
+    seed = rfas_seed(config, key) if config.strategy == "rfas" else _NO_SEED
     fused = fused_function(config)(
         frames, np.asarray(waveform, np.float32), np.float32(clip.duration), seed
     )

@@ -185,6 +185,7 @@ class DecodedClip:
     sample_rate: int
     fps: float
     face_found: bool | None = None  # None when no face crop was asked
+    face_tracks: dict | None = None  # n -> face.FaceTrack through the n chosen frames
 
 
 def _counts(num_frames) -> tuple[int, ...]:
@@ -534,7 +535,7 @@ def decode_clip(
     need_audio: bool = True,
     start: float | None = None,
     end: float | None = None,
-    face_crop: bool = False,
+    face_crop: str | bool | None = None,
 ) -> DecodedClip:
     """Decode one clip: the frames alignment selects (for each count in `num_frames`) and the audio.
 
@@ -553,7 +554,10 @@ def decode_clip(
     but `frames` is empty.
 
     `start`/`end` (seconds on the file's timeline) decode only that segment.
-    `face_crop` crops every selected frame to one square face box (face.py).
+    `face_crop` ("face" or "aligned"; True means "face") replaces every selected
+    frame by its face crop (media/face.py): faces are detected once on the distinct
+    chosen frames, then each count's frames are tracked and cropped on their own,
+    so the n-frame crops are the same whatever other counts are decoded with them.
 
     Raises (each naming the file): MediaError (missing file), EmptyFileError,
     CorruptMediaError (not media, truncated, nothing decodable),
@@ -631,12 +635,14 @@ def decode_clip(
         waveform = _align_audio(
             waveform, audio_start if audio_start is not None else video_start, video_start, sample_rate, end
         )
-    frames = {n: np.stack([images[int(i)] for i in idx]) for n, idx in selection.items()} if need_video else {}
-    face_found = None
+    face_found = face_tracks = None
     if face_crop and need_video:
         from mmder_tf.media import face
 
-        frames, face_found = face.crop_clip(frames)
+        frames, face_tracks = face.crop_selections(images, selection, "face" if face_crop is True else face_crop)
+        face_found = any(track.found for track in face_tracks.values())
+    else:
+        frames = {n: np.stack([images[int(i)] for i in idx]) for n, idx in selection.items()} if need_video else {}
     diffs = np.diff(times_rel)
     fps = float(1.0 / np.median(diffs)) if len(diffs) and np.median(diffs) > 0 else 0.0
     return DecodedClip(
@@ -650,4 +656,5 @@ def decode_clip(
         sample_rate=sample_rate,
         fps=fps,
         face_found=face_found,
+        face_tracks=face_tracks,
     )

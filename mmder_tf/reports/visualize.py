@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.config import STRATEGIES, FusionConfig, check_strategy
+from mmder_tf.config import CROPS, STRATEGIES, FusionConfig, check_strategy
 from mmder_tf.errors import MMDERError
 
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--all", action="store_true", help="every strategy, one row each")
     parser.add_argument("--out", default=None, help="PNG path (default: <clip stem>_<strategy|all>.png)")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--crop", default="center", choices=("center", "face", "none"))
+    parser.add_argument("--crop", default="center", choices=CROPS)
     parser.add_argument("--spectrogram", default="logmel", choices=("logmel", "mfcc"))
     parser.add_argument("--colormap", default="viridis", choices=("viridis", "gray"))
     parser.add_argument("--official", action="store_true", help="the official code's frame choice, SFAS and MFCC")

@@ -15,6 +15,11 @@ Signatures (see docs/serving.md for request bodies):
   `preprocess.fuse_media` (alignment.select_frame_indices, as the decoder uses,
   then the fuse_aligned the training pipeline maps). These inputs are declared
   with unknown rank; their shapes are asserted in the graph (see `from_media` below).
+  With crop "face" or "aligned" the frames sent are face crops made on the client
+  (`media.face.face_crops`): detection is a cascade of three networks with
+  data-dependent candidate counts and NMS, and tracking is sequential, so in the
+  graph it would cost every request a detector and tie the SavedModel to one; on
+  the client, the same code that prepares the training cache makes the crops.
 - `metadata`: one ignored int32 scalar `unused` -> strategy, preset, class names,
   sample rate, frame count, image size, the FusionConfig JSON and everything as
   one JSON string. The input exists because `saved_model_cli run` refuses a
@@ -81,7 +86,10 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
             "serving_float": {"fused": f"float32 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
             "from_media": {
                 "frames": "uint8 [batch, frames, height, width, 3] RGB, every decoded frame of the clip"
-                          + (", face-cropped as decode_clip(face_crop=True) does" if config.crop == "face" else ""),
+                          + (f", each already replaced by its {config.crop!r} crop: "
+                             f"mmder_tf.media.face.face_crops(frames, {config.crop!r})[0] (faces are detected "
+                             "and tracked on the client, not in the graph)"
+                             if config.crop in ("face", "aligned") else ""),
                 "timestamps": "float32 [batch, frames] presentation time of each frame in seconds",
                 "waveform": f"float32 [batch, samples] mono at {config.sample_rate} Hz, sample 0 at the first "
                             "frame's time",

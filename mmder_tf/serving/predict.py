@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="emotions shown per clip (default 3)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timeline", action="store_true",
+                   help="emotion over time: one prediction per window of each recording (any length, streamed), "
+                        "written as <name>.timeline.csv/.json/.png into --out")
+    p.add_argument("--window", type=float, help="--timeline window in seconds (default: the training clips' "
+                                                 "length, 3 s when unknown)")
+    p.add_argument("--hop", type=float, help="--timeline step between windows in seconds (default: half a window)")
+    p.add_argument("--out", default=".", help="folder for the --timeline files (default: the current folder)")
     return p
 
 
@@ -159,7 +166,18 @@ def main(argv=None) -> int:
         print(f"mmder-predict: error: {error}", file=sys.stderr)
         return 2
     k = min(args.top_k, len(model.class_names))
-    results = predict_clips(model, args.clips, args.batch_size, progress=False if args.no_progress else None)
+    progress = False if args.no_progress else None
+    if args.timeline:
+        from mmder_tf.serving.timeline import predict_recordings
+
+        try:
+            results = predict_recordings(model, expand_paths(args.clips), args.out, args.window, args.hop,
+                                         args.batch_size, progress)
+        except ConfigError as error:
+            print(f"mmder-predict: error: {error}", file=sys.stderr)
+            return 2
+    else:
+        results = predict_clips(model, args.clips, args.batch_size, progress=progress)
     for result in results:
         if "probabilities" in result:
             ranked = top_k(result["probabilities"], k)
@@ -172,6 +190,10 @@ def main(argv=None) -> int:
         }, indent=2))
     else:
         print(format_table(results, k))
+        for result in results:
+            if "files" in result:
+                print(f"{result['path']}: {len(result['timeline'])} windows -> {result['files']['csv']}, "
+                      f"{result['files']['json']}, {result['files']['png']}")
     predicted = sum("probabilities" in r for r in results)
     return 0 if predicted else 1
 
