@@ -72,6 +72,15 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--synthetic-actors", type=int, default=24, help="demo dataset: actors")
     p.add_argument("--synthetic-clips", type=int, default=1, help="demo dataset: clips per actor and class")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity (1 = progress bars)")
+    p.add_argument("--targets", default="category",
+                   help="what to learn: 'category' plus emotion dimensions, e.g. category,valence,arousal "
+                        "(IEMOCAP: valence/arousal/dominance; RAVDESS, CREMA-D: intensity; CSV: numeric columns)")
+    p.add_argument("--task-weighting", choices=("uncertainty", "fixed"), default="uncertainty",
+                   help="joint loss: learned per-task uncertainty (log-variance) weights, or fixed --task-weights")
+    p.add_argument("--task-weights", help="fixed weights, e.g. category=1,valence=0.5 (default 1 each)")
+    p.add_argument("--targets-file", help="CSV key,<dimension>,... adding dimensions to any dataset's clips")
+    p.add_argument("--synthetic-dimensions", action="store_true",
+                   help="demo dataset: generate it with valence / arousal cues (data.synthetic dimensions=True)")
     return p
 
 
@@ -132,6 +141,17 @@ def resolve_options(argv=None, raise_errors: bool = False) -> argparse.Namespace
     if not 0.0 <= args.dropout < 1.0:
         raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
     args.fold_list = parse_folds(args.folds)
+    from mmder_tf.training.multitask import parse_targets, parse_task_weights
+
+    args.dimensions = list(parse_targets(args.targets))
+    weights = parse_task_weights(args.task_weights)
+    if weights and args.task_weighting != "fixed":
+        raise ConfigError("--task-weights apply to --task-weighting fixed (uncertainty weights are learned)")
+    unknown = sorted(set(weights) - {"category", *args.dimensions})
+    if unknown:
+        raise ConfigError(f"--task-weights name {unknown}, not among --targets {args.targets}")
+    if args.targets_file and not Path(args.targets_file).is_file():
+        raise ConfigError(f"--targets-file {args.targets_file}: no such file")
     if args.weights and not Path(args.weights).exists():
         raise ConfigError(f"--weights {args.weights}: no such file")
     from mmder_tf.config import FusionConfig
@@ -153,13 +173,15 @@ def synthetic_dir(args) -> Path:
     if args.synthetic_dir:
         return Path(args.synthetic_dir)
     root = Path(os.environ.get("MMDER_CACHE", Path.home() / ".cache" / "mmder_tf"))
-    return root / "synthetic" / f"a{args.synthetic_actors}_c{args.synthetic_clips}_s{args.seed}"
+    suffix = "_dims" if getattr(args, "synthetic_dimensions", False) else ""
+    return root / "synthetic" / f"a{args.synthetic_actors}_c{args.synthetic_clips}_s{args.seed}{suffix}"
 
 
-def _generate_demo(directory, actors: int, clips: int, seed: int, progress: bool = False):
+def _generate_demo(directory, actors: int, clips: int, seed: int, progress: bool = False, dimensions: bool = False):
     from mmder_tf.data import synthetic
 
-    synthetic.generate(directory, actors=actors, clips_per_class=clips, seed=seed, progress=progress)
+    synthetic.generate(directory, actors=actors, clips_per_class=clips, seed=seed, progress=progress,
+                       dimensions=dimensions)
 
 
 def ensure_demo_data(directory=None, actors: int | None = None, clips: int | None = None, seed: int = 0) -> Path:
@@ -184,16 +206,28 @@ def ensure_demo_data(directory=None, actors: int | None = None, clips: int | Non
 
 def load_run_manifest(args):
     """The manifest of the run; for the demo, generates the dataset first (kept between runs)."""
-    from mmder_tf.data.datasets import load_manifest
+    from mmder_tf.data.datasets import attach_targets, load_manifest
+    from mmder_tf.training.multitask import check_dimensions
 
     if args.dataset == "synthetic":
+        from mmder_tf.data.synthetic import DIMENSIONS_TABLE
+
         directory = synthetic_dir(args) if args.data_dir is None else Path(args.data_dir)
         if args.data_dir is None:
             _log(f"generating the synthetic audio-visual dataset in {directory} (kept for later runs)")
-            _generate_demo(directory, args.synthetic_actors, args.synthetic_clips, args.seed, args.verbose > 0)
-        return load_manifest("ravdess", data_dir=directory)
-    options = {"num_classes": args.num_classes} if args.num_classes else {}
-    return load_manifest(args.dataset, data_dir=args.data_dir, manifest=args.manifest, **options)
+            _generate_demo(directory, args.synthetic_actors, args.synthetic_clips, args.seed, args.verbose > 0,
+                           dimensions=getattr(args, "synthetic_dimensions", False))
+        manifest = load_manifest("ravdess", data_dir=directory)
+        if (directory / DIMENSIONS_TABLE).is_file():
+            manifest = attach_targets(manifest, directory / DIMENSIONS_TABLE)
+    else:
+        options = {"num_classes": args.num_classes} if args.num_classes else {}
+        manifest = load_manifest(args.dataset, data_dir=args.data_dir, manifest=args.manifest, **options)
+    if getattr(args, "targets_file", None):
+        manifest = attach_targets(manifest, args.targets_file)
+    if getattr(args, "dimensions", None):
+        check_dimensions(manifest, args.dimensions)
+    return manifest
 
 
 def run_folds(args, manifest):
@@ -240,7 +274,8 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     if not args.weights:
         backbone = VideoMAEBackbone.from_preset(args.preset, num_frames=args.fusion.num_frames,
                                                 image_size=args.image_size, drop_path_rate=drop_path)
-        return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, class_names=class_names)
+        return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, class_names=class_names,
+                                 targets=tuple(getattr(args, "dimensions", None) or ()))
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(args.weights, num_frames=args.fusion.num_frames, image_size=args.image_size,
@@ -260,6 +295,13 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     # A saved classifier keeps its own settings; the run's win (its head weights stay).
     model.mode = args.mode
     model.dropout.rate = model.dropout_rate = float(args.dropout)
+    dimensions = tuple(getattr(args, "dimensions", None) or ())
+    if dimensions:  # the checkpoint's encoder and category head, new regression heads beside them
+        joint = EmotionClassifier(model.backbone, num_classes, mode=args.mode, dropout=args.dropout,
+                                  class_names=class_names, targets=dimensions)
+        joint.fc_norm.set_weights(model.fc_norm.get_weights())
+        joint.head.set_weights(model.head.get_weights())
+        model = joint
     return model
 
 
@@ -363,6 +405,25 @@ def train_and_test_fold(args, ctx, number, fold):
         drop_path = settings["drop_path"] if args.mode == "finetune" else 0.0
         classifier = build_classifier(args, num_classes, ctx["class_names"], drop_path=drop_path)
         loss, metric_list = T.make_loss_and_metrics(soft)
+    dimensions = tuple(getattr(args, "dimensions", None) or ())
+    target_statistics = None
+    if dimensions:
+        from mmder_tf.training import multitask as MT
+
+        # Standardised on the training clips only; the test fold's targets are never looked at.
+        target_statistics = MT.set_target_statistics(classifier, train, dimensions)
+
+    def trainable(model):
+        """The model fit_resumable trains: itself, or wrapped in the joint multi-task loss."""
+        return MT.wrap(model, dimensions, args.task_weighting, MT.parse_task_weights(args.task_weights), soft) \
+            if dimensions else model
+
+    def compile_model(model, optimizer):
+        if dimensions:
+            optimizer.exclude_from_weight_decay(var_names=["log_variances"])
+            model.compile(optimizer=optimizer, jit_compile=ctx["jit"])
+        else:
+            model.compile(optimizer=optimizer, loss=loss, metrics=metric_list, jit_compile=ctx["jit"])
     monitor = None if args.select == "last" or not val else args.select
     started = __import__("time").time()
     cached = ctx["feature_cache"]
@@ -377,53 +438,88 @@ def train_and_test_fold(args, ctx, number, fold):
 
         train_x, train_y = rows(train)
         test_x, test_y = rows(test)
+        if dimensions:
+            train_y = MT.target_dict(train, train_y, dimensions, num_classes if soft else None)
 
         def epoch_dataset(epoch):
             order = epoch_order(len(train_x), args.seed, epoch)
-            return tf.data.Dataset.from_tensor_slices((train_x[order], train_y[order])).batch(batch)
+            labels = {k: v[order] for k, v in train_y.items()} if dimensions else train_y[order]
+            return tf.data.Dataset.from_tensor_slices((train_x[order], labels)).batch(batch)
 
         val_data = None
         if val:
             val_x, val_y = rows(val)
-            val_data = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch)
-            val_data = T.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
+            if dimensions:
+                val_data = tf.data.Dataset.from_tensor_slices(
+                    (val_x, MT.target_dict(val, val_y, dimensions, num_classes if soft else None))).batch(batch)
+                val_data = T.with_data_sharding(val_data)
+            else:
+                val_data = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch)
+                val_data = T.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
         with strategy.scope():
-            model = classifier.head_model()
+            model = trainable(classifier.head_model())
             optimizer = T.make_optimizer(settings, steps, args.epochs, classifier.backbone.depth)
-            model.compile(optimizer=optimizer, loss=loss, metrics=metric_list, jit_compile=ctx["jit"])
+            compile_model(model, optimizer)
         # Mixup on pooled features is not mixup of clips: feature caching is only used without it.
         info = T.fit_resumable(model, fold_dir=fold_dir, epoch_dataset=epoch_dataset, steps_per_epoch=steps,
                                epochs=args.epochs, val_data=val_data, monitor=monitor, seed=args.seed,
                                verbose=args.verbose, backup_dir=ctx["backup_root"] / f"fold_{number}")
         test_ds = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch)
-        y_true, logits = T.predict_logits(model, test_ds, jit_compile=ctx["jit"])
+        predictor = model.task_model if dimensions else model
+        _, y_true, logits, predicted = _predict(predictor, test_ds, dimensions, ctx["jit"])
+        if val:
+            _, val_true, val_logits, val_predicted = _predict(
+                predictor, tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch), dimensions, ctx["jit"])
         info["feature_fingerprint"] = feature_fp
     else:
         fusion, cache_dir = args.fusion, ctx["cache_dir"]
 
         def epoch_dataset(epoch):
             # Order fixed by (seed, epoch): a resumed run replays the same batches.
+            if dimensions:
+                return MT.with_targets(clip_dataset(cache_dir, train, fusion, batch, training=True, seed=args.seed,
+                                                    epoch=epoch, with_keys=True), train, dimensions,
+                                       num_classes if soft else None)
             return clip_dataset(cache_dir, train, fusion, batch, training=True, seed=args.seed, epoch=epoch)
 
         val_data = None
         if val:
-            val_data = clip_dataset(cache_dir, val, fusion, batch)
-            val_data = T.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
+            if dimensions:
+                val_data = T.with_data_sharding(MT.with_targets(
+                    clip_dataset(cache_dir, val, fusion, batch, with_keys=True), val, dimensions,
+                    num_classes if soft else None))
+            else:
+                val_data = clip_dataset(cache_dir, val, fusion, batch)
+                val_data = T.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
         with strategy.scope():
+            model = trainable(classifier)
             optimizer = T.make_optimizer(settings, steps, args.epochs, classifier.backbone.depth)
-            classifier.compile(optimizer=optimizer, loss=loss, metrics=metric_list, jit_compile=ctx["jit"])
-        info = T.fit_resumable(classifier, fold_dir=fold_dir, epoch_dataset=epoch_dataset, steps_per_epoch=steps,
+            compile_model(model, optimizer)
+        info = T.fit_resumable(model, fold_dir=fold_dir, epoch_dataset=epoch_dataset, steps_per_epoch=steps,
                                epochs=args.epochs, val_data=val_data, monitor=monitor, mix=mix, seed=args.seed,
                                verbose=args.verbose, backup_dir=ctx["backup_root"] / f"fold_{number}")
-        test_keys, y_true, logits = predict_with_keys(
-            classifier, clip_dataset(cache_dir, test, fusion, batch, with_keys=True), ctx["jit"])
-        order = {k: i for i, k in enumerate(test_keys)}
-        rank = [order[r.key] for r in test]  # back to manifest order
-        y_true, logits = y_true[rank], logits[rank]
+        test_keys, y_true, logits, predicted = _predict(
+            classifier, clip_dataset(cache_dir, test, fusion, batch, with_keys=True), dimensions, ctx["jit"])
+        y_true, logits, predicted = _in_order(test, test_keys, y_true, logits, predicted)
+        if val:
+            val_keys, val_true, val_logits, val_predicted = _predict(
+                classifier, clip_dataset(cache_dir, val, fusion, batch, with_keys=True), dimensions, ctx["jit"])
+            val_true, val_logits, val_predicted = _in_order(val, val_keys, val_true, val_logits, val_predicted)
     expected = np.array([r.label for r in test], np.int64)
     if not np.array_equal(y_true, expected):
         raise DatasetError(f"fold {number}: test labels from the cache disagree with the manifest")
     result = metrics_lib.evaluate_predictions(y_true, logits, class_names=ctx["class_names"])
+    extra = {}
+    if dimensions:
+        from mmder_tf.training import multitask as MT
+
+        extra = MT.dimension_arrays(test, predicted, dimensions)
+        result["dimensions"] = {d: metrics_lib.evaluate_regression(extra[f"true_{d}"], extra[f"pred_{d}"])
+                                for d in dimensions}
+        result["uncertainty"] = model.uncertainty_report()
+        result["task_weighting"] = args.task_weighting
+        result["target_statistics"] = target_statistics
+        result["weights_wrapper"] = "multitask"  # checkpoints hold MultiTaskModel(model) weights
     result.update(
         fold=number, test_subjects=list(fold.test_subjects), val_subjects=list(fold.val_subjects),
         train_subjects=list(fold.train_subjects), n_train=len(train), n_val=len(val),
@@ -433,11 +529,31 @@ def train_and_test_fold(args, ctx, number, fold):
         resumed_from_epoch=info["resumed_from"], train_seconds_this_session=round(__import__("time").time() - started, 2),
         history=info["history"], feature_fingerprint=info.get("feature_fingerprint"),
     )
-    atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true, logits=logits)
+    if val:  # for ensembles whose weights are chosen on the validation subjects
+        val_extra = MT.dimension_arrays(val, val_predicted, dimensions) if dimensions else {}
+        atomic_save_npz(fold_dir / "val_predictions.npz", keys=np.array([r.key for r in val]), y_true=val_true,
+                        logits=val_logits, **val_extra)
+    atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true, logits=logits,
+                    **extra)
     atomic_write_json(_fold_result_path(fold_dir), result)  # last: marks the fold finished
-    _log(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}  ({result['epoch_policy']}, "
-         f"epoch {result['selected_epoch']})")
+    ccc_text = "".join(f"  CCC {d} {v['ccc']:.3f}" for d, v in result.get("dimensions", {}).items())
+    _log(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}{ccc_text}  "
+         f"({result['epoch_policy']}, epoch {result['selected_epoch']})")
     return result
+
+
+def _predict(model, batches, dimensions, jit):
+    """(keys or None, labels, logits, {dimension: values}) of a model over (x, y[, key]) batches."""
+    from mmder_tf.training.multitask import predict_batches
+
+    return predict_batches(model, batches, dimensions, jit)
+
+
+def _in_order(records, keys, labels, logits, predicted):
+    """Predictions back in the records' (manifest) order."""
+    order = {k: i for i, k in enumerate(keys)}
+    rank = [order[r.key] for r in records]
+    return labels[rank], logits[rank], {d: v[rank] for d, v in predicted.items()}
 
 
 def feature_table(args, ctx, classifier, records):
@@ -483,12 +599,17 @@ def feature_table(args, ctx, classifier, records):
 def summarize_run(args, ctx, fold_results: dict) -> dict:
     from mmder_tf.reports import metrics as metrics_lib
 
-    raw = {}
+    from mmder_tf.training.multitask import read_dimension_arrays
+
+    raw, dimension_values = {}, {}
     for number, result in fold_results.items():
         import numpy as np
 
         with np.load(ctx["work"] / f"fold_{number}" / "predictions.npz") as data:
             raw[number] = {"y_true": data["y_true"], "y_pred": data["logits"]}
+            found = read_dimension_arrays(data)
+            if found:
+                dimension_values[number] = found
     summary = metrics_lib.summarize_folds(raw, class_names=ctx["class_names"])
     folds = {}
     for number, result in fold_results.items():
@@ -501,6 +622,9 @@ def summarize_run(args, ctx, fold_results: dict) -> dict:
         "war_mean": summary["war_mean"], "war_std": summary["war_std"],
         "pooled": summary.get("pooled"), "epoch_policy": "; ".join(policies),
         "skipped_clips": ctx["skipped"], "std": "sample standard deviation across folds (ddof=1)",
+        **({"dimensions": metrics_lib.summarize_dimensions(dimension_values),
+            "uncertainty": {str(n): r["uncertainty"] for n, r in fold_results.items() if r.get("uncertainty")}}
+           if dimension_values else {}),
     }
 
 
@@ -531,6 +655,9 @@ def run_protocol(args) -> dict:
         probe = build_classifier(args, len(class_names), class_names)
         del probe
 
+    if args.dimensions and (settings["mixup"] > 0 or settings["cutmix"] > 0):
+        raise ConfigError(f"--recipe {args.recipe} mixes clips (mixup / CutMix), which would need mixed dimension "
+                          "targets: train emotion dimensions with --recipe paper")
     augmentation = settings["mixup"] > 0 or settings["cutmix"] > 0 or (
         args.fusion.strategy == "rfas" and args.fusion.rfas_per_epoch)
     # Caching is exact only when the frozen encoder sees each clip the same way every epoch.
@@ -542,7 +669,8 @@ def run_protocol(args) -> dict:
         "distribute": args.distribute, "replicas": strategy.num_replicas_in_sync, "official": args.official,
         "weights": args.weights, "select": args.select, "feature_cache": feature_cache,
         "num_clips": len(manifest.records), "num_subjects": len(manifest.subjects),
-        "num_folds_run": len(selected),
+        "num_folds_run": len(selected), "targets": ["category", *args.dimensions],
+        **({"task_weighting": args.task_weighting} if args.dimensions else {}),
     }
     _log("run: " + ", ".join(f"{k}={v}" for k, v in run_info.items()))
     cache_dir, records, skipped = prepare_cache(args, manifest)
@@ -565,6 +693,10 @@ def run_protocol(args) -> dict:
     if is_chief:
         write_run_report(out, results)
     _log("\n" + format_table(results))
+    if results.get("dimensions"):
+        from mmder_tf.reports.results import format_dimensions_table
+
+        _log("\n" + format_dimensions_table(results))
     _log(f"\n{args.strategy}: UAR {100 * results['uar_mean']:.2f} ± {100 * results['uar_std']:.2f}  "
          f"WAR {100 * results['war_mean']:.2f} ± {100 * results['war_std']:.2f}  -> {out / 'results.md'}")
     return results
