@@ -122,3 +122,156 @@ def ensemble_fold(members: dict, fold, weighting: str = "mean", step: float = 0.
         "members": {n: metrics_lib.evaluate_predictions(y_true, p, class_names=class_names)
                     for n, p in zip(names, posteriors)},
     }
+
+
+# ----------------------------------------------------------------------------- run folders
+
+def _load_npz(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def load_member(run_dir, need_validation: bool) -> dict:
+    """{"name", "strategy", "class_names", "folds": {fold: member dict for ensemble_fold}} of one finished run."""
+    import json
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no run.json)")
+    run = json.loads(run_file.read_text())
+    folds = {}
+    for fold_dir in sorted(run_dir.glob("fold_*")):
+        if not (fold_dir / "results.json").is_file() or not fold_dir.name[5:].isdigit():
+            continue
+        result = json.loads((fold_dir / "results.json").read_text())
+        test = _load_npz(fold_dir / "predictions.npz")
+        member = {"keys": [str(k) for k in test["keys"]], "y_true": test["y_true"], "logits": test["logits"],
+                  "test_subjects": result["test_subjects"], "val_subjects": result.get("val_subjects", []),
+                  "dimensions": {k[5:]: test[k] for k in test if k.startswith("pred_")},
+                  "dimension_truth": {k[5:]: test[k] for k in test if k.startswith("true_")}}
+        val_path = fold_dir / "val_predictions.npz"
+        if need_validation:
+            if not val_path.is_file():
+                raise ConfigError(f"{fold_dir}: no val_predictions.npz (a run without a validation split, or "
+                                  "trained before they were saved): use --ensemble-weighting mean")
+            val = _load_npz(val_path)
+            member.update(val_keys=[str(k) for k in val["keys"]], val_y_true=val["y_true"], val_logits=val["logits"])
+        folds[int(fold_dir.name[5:])] = member
+    if not folds:
+        raise ConfigError(f"{run_dir}: no finished folds")
+    strategy = run.get("run", {}).get("strategy") or run.get("fusion", {}).get("strategy", "?")
+    return {"name": run_dir.name, "path": str(run_dir), "strategy": strategy,
+            "class_names": list(run["class_names"]), "folds": folds}
+
+
+def ensemble_runs(run_dirs, out_dir=None, weighting: str = "mean", step: float = 0.1) -> dict:
+    """Combine finished runs fold by fold; write results.json / results.md (and per-fold predictions) to out_dir.
+
+    Every fold finished by all runs is combined; each member's metrics are reported
+    beside the ensemble's on the same clips.
+    """
+    from pathlib import Path
+
+    from mmder_tf.reports.results import atomic_save_npz, atomic_write_json, atomic_write_text
+
+    members = [load_member(d, need_validation=weighting == "validation") for d in run_dirs]
+    names = [m["name"] for m in members]
+    if len(set(names)) != len(names):
+        names = [f"{m['name']}#{i + 1}" for i, m in enumerate(members)]
+    class_names = members[0]["class_names"]
+    for member in members[1:]:
+        if member["class_names"] != class_names:
+            raise ConfigError(f"{member['path']} has classes {member['class_names']}, {members[0]['path']} "
+                              f"{class_names}: not the same task")
+    folds = sorted(set.intersection(*(set(m["folds"]) for m in members)))
+    if not folds:
+        raise ConfigError("the runs have no finished fold in common")
+    per_fold, pooled_true, pooled_post = {}, [], []
+    member_pooled = {n: [] for n in names}
+    dimension_values = {}
+    for fold in folds:
+        result = ensemble_fold({n: m["folds"][fold] for n, m in zip(names, members)}, fold, weighting, step,
+                               class_names=class_names)
+        # Dimensions: the plain mean of the members that predict them.
+        dims = {}
+        for d in members[0]["folds"][fold]["dimensions"]:
+            if all(d in m["folds"][fold]["dimensions"] for m in members):
+                truth = members[0]["folds"][fold]["dimension_truth"][d]
+                dims[d] = {"y_true": truth,
+                           "y_pred": np.mean([m["folds"][fold]["dimensions"][d] for m in members], axis=0)}
+        if dims:
+            dimension_values[fold] = dims
+        per_fold[fold] = {
+            "weights": result["weights"], "n": result["metrics"]["n"], "war": result["metrics"]["war"],
+            "uar": result["metrics"]["uar"], "confusion": result["metrics"]["confusion"],
+            "members": {n: {"war": r["war"], "uar": r["uar"]} for n, r in result["members"].items()},
+            "best_member_war": max(r["war"] for r in result["members"].values()),
+        }
+        pooled_true.append(result["y_true"])
+        pooled_post.append(result["posteriors"])
+        for n, m in zip(names, members):
+            member_pooled[n].append(m["folds"][fold]["logits"])
+        if out_dir is not None:
+            atomic_save_npz(Path(out_dir) / f"fold_{fold}" / "predictions.npz", keys=np.array(result["keys"]),
+                            y_true=result["y_true"], posteriors=result["posteriors"].astype(np.float32),
+                            **{f"pred_{d}": v["y_pred"].astype(np.float32) for d, v in dims.items()},
+                            **{f"true_{d}": v["y_true"] for d, v in dims.items()})
+    y_true = np.concatenate(pooled_true)
+    summary = {
+        "ensemble": {"weighting": weighting, "grid_step": step if weighting == "validation" else None,
+                     "members": [{"name": n, "path": m["path"], "strategy": m["strategy"]}
+                                 for n, m in zip(names, members)],
+                     "weights_chosen_on": "validation subjects of each fold (never its test subjects)"
+                     if weighting == "validation" else "uniform"},
+        "class_names": class_names, "folds": {str(f): v for f, v in per_fold.items()},
+        "pooled": metrics_lib.evaluate_predictions(y_true, np.concatenate(pooled_post), class_names=class_names),
+        "members": {},
+    }
+    for key in ("war", "uar"):
+        summary[f"{key}_mean"], summary[f"{key}_std"] = metrics_lib.mean_std([per_fold[f][key] for f in folds])
+    for n in names:
+        entry = {"pooled_war": metrics_lib.war(y_true, np.concatenate(member_pooled[n]))}
+        for key in ("war", "uar"):
+            entry[f"{key}_mean"], entry[f"{key}_std"] = metrics_lib.mean_std(
+                [per_fold[f]["members"][n][key] for f in folds])
+        summary["members"][n] = entry
+    summary["worst_fold_gap_to_best_member"] = min(per_fold[f]["war"] - per_fold[f]["best_member_war"] for f in folds)
+    if dimension_values:
+        summary["dimensions"] = metrics_lib.summarize_dimensions(dimension_values)
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / "results.json", summary)
+        atomic_write_text(Path(out_dir) / "results.md", format_ensemble(summary))
+    return summary
+
+
+def format_ensemble(summary: dict) -> str:
+    """results.md of an ensemble: per fold, the ensemble's WAR / UAR beside each member's, and the weights."""
+    names = [m["name"] for m in summary["ensemble"]["members"]]
+    strategies = {m["name"]: m["strategy"] for m in summary["ensemble"]["members"]}
+
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    lines = [f"# Ensemble of {', '.join(f'{n} ({strategies[n]})' for n in names)}", "",
+             f"Posterior weighting: {summary['ensemble']['weighting']} "
+             f"({summary['ensemble']['weights_chosen_on']}).", "",
+             "| fold | ensemble WAR / UAR % | " + " | ".join(f"{n} WAR / UAR %" for n in names) + " | weights |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for fold, entry in sorted(summary["folds"].items(), key=lambda kv: int(kv[0])):
+        cells = [f"{pct(entry['members'][n]['war'])} / {pct(entry['members'][n]['uar'])}" for n in names]
+        weights = ", ".join(f"{entry['weights'][n]:.2f}" for n in names)
+        lines.append(f"| {fold} | {pct(entry['war'])} / {pct(entry['uar'])} | " + " | ".join(cells) + f" | {weights} |")
+    member_means = [f"{pct(summary['members'][n]['war_mean'])} / {pct(summary['members'][n]['uar_mean'])}"
+                    for n in names]
+    lines.append(f"| mean | {pct(summary['war_mean'])} / {pct(summary['uar_mean'])} | " + " | ".join(member_means)
+                 + " | |")
+    lines += ["", f"Worst fold, ensemble WAR minus best member's: {100 * summary['worst_fold_gap_to_best_member']:+.2f} "
+              "points.", ""]
+    if summary.get("dimensions"):
+        from mmder_tf.reports.results import format_dimensions_table
+
+        lines += ["## Emotion dimensions (mean of the members' predictions)", "",
+                  format_dimensions_table(summary), ""]
+    return "\n".join(lines)
