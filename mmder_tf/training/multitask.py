@@ -148,3 +148,15 @@ def read_dimension_arrays(npz) -> dict:
     """{dim: {"y_true", "y_pred"}} from a predictions.npz written with `dimension_arrays`."""
     names = [k[len("pred_"):] for k in npz.files if k.startswith("pred_")]
     return {d: {"y_true": npz[f"true_{d}"], "y_pred": npz[f"pred_{d}"]} for d in names if f"true_{d}" in npz.files}
+
+
+def load_checkpoint(model, path, dimensions=(), weighting="uncertainty"):
+    """Load a fold checkpoint into `model` (classifier or its head model); a joint run's checkpoint holds the
+    MultiTaskModel's weights (the model's plus the learned log-variances), so it is read through one."""
+    dimensions = tuple(dimensions or ())
+    if dimensions:
+        wrapper = MultiTaskModel(model, dimensions, weighting=weighting)
+        wrapper.load_weights(str(path))
+        return wrapper
+    model.load_weights(str(path))
+    return model
