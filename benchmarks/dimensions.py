@@ -14,7 +14,9 @@ encoder from scratch, 64 px, 12 epochs, lr 2e-3, subject-independent folds):
 One line per result. Bars: joint CCC >= 0.8 on each dimension (pooled over the folds),
 joint WAR within 2 points of category-only (mean over folds), learned weights finite and
 ordered like the task losses, and on every fold the ensemble's WAR >= the best member's - 1 point.
-Runs are resumable: run the same command again and finished folds are kept.
+Runs are resumable: run the same command again and finished folds are kept. On a
+machine with cores to spare, `--only fslf_category` (or `cfas_joint`, ...) trains one
+run alone, so several can go in parallel before the full command collects them.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", help="train this one run (<strategy>_category or <strategy>_joint) and stop")
     args = parser.parse_args(argv)
     work = Path(args.work)
     data = work / "data"
@@ -48,6 +51,14 @@ def main(argv=None):
                   cache=work / "cache", verbose=0, workers=2)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     started = time.time()
+    if args.only:
+        strategy, _, kind = args.only.partition("_")
+        if kind not in ("category", "joint"):
+            parser.error("--only takes <strategy>_category or <strategy>_joint")
+        targets = "category,valence,arousal" if kind == "joint" else "category"
+        r = finetune.run(strategy=strategy, out=work / args.only, targets=targets, **common)
+        print(f"{args.only}: WAR {100 * r['war_mean']:.2f}  ({time.time() - started:.0f} s)")
+        return 0
     category_only = finetune.run(strategy=strategies[0], out=work / f"{strategies[0]}_category", **common)
     print(f"{strategies[0]} category only: WAR {100 * category_only['war_mean']:.2f}  "
           f"UAR {100 * category_only['uar_mean']:.2f}  ({time.time() - started:.0f} s)", flush=True)

@@ -75,7 +75,7 @@ def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True)
         if not checkpoint.exists():
             raise CheckpointError(f"{checkpoint}: missing checkpoint of fold {number}")
         model = build_classifier(args, len(class_names), class_names)
-        dimensions = tuple(previous.get("dimensions") or ()) if previous.get("weights_wrapper") else ()
+        dimensions = tuple(getattr(args, "dimensions", None) or ()) if previous.get("weights_wrapper") else ()
         weighting = previous.get("task_weighting", "uncertainty")
         loaded = MT.load_checkpoint(model.head_model() if previous.get("weights_kind") == "head" else model,
                                     checkpoint, dimensions, weighting)
