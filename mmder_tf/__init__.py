@@ -9,8 +9,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "VideoMAEBackbone": "mmder_tf.models.videomae.backbone",
+    "LGIFormerBackbone": "mmder_tf.models.lgi_former.backbone",
     "EmotionClassifier": "mmder_tf.models.classifier",
     "BACKBONE_PRESETS": "mmder_tf.models.videomae.presets",
+    "VideoMAEPretrainer": "mmder_tf.models.videomae.pretraining",
     "load_pretrained": "mmder_tf.models.convert",
     "convert_checkpoint": "mmder_tf.models.convert",
     "FusionConfig": "mmder_tf.config",

@@ -1,4 +1,5 @@
-"""The model is pure Keras 3: the same weights give the same logits under the torch backend, without TensorFlow."""
+"""The models are pure Keras 3: the same weights give the same logits under the torch (and JAX) backend, without TensorFlow."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,44 +8,85 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
-from mmder_tf import EmotionClassifier, VideoMAEBackbone
+from mmder_tf import EmotionClassifier, LGIFormerBackbone, VideoMAEBackbone
 
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, sys
+from pathlib import Path
 import numpy as np
 import keras
-import mmder_tf.models.layers, mmder_tf.models.videomae.presets, mmder_tf.models.videomae.backbone, mmder_tf.models.classifier
+import mmder_tf.models.layers, mmder_tf.models.videomae.backbone, mmder_tf.models.lgi_former.backbone, mmder_tf.models.classifier
 no_tf = "tensorflow" not in sys.modules
 from mmder_tf.models.convert import load_pretrained
-work = sys.argv[1]
-model = load_pretrained(work + "/clf.weights.h5", classifier=True)
-data = np.load(work + "/io.npz")
-logits = keras.ops.convert_to_numpy(model(data["x"]))
-train = keras.ops.convert_to_numpy(model(data["x"], training=True))
-json.dump({"backend": keras.backend.backend(), "no_tf": no_tf and "tensorflow" not in sys.modules,
-           "max_diff": float(np.abs(logits - data["logits"]).max()), "finite_train": bool(np.isfinite(train).all())},
-          open(work + "/result.json", "w"))
+results = {}
+for work in sorted(Path(sys.argv[1]).iterdir()):
+    model = load_pretrained(work / "clf.weights.h5", classifier=True)
+    data = np.load(work / "io.npz")
+    logits = keras.ops.convert_to_numpy(model(data["x"]))
+    train = keras.ops.convert_to_numpy(model(data["x"], training=True))
+    results[work.name] = {"max_diff": float(np.abs(logits - data["logits"]).max()),
+                          "finite_train": bool(np.isfinite(train).all())}
+json.dump({"backend": keras.backend.backend(), "no_tf": no_tf and "tensorflow" not in sys.modules, "models": results},
+          open(sys.argv[2], "w"))
 """
 
 
-def test_torch_backend_matches_tensorflow(tmp_path):
-    assert keras.backend.backend() == "tensorflow"
+def videomae_case():
     backbone = VideoMAEBackbone.from_preset("tiny", num_frames=4, image_size=32, drop_path_rate=0.1, layer_scale_init=0.5)
     model = EmotionClassifier(backbone, 5, class_names=list("abcde"))
-    x = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8")
-    np.savez(tmp_path / "io.npz", x=x, logits=np.asarray(model(x)))
-    model.save_weights(str(tmp_path / "clf.weights.h5"))
-    meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model)}
-    (tmp_path / "clf.config.json").write_text(json.dumps(meta))
+    return model, np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8")
 
-    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+
+def lgi_former_case():
+    backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64, drop_path_rate=0.1)
+    model = EmotionClassifier(backbone, 3)
+    # Random weights everywhere (LayerNorms and biases too), so every tensor of the block matters.
+    rng = np.random.default_rng(1)
+    for variable in model.weights:
+        variable.assign(variable.numpy() + 0.05 * rng.standard_normal(variable.shape).astype("float32"))
+    return model, np.random.default_rng(0).integers(0, 256, (2, 4, 64, 64, 3)).astype("uint8")
+
+
+CASES = {"videomae": videomae_case, "lgi_former": lgi_former_case}
+OTHER_BACKENDS = ["torch"] + (["jax"] if importlib.util.find_spec("jax") else [])
+
+
+@pytest.fixture(scope="module", params=OTHER_BACKENDS)
+def rerun(request, tmp_path_factory):
+    """Every case saved once under TensorFlow and rerun in one fresh process under another backend."""
+    assert keras.backend.backend() == "tensorflow"
+    backend, root = request.param, tmp_path_factory.mktemp(f"backend_{request.param}")
+    scales = {}
+    for name, make in CASES.items():
+        model, x = make()
+        work = root / "cases" / name
+        work.mkdir(parents=True)
+        logits = np.asarray(model(x))
+        scales[name] = float(np.abs(logits).max())
+        np.savez(work / "io.npz", x=x, logits=logits)
+        model.save_weights(str(work / "clf.weights.h5"))
+        meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model)}
+        (work / "clf.config.json").write_text(json.dumps(meta))
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = root / "result.json"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(root / "cases"), str(out)], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
-    assert result["backend"] == "torch"
-    assert result["no_tf"], "the model modules imported tensorflow under the torch backend"
-    assert result["max_diff"] <= 1e-4
-    assert result["finite_train"]
+    result = json.loads(out.read_text())
+    assert result["backend"] == backend
+    assert result["no_tf"], f"the model modules imported tensorflow under the {backend} backend"
+    return result["models"], scales
+
+
+def test_videomae_matches_tensorflow(rerun):
+    models, _ = rerun
+    assert models["videomae"]["max_diff"] <= 1e-4 and models["videomae"]["finite_train"]
+
+
+def test_lgi_former_matches_tensorflow(rerun):
+    models, scales = rerun
+    assert models["lgi_former"]["max_diff"] / scales["lgi_former"] <= 1e-5 and models["lgi_former"]["finite_train"]

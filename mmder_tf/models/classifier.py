@@ -1,4 +1,4 @@
-"""Emotion classifier: pixels 0..255 -> VideoMAE backbone -> token mean -> fc_norm -> dropout -> head.
+"""Emotion classifier: pixels 0..255 -> encoder (VideoMAE or LGI-Former) -> pooling -> fc_norm -> dropout -> head.
 
 With `targets` (emotion dimensions, e.g. ("valence", "arousal")) a regression head
 on the same features predicts them beside the category; the outputs are then
@@ -9,17 +9,23 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 from mmder_tf.errors import ConfigError
+from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
 from mmder_tf.models.multitask import CATEGORY, TargetScaling
 
 MODES = ("linear_probe", "finetune")
+BACKBONES = (VideoMAEBackbone, LGIFormerBackbone)
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
 class EmotionClassifier(keras.Model):
-    """Task model on a `VideoMAEBackbone`; input uint8 or float 0..255 [B, T, H, W, 3] -> logits [B, C].
+    """Task model on a `VideoMAEBackbone` or `LGIFormerBackbone`; uint8 or float 0..255 [B, T, H, W, 3] -> logits [B, C].
+
+    The backbone's tokens become one feature per clip by its own pooling
+    (`pooling=None`): the token mean for VideoMAE, the mean of the region
+    tokens for LGI-Former (MAE-DFER's choice; "local" and "all" are the others).
 
     `mode="linear_probe"` freezes the backbone (the official MultiMAE-DER
     setup: only fc_norm and head train, 2D + DC + C parameters);
@@ -39,12 +45,14 @@ class EmotionClassifier(keras.Model):
         std=IMAGENET_STD,
         class_names=None,
         input_dtype="float32",
+        pooling=None,
         targets=(),
         dtype=None,
         **kwargs,
     ):
-        if not isinstance(backbone, VideoMAEBackbone):
-            raise ConfigError(f"backbone must be a VideoMAEBackbone, got {type(backbone).__name__}")
+        if not isinstance(backbone, BACKBONES):
+            names = " or ".join(b.__name__ for b in BACKBONES)
+            raise ConfigError(f"backbone must be a {names}, got {type(backbone).__name__}")
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ConfigError(f"num_classes must be positive, got {num_classes}")
@@ -62,7 +70,8 @@ class EmotionClassifier(keras.Model):
         dtype = dtype if dtype is not None else backbone.dtype_policy
 
         normalize = InputNormalization(mean, std, dtype=dtype, name="normalize")
-        pool = layers.GlobalAveragePooling1D(dtype=dtype, name="pool")
+        pooling = pooling or backbone.default_pooling
+        pool = backbone.pooling_layer(pooling, dtype=dtype, name="pool")
         fc_norm = layers.LayerNormalization(epsilon=fc_norm_epsilon, dtype=dtype, name="fc_norm")
         drop = layers.Dropout(float(dropout), dtype=dtype, name="dropout")
         # Logits in float32 so mixed-precision losses and softmax stay stable.
@@ -88,6 +97,7 @@ class EmotionClassifier(keras.Model):
         self.fc_norm_epsilon = float(fc_norm_epsilon)
         self.class_names = class_names
         self.pixel_dtype = input_dtype
+        self.pooling = pooling
         self.targets = targets
         self._mode = None
         self.mode = mode
@@ -145,6 +155,7 @@ class EmotionClassifier(keras.Model):
             "std": list(self.normalize.std),
             "class_names": self.class_names,
             "input_dtype": self.pixel_dtype,
+            "pooling": self.pooling,
             "targets": list(self.targets),
         }
 

@@ -29,6 +29,8 @@ _IGNORED_KEYS = ("mask_token", "position_embeddings", "embeddings.position_embed
 # Original VideoMAE uses eps 1e-6 everywhere; HF's fc_norm is a bare nn.LayerNorm (1e-5).
 VIDEOMAE_EPS = 1e-6
 HF_FC_NORM_EPS = 1e-5
+# HiCMAE's released models see 16 frames of 160 x 160 faces.
+HICMAE_IMAGE_SIZE = 160
 
 
 class Checkpoint:
@@ -168,11 +170,12 @@ _HF_BLOCK = {
 
 
 def _detect_layout(keys, path):
-    if any("lg_region_tokens" in k or ".first_attn." in k or ".third_attn" in k for k in keys):
-        raise CheckpointError(
-            f"{path}: this is an MAE-DFER (LGI-Former) checkpoint; its blocks use local/global region-token "
-            "attention, not VideoMAE's joint attention, so it cannot be loaded into VideoMAEBackbone"
-        )
+    from mmder_tf.models.lgi_former.convert import is_mae_dfer
+
+    if is_mae_dfer(keys):
+        return "mae_dfer"  # refined to fine-tuned / pre-training by the LGI-Former converter
+    if any(k.startswith(("encoder_audio.", "encoder_fusion.")) for k in keys):
+        return "hicmae"
     if any(k.startswith("videomae.") or k.startswith("embeddings.patch_embeddings") or k.startswith("encoder.layer.") for k in keys):
         return "huggingface"
     if any(k.startswith("encoder.patch_embed.") or k.startswith("encoder.blocks.") for k in keys):
@@ -180,30 +183,83 @@ def _detect_layout(keys, path):
     if any(k.startswith("patch_embed.") or k.startswith("blocks.") for k in keys):
         return "videomae"
     shown = ", ".join(sorted(keys)[:8])
-    raise CheckpointError(f"{path}: no VideoMAE encoder tensors found (first keys: {shown})")
+    raise CheckpointError(f"{path}: no VideoMAE or MAE-DFER encoder tensors found (first keys: {shown})")
 
 
-def _ignorable(key):
+# What a report calls each group of tensors a checkpoint holds but the video encoder does not use.
+_DROPPED_PARTS = (
+    ("encoder_audio.", "audio encoder"),
+    ("encoder_fusion.", "audio-visual fusion encoder"),
+    (("decoder.", "decoder_audio.", "encoder_to_decoder", "mask_token", "decoder_embed.", "decoder_pred.", "decoder_norm.",
+      "decoder_pos_embed"), "pre-training decoder"),
+    (("video_layer_weights", "audio_layer_weights", "fc_norm.", "head."), "audio-visual classifier (pooling weights, fc_norm, head)"),
+    ("encoder.norm.", "pre-training encoder norm (unused by fine-tuning)"),
+)
+
+
+def dropped_parts(ignored) -> dict:
+    """Ignored checkpoint keys counted by the part of the upstream model they belong to."""
+    counts = {}
+    for key in ignored:
+        part = next((name for prefixes, name in _DROPPED_PARTS if key.startswith(prefixes)), "other")
+        counts[part] = counts.get(part, 0) + 1
+    return counts
+
+
+def _ignorable(key, keep_decoder=False):
+    if keep_decoder and key.startswith(("decoder.", "encoder_to_decoder.", "mask_token")):
+        return False  # loading the decoder: an unknown decoder tensor is unexpected, not ignorable
     return key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES)
 
 
-def canonical_state(ckpt: Checkpoint):
-    """Rename to fine-tuned VideoMAE keys. Returns (tensors, layout, ignored keys, original name of each key)."""
+# Pre-training tensors outside the encoder, named as in MCG-NJU checkpoints (HF uses the same names
+# except decoder.decoder_layers for decoder.blocks).
+PRETRAINING_KEYS = ("encoder_to_decoder.weight", "mask_token")
+_HF_LAYER = re.compile(r"(encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$")
+
+
+def _keep_for_pretraining(key):
+    return key in PRETRAINING_KEYS or key.startswith(("decoder.blocks.", "decoder.norm.", "decoder.head."))
+
+
+def canonical_state(ckpt: Checkpoint, keep_final_norm=True, keep_decoder=False):
+    """Rename to fine-tuned VideoMAE (or MAE-DFER) keys. Returns (tensors, layout, ignored keys, original name of each key).
+
+    `keep_final_norm=False`: leave out an MAE-DFER pre-training encoder's final norm, as its fine-tuning does.
+    `keep_decoder`: keep a VideoMAE pre-training decoder under its MCG-NJU names (`decoder.blocks.N.*`,
+    `decoder.norm.*`, `decoder.head.*`, `encoder_to_decoder.weight`, `mask_token`) instead of ignoring it.
+    """
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in ckpt.state.items()}
     layout = _detect_layout(state.keys(), ckpt.path)
+    if layout == "mae_dfer":
+        from mmder_tf.models.lgi_former import convert as lgi_convert
+
+        return lgi_convert.canonical_state(state, ckpt.path, keep_final_norm)
     out, origin, ignored = {}, {}, []
 
     def put(new, old, value):
         out[new], origin[new] = value, old
 
-    if layout == "huggingface":
+    if layout == "hicmae":
+        # The visual encoder is VideoMAE's pre-training encoder under the same names; the rest is dropped.
+        for key, value in state.items():
+            if key.startswith("encoder.") and key != "encoder.pos_embed":
+                put(key[len("encoder."):], key, value)
+            else:
+                ignored.append(key)
+    elif layout == "huggingface":
         qkv = {}
         for key, value in state.items():
             name = key[len("videomae."):] if key.startswith("videomae.") else key
-            m = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$", name)
-            m_qkv = re.match(r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value|q_bias|v_bias)(?:\.(weight|bias))?$", name)
+            layer = _HF_LAYER.match(name)
+            if layer and layer.group(1) == "decoder.decoder_layers" and not keep_decoder:
+                ignored.append(key)
+                continue
+            prefix = "blocks" if not layer or layer.group(1) == "encoder.layer" else "decoder.blocks"
+            m = layer and re.match(r"(.+)\.(weight|bias)$", layer.group(3))
+            m_qkv = layer and re.match(r"attention\.attention\.(query|key|value|q_bias|v_bias)(?:\.(weight|bias))?$", layer.group(3))
             if m_qkv:
-                i, part, kind = m_qkv.groups()
+                i, (part, kind) = layer.group(2), m_qkv.groups()
                 if part in ("q_bias", "v_bias") or kind == "bias":
                     if part == "key":
                         if np.any(value != 0):
@@ -211,11 +267,13 @@ def canonical_state(ckpt: Checkpoint):
                         ignored.append(key)
                         continue
                     bias = part if part in ("q_bias", "v_bias") else part[0] + "_bias"
-                    put(f"blocks.{i}.attn.{bias}", key, value)
+                    put(f"{prefix}.{i}.attn.{bias}", key, value)
                 else:
-                    qkv.setdefault(int(i), {})[part] = (key, value)
-            elif m and m.group(2) in _HF_BLOCK:
-                put(f"blocks.{m.group(1)}.{_HF_BLOCK[m.group(2)]}.{m.group(3)}", key, value)
+                    qkv.setdefault((prefix, int(i)), {})[part] = (key, value)
+            elif m and m.group(1) in _HF_BLOCK:
+                put(f"{prefix}.{layer.group(2)}.{_HF_BLOCK[m.group(1)]}.{m.group(2)}", key, value)
+            elif keep_decoder and _keep_for_pretraining(name):
+                put(name, key, value)
             elif name.startswith("embeddings.patch_embeddings.projection."):
                 put("patch_embed.proj." + name.rsplit(".", 1)[1], key, value)
             elif name.startswith("layernorm."):
@@ -224,23 +282,27 @@ def canonical_state(ckpt: Checkpoint):
                 put(name, key, value)
             elif name.startswith("classifier."):
                 put("head." + name.rsplit(".", 1)[1], key, value)
-            elif _ignorable(name):
+            elif _ignorable(name, keep_decoder):
                 ignored.append(key)
             else:
                 put(key, key, value)  # unknown: reported as unexpected
-        for i, parts in sorted(qkv.items()):
+        for (prefix, i), parts in sorted(qkv.items()):
             missing = [p for p in ("query", "key", "value") if p not in parts]
             if missing:
                 # Leave the block's qkv absent so it is reported with the other missing tensors.
-                origin[f"blocks.{i}.attn.qkv.weight"] = f"encoder.layer.{i}.attention.attention.{'/'.join(missing)}.weight"
+                hf_prefix = "encoder.layer" if prefix == "blocks" else "decoder.decoder_layers"
+                origin[f"{prefix}.{i}.attn.qkv.weight"] = f"{hf_prefix}.{i}.attention.attention.{'/'.join(missing)}.weight"
                 continue
             names = "/".join(parts[p][0] for p in ("query", "key", "value"))
-            put(f"blocks.{i}.attn.qkv.weight", names, np.concatenate([parts[p][1] for p in ("query", "key", "value")], 0))
+            put(f"{prefix}.{i}.attn.qkv.weight", names, np.concatenate([parts[p][1] for p in ("query", "key", "value")], 0))
     else:
         for key, value in state.items():
             name = key
             if layout == "videomae_pretrain":
-                if _ignorable(key):
+                if keep_decoder and _keep_for_pretraining(key):
+                    put(key, key, value)
+                    continue
+                if _ignorable(key, keep_decoder):
                     ignored.append(key)
                     continue
                 if not key.startswith("encoder."):
@@ -248,16 +310,16 @@ def canonical_state(ckpt: Checkpoint):
                     continue
                 name = key[len("encoder."):]
             if name == "pos_embed":
-                _check_pos_embed(value, ckpt.path)
+                check_pos_embed(value, ckpt.path)
                 ignored.append(key)
-            elif _ignorable(name):
+            elif _ignorable(name, keep_decoder):
                 ignored.append(key)
             else:
                 put(name, key, value)
     return out, layout, ignored, origin
 
 
-def _check_pos_embed(value, path):
+def check_pos_embed(value, path):
     from mmder_tf.models.layers import sincos_position_table
 
     table = np.asarray(value).reshape(-1, value.shape[-1])
@@ -313,56 +375,91 @@ def infer_backbone_config(tensors, hf_config=None, num_frames=None, image_size=N
 # ---------------------------------------------------------------- assignment
 
 
-def _conv(a):
+def conv3d_weight(a):
     return np.transpose(a, (2, 3, 4, 1, 0))  # [out, in, t, h, w] -> [t, h, w, in, out]
 
 
-def _linear(a):
+def linear_weight(a):
     return np.transpose(a)
 
 
-def _same(a):
+def identity(a):
     return a
 
 
-def _dense(prefix, layer):
-    return {f"{prefix}.weight": (layer.kernel, _linear), f"{prefix}.bias": (layer.bias, _same)}
+def dense_targets(prefix, layer):
+    return {f"{prefix}.weight": (layer.kernel, linear_weight), f"{prefix}.bias": (layer.bias, identity)}
 
 
-def _norm(prefix, layer):
-    return {f"{prefix}.weight": (layer.gamma, _same), f"{prefix}.bias": (layer.beta, _same)}
+def norm_targets(prefix, layer):
+    return {f"{prefix}.weight": (layer.gamma, identity), f"{prefix}.bias": (layer.beta, identity)}
+
+
+def classifier_targets(classifier) -> dict:
+    if classifier is None:
+        return {}
+    return {**norm_targets("fc_norm", classifier.fc_norm), **dense_targets("head", classifier.head)}
+
+
+def block_targets(p, block):
+    """Checkpoint keys of one VideoMAE block (`TransformerBlock`) under prefix `p`."""
+    targets = norm_targets(f"{p}.norm1", block.norm1)
+    targets[f"{p}.attn.qkv.weight"] = (block.attn.qkv.kernel, linear_weight)
+    if block.attn.qkv_bias:
+        targets[f"{p}.attn.q_bias"] = (block.attn.q_bias, identity)
+        targets[f"{p}.attn.v_bias"] = (block.attn.v_bias, identity)
+    targets.update(dense_targets(f"{p}.attn.proj", block.attn.proj))
+    targets.update(norm_targets(f"{p}.norm2", block.norm2))
+    targets.update(dense_targets(f"{p}.mlp.fc1", block.mlp.fc1))
+    targets.update(dense_targets(f"{p}.mlp.fc2", block.mlp.fc2))
+    if block.layer_scale_init is not None:
+        targets[f"{p}.gamma_1"] = (block.gamma_1, identity)
+        targets[f"{p}.gamma_2"] = (block.gamma_2, identity)
+    return targets
+
+
+def decoder_targets(pretrainer):
+    """The decoder side of a pre-training model under MCG-NJU's names (`decoder.blocks.N.*`, `decoder.norm.*`,
+    `decoder.head.*`, `encoder_to_decoder.weight`, `mask_token`); encoder-independent."""
+    decoder = pretrainer.decoder
+    targets = {
+        "encoder_to_decoder.weight": (pretrainer.encoder_to_decoder.kernel, linear_weight),
+        "mask_token": (decoder.mask_token, identity),
+    }
+    for i, block in enumerate(decoder.blocks):
+        targets.update(block_targets(f"decoder.blocks.{i}", block))
+    targets.update(norm_targets("decoder.norm", decoder.norm))
+    targets.update(dense_targets("decoder.head", decoder.head))
+    return targets
+
+
+def pretraining_targets(pretrainer):
+    """model_targets for a VideoMAEPretrainer: the encoder under its fine-tuned names plus `decoder_targets`."""
+    return {**model_targets(pretrainer.backbone), **decoder_targets(pretrainer)}
 
 
 def model_targets(backbone, classifier=None):
     """Checkpoint key -> (Keras variable, torch->Keras transform) for every weight of the model."""
+    from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+
+    if isinstance(backbone, LGIFormerBackbone):
+        from mmder_tf.models.lgi_former.convert import model_targets as lgi_targets
+
+        return lgi_targets(backbone, classifier)
     embed = backbone.get_layer("patch_embed").proj
-    targets = {"patch_embed.proj.weight": (embed.kernel, _conv), "patch_embed.proj.bias": (embed.bias, _same)}
+    targets = {"patch_embed.proj.weight": (embed.kernel, conv3d_weight), "patch_embed.proj.bias": (embed.bias, identity)}
     for i in range(backbone.depth):
-        block = backbone.get_layer(f"block_{i}")
-        p = f"blocks.{i}"
-        targets.update(_norm(f"{p}.norm1", block.norm1))
-        targets[f"{p}.attn.qkv.weight"] = (block.attn.qkv.kernel, _linear)
-        if block.attn.qkv_bias:
-            targets[f"{p}.attn.q_bias"] = (block.attn.q_bias, _same)
-            targets[f"{p}.attn.v_bias"] = (block.attn.v_bias, _same)
-        targets.update(_dense(f"{p}.attn.proj", block.attn.proj))
-        targets.update(_norm(f"{p}.norm2", block.norm2))
-        targets.update(_dense(f"{p}.mlp.fc1", block.mlp.fc1))
-        targets.update(_dense(f"{p}.mlp.fc2", block.mlp.fc2))
-        if block.layer_scale_init is not None:
-            targets[f"{p}.gamma_1"] = (block.gamma_1, _same)
-            targets[f"{p}.gamma_2"] = (block.gamma_2, _same)
+        targets.update(block_targets(f"blocks.{i}", backbone.get_layer(f"block_{i}")))
     if backbone.final_norm is not None:
-        targets.update(_norm("norm", backbone.final_norm))
-    if classifier is not None:
-        targets.update(_norm("fc_norm", classifier.fc_norm))
-        targets.update(_dense("head", classifier.head))
+        targets.update(norm_targets("norm", backbone.final_norm))
+    targets.update(classifier_targets(classifier))
     return targets
 
 
-def load_tensors(model_targets_, tensors, origin=None, allow_missing_head=False, skip=(), path="checkpoint"):
-    """Check every tensor against the model, then assign all of them; returns the keys left fresh.
+def check_tensors(model_targets_, tensors, origin=None, allow_missing_head=False, skip=(), path="checkpoint"):
+    """Check every tensor against the model without assigning; returns the keys to leave fresh.
 
+    Raises CheckpointError naming every missing, unexpected and mis-shaped tensor.
     `skip`: checkpoint keys deliberately not used (a head when only the backbone is wanted).
     """
     origin = origin or {}
@@ -397,10 +494,90 @@ def load_tensors(model_targets_, tensors, origin=None, allow_missing_head=False,
         if mismatched:
             lines.append(f"wrong shape ({len(mismatched)}): " + "; ".join(mismatched))
         raise CheckpointError("\n".join(lines))
+    return fresh
+
+
+def load_tensors(model_targets_, tensors, origin=None, allow_missing_head=False, skip=(), path="checkpoint"):
+    """Check every tensor against the model, then assign all of them; returns the keys left fresh."""
+    fresh = check_tensors(model_targets_, tensors, origin, allow_missing_head, skip, path)
     for key, (variable, transform) in model_targets_.items():
         if key not in fresh:
             variable.assign(np.ascontiguousarray(transform(tensors[key])).astype(variable.dtype))
     return fresh
+
+
+_TO_TORCH = {
+    conv3d_weight: lambda a: np.transpose(a, (4, 3, 0, 1, 2)),
+    linear_weight: np.transpose,
+    identity: identity,
+}
+
+
+def videomae_pretraining_state(pretrainer):
+    """The pre-training model as an MCG-NJU state dict (numpy float32, torch layouts): `encoder.*`, `decoder.*`,
+    `encoder_to_decoder.weight`, `mask_token`; what MCG-NJU / MAE-DFER / HiCMAE pre-training code loads."""
+    import keras
+
+    state = {}
+    for key, (variable, transform) in pretraining_targets(pretrainer).items():
+        name = key if key.startswith("decoder.") or key in PRETRAINING_KEYS else f"encoder.{key}"
+        value = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+        state[name] = np.ascontiguousarray(_TO_TORCH[transform](value))
+    return state
+
+
+def save_videomae_pretraining(pretrainer, path):
+    """torch.save the MCG-NJU state dict (torch tensors under "model") to `path`, atomically. Returns the path."""
+    path = Path(path)
+    torch = _import_torch(path)
+    state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save({"model": state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ---------------------------------------------------------------- architecture of the decoder
+
+
+def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", path="checkpoint"):
+    """MAEDecoder kwargs from the decoder tensors (and the HF config, which wins for heads and eps)."""
+    from mmder_tf.models.videomae.presets import decoder_heads_for_width
+
+    hf_config = hf_config or {}
+    missing = [k for k in ("encoder_to_decoder.weight", "decoder.head.weight") if k not in tensors]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a pre-training checkpoint: missing {', '.join(missing)} (an encoder-only checkpoint has no "
+            "decoder to continue pre-training from)"
+        )
+    width = int(tensors["encoder_to_decoder.weight"].shape[0])
+    indices = {int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.blocks\.(\d+)\.", k))}
+    if not indices:
+        raise CheckpointError(f"{path}: the decoder has no blocks (decoder.blocks.N.* / decoder.decoder_layers.N.*)")
+    depth = max(indices) + 1
+    fc1 = tensors.get("decoder.blocks.0.mlp.fc1.weight")
+    for key, value in (("decoder_hidden_size", width), ("decoder_num_hidden_layers", depth)):
+        if key in hf_config and int(hf_config[key]) != value:
+            raise CheckpointError(f"{path}: config.json {key}={hf_config[key]} but the tensors say {value}")
+    hf = layout == "huggingface"
+    return {
+        "hidden_dim": width,
+        "depth": depth,
+        "num_heads": int(hf_config.get("decoder_num_attention_heads", decoder_heads_for_width(width))),
+        "output_dim": int(tensors["decoder.head.weight"].shape[0]),
+        "mlp_ratio": fc1.shape[0] / width if fc1 is not None else 4.0,
+        "layer_norm_epsilon": float(hf_config.get("layer_norm_eps", VIDEOMAE_EPS)),
+        # HF's decoder norm is a bare nn.LayerNorm; MCG-NJU's uses 1e-6 like every other norm.
+        "norm_epsilon": HF_FC_NORM_EPS if hf else VIDEOMAE_EPS,
+        "layer_scale_init": 1.0 if "decoder.blocks.0.gamma_1" in tensors else None,
+        "qkv_bias": "decoder.blocks.0.attn.q_bias" in tensors,
+    }
 
 
 # ---------------------------------------------------------------- public API
@@ -422,18 +599,45 @@ def _sidecar(path: Path) -> Path:
 def _build_from_torch(
     ckpt, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, overrides
 ):
-    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    """`classifier=None`: an EmotionClassifier when the checkpoint has a head or a head is asked for, else a backbone."""
     from mmder_tf.models.classifier import EmotionClassifier
 
-    tensors, layout, ignored, origin = canonical_state(ckpt)
-    config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+    overrides = dict(overrides)
+    region_size = overrides.pop("region_size", None)
+    layout = _detect_layout({k.removeprefix("module.") for k in ckpt.state}, ckpt.path)
+    lgi_former = layout == "mae_dfer"
+    if region_size is not None and not lgi_former:
+        raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
+    if classifier is None:
+        has_head = any(k.removeprefix("module.") in ("head.weight", "classifier.weight") for k in ckpt.state)
+        classifier = layout != "hicmae" and has_head or num_classes is not None or allow_missing_head
+    # MAE-DFER's fine-tuning leaves the pre-training encoder's final norm out (only the pooled feature is
+    # normalised, by fc_norm); a bare backbone keeps it, so it returns what the pre-training encoder returns.
+    tensors, layout, ignored, origin = canonical_state(ckpt, keep_final_norm=not classifier)
+    if lgi_former:
+        from mmder_tf.models.lgi_former import convert as lgi_convert
+        from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+
+        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path)
+        backbone_class = LGIFormerBackbone
+    else:
+        from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+
+        if layout == "hicmae" and image_size is None:
+            image_size = HICMAE_IMAGE_SIZE
+        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+        backbone_class = VideoMAEBackbone
     config.update(overrides)
-    backbone = VideoMAEBackbone(**config, dtype=dtype)
+    try:
+        backbone = backbone_class(**config, dtype=dtype)
+    except TypeError as exc:
+        raise ConfigError(f"{ckpt.path}: {backbone_class.__name__} does not take these arguments: {exc}") from exc
     model, skip = backbone, ()
     if classifier:
         if num_classes is None:
             if "head.weight" not in tensors:
-                raise ConfigError(f"{ckpt.path} has no classification head: pass num_classes (and allow_missing_head=True)")
+                why = " (HiCMAE's head classifies audio-visual features, so it is dropped)" if layout == "hicmae" else ""
+                raise ConfigError(f"{ckpt.path} has no video classification head{why}: pass num_classes (and allow_missing_head=True)")
             num_classes = int(tensors["head.weight"].shape[0])
         if class_names is None:
             class_names = _hf_class_names(ckpt.hf_config, num_classes)
@@ -446,22 +650,80 @@ def _build_from_torch(
     fresh = load_tensors(
         model_targets(backbone, model if classifier else None), tensors, origin, allow_missing_head, skip, ckpt.path
     )
+    ignored = sorted(ignored) + [k for k in skip if k in tensors]
     report = {
         "source": ckpt.path,
         "layout": layout,
         "model": type(model).__name__,
         "loaded": len(tensors) - len([k for k in skip if k in tensors]),
-        "ignored": sorted(ignored) + [k for k in skip if k in tensors],
+        "ignored": ignored,
+        "dropped": dropped_parts(origin.get(k, k) if k in skip else k for k in ignored),
         "fresh": fresh,
         "backbone": backbone.get_config(),
     }
     return model, report
 
 
-def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, overrides):
+def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides, decoder_overrides=None):
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.models.videomae.pretraining import MAEDecoder, VideoMAEPretrainer
+
+    tensors, layout, ignored, origin = canonical_state(ckpt, keep_decoder=True)
+    if layout not in ("videomae_pretrain", "huggingface"):
+        raise CheckpointError(f"{ckpt.path}: a {layout} checkpoint; pretraining=True reads VideoMAE pre-training checkpoints "
+                              "(MCG-NJU encoder.*/decoder.* or a Hugging Face VideoMAEForPreTraining directory)")
+    config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+    config.update(overrides)
+    decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path), **(decoder_overrides or {})}
+    backbone = VideoMAEBackbone(**config, dtype=dtype)
+    decoder = MAEDecoder(**decoder_config, dtype=backbone.dtype_policy, name="decoder")
+    norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
+    model = VideoMAEPretrainer(backbone, decoder, norm_pix_loss=norm_pix_loss, dtype=dtype)
+    load_tensors(pretraining_targets(model), tensors, origin, path=ckpt.path)
+    report = {
+        "source": ckpt.path,
+        "layout": layout,
+        "model": type(model).__name__,
+        "loaded": len(tensors),
+        "ignored": sorted(ignored),
+        "fresh": [],
+        "backbone": backbone.get_config(),
+        "decoder": decoder.get_config(),
+    }
+    return model, report
+
+
+def save_keras_model(model, dst, source, layout):
+    """Write `model` as `dst` (.weights.h5) plus `<stem>.config.json` beside it, atomically; what
+    `load_pretrained` reads. Returns (weights path, config path)."""
+    import keras
+
+    dst = Path(dst)
+    if not dst.name.endswith(".weights.h5"):
+        raise ConfigError(f"destination must end with .weights.h5, got {dst}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = _sidecar(dst)
+    tmp_weights = dst.with_name(f".{dst.name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
+    tmp_config = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
+    try:
+        model.save_weights(str(tmp_weights))
+        tmp_config.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_weights, dst)
+        os.replace(tmp_config, sidecar)
+    finally:
+        for tmp in (tmp_weights, tmp_config):
+            if tmp.exists():
+                tmp.unlink()
+    return dst, sidecar
+
+
+def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, overrides,
+                pretraining=False):
     import keras
 
     from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
     sidecar = _sidecar(path)
     if not sidecar.is_file():
@@ -471,8 +733,11 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         spec = meta["model"]
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{sidecar}: not an mmder_tf model config: {exc}") from exc
-    backbone_spec = spec["config"]["backbone"] if spec.get("class_name") == "EmotionClassifier" else spec
+    wrapped = spec.get("class_name") in ("EmotionClassifier", "VideoMAEPretrainer")
+    backbone_spec = spec["config"]["backbone"] if wrapped else spec
     changes = dict(overrides)
+    if "region_size" in changes and backbone_spec.get("class_name") != "LGIFormerBackbone":
+        raise ConfigError(f"region_size applies to LGI-Former models; {path} holds a {backbone_spec.get('class_name')}")
     if num_frames is not None:
         changes["num_frames"] = int(num_frames)
     if image_size is not None:
@@ -485,7 +750,11 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         saved.load_weights(str(path))
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load weights: {exc}") from exc
-    backbone = saved.backbone if isinstance(saved, EmotionClassifier) else saved
+    if pretraining:
+        if not isinstance(saved, VideoMAEPretrainer):
+            raise CheckpointError(f"{path} holds a {type(saved).__name__}, not a pre-training model: it has no decoder")
+        return saved
+    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, VideoMAEPretrainer)) else saved
     if not classifier:
         return backbone
     if isinstance(saved, EmotionClassifier) and (num_classes is None or num_classes == saved.num_classes):
@@ -517,22 +786,47 @@ def load_pretrained(
     class_names=None,
     trust_pickle=False,
     dtype=None,
+    region_size=None,
+    pretraining=False,
+    decoder_overrides=None,
     **backbone_overrides,
 ):
-    """A ready VideoMAEBackbone (or EmotionClassifier with `classifier=True`) from any supported checkpoint.
+    """A ready backbone (or EmotionClassifier with `classifier=True`) from any supported checkpoint.
 
-    `path`: a torch file (.pth/.pt/.bin), a .safetensors file, a Hugging Face
-    VideoMAE directory, or a `.weights.h5` written by `convert_checkpoint`.
+    `path`: a torch file (.pth/.pt/.bin) of VideoMAE (MCG-NJU), MAE-DFER or
+    HiCMAE, a .safetensors file, a Hugging Face VideoMAE directory, or a
+    `.weights.h5` written by `convert_checkpoint`. MAE-DFER checkpoints give an
+    `LGIFormerBackbone`, the others a `VideoMAEBackbone` (HiCMAE: its visual
+    encoder; the audio and fusion encoders and decoders are dropped).
     Depth, width and MLP size come from the tensors; heads and LayerNorm eps
-    from the HF config when there is one (else the ViT table and 1e-6).
-    `num_frames` / `image_size` default to the checkpoint's config, else 16 / 224.
+    from the HF config when there is one (else the ViT table and 1e-6; pass
+    `num_heads=` for other widths). `num_frames` / `image_size` (an int or
+    (height, width)) default to the checkpoint's config, else the release's:
+    16 / 224 (VideoMAE), 16 / 160 (MAE-DFER, HiCMAE); `region_size` (t, h, w)
+    in tubelets, MAE-DFER only, defaults to (2, 5, 10).
     `allow_missing_head`: leave fc_norm/head fresh when the checkpoint has none,
     or a head of another class count than `num_classes`.
+
+    `pretraining=True` returns the whole masked autoencoder (`VideoMAEPretrainer`) from an MCG-NJU
+    pre-training checkpoint (`encoder.*`, `decoder.*`, `encoder_to_decoder.weight`, `mask_token`), a
+    Hugging Face VideoMAEForPreTraining directory, or a `.weights.h5` saved by the pre-training model;
+    every missing, unexpected or mis-shaped tensor is named. Without it, such checkpoints give their encoder.
+    `decoder_overrides`: MAEDecoder kwargs the tensors cannot tell (`num_heads` of a non-standard width
+    without a config, `norm_epsilon`), as `**backbone_overrides` are for the encoder.
     """
     path = Path(path)
+    if region_size is not None:
+        backbone_overrides["region_size"] = tuple(int(r) for r in region_size)
+    if pretraining and classifier:
+        raise ConfigError("pretraining=True loads the masked autoencoder; it has no classification head (drop classifier=True)")
+    if decoder_overrides and not pretraining:
+        raise ConfigError("decoder_overrides apply to pretraining=True only")
     args = (num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, backbone_overrides)
     if path.name.endswith(".h5"):
-        return _load_keras(path, *args)
+        return _load_keras(path, *args, pretraining=pretraining)
+    if pretraining:
+        ckpt = read_checkpoint(path, trust_pickle)
+        return _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, backbone_overrides, decoder_overrides)[0]
     model, _ = _build_from_torch(read_checkpoint(path, trust_pickle), *args)
     return model
 
@@ -548,40 +842,43 @@ def convert_checkpoint(
     backbone_only=False,
     class_names=None,
     trust_pickle=False,
+    region_size=None,
+    **backbone_overrides,
 ):
-    """Convert a torch / HF VideoMAE checkpoint to `dst` (.weights.h5) plus `<stem>.config.json` beside it.
+    """Convert a torch / HF checkpoint (as `load_pretrained` reads) to `dst` (.weights.h5) plus `<stem>.config.json`.
 
-    Writes an EmotionClassifier when the checkpoint has a head or `num_classes`
-    is given (an encoder-only checkpoint then needs `allow_missing_head`),
-    otherwise (or with `backbone_only`) a VideoMAEBackbone. Returns a report dict.
+    Writes an EmotionClassifier when the checkpoint has a video head or
+    `num_classes` is given (an encoder-only checkpoint then needs
+    `allow_missing_head`), otherwise (or with `backbone_only`) the backbone.
+    Returns a report dict: layout, tensors loaded, ignored keys, `dropped`
+    (ignored tensors per upstream part: decoder, audio encoder, ...), fresh keys.
     """
-    import keras
-
     dst = Path(dst)
     if not dst.name.endswith(".weights.h5"):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
     ckpt = read_checkpoint(src, trust_pickle)
-    has_head = any(k.removeprefix("module.") in ("head.weight", "classifier.weight") for k in ckpt.state)
-    as_classifier = not backbone_only and (has_head or num_classes is not None or allow_missing_head)
+    if region_size is not None:
+        backbone_overrides["region_size"] = tuple(int(r) for r in region_size)
     model, report = _build_from_torch(
-        ckpt, num_frames, image_size, as_classifier, num_classes, allow_missing_head, "linear_probe", 0.0, class_names, None, {}
+        ckpt, num_frames, image_size, False if backbone_only else None, num_classes, allow_missing_head, "linear_probe", 0.0,
+        class_names, None, backbone_overrides,
     )
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    sidecar = _sidecar(dst)
-    tmp_weights = dst.with_name(f".{dst.name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
-    tmp_config = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
-    meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), **{k: report[k] for k in ("source", "layout")}}
-    try:
-        model.save_weights(str(tmp_weights))
-        tmp_config.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp_weights, dst)
-        os.replace(tmp_config, sidecar)
-    finally:
-        for tmp in (tmp_weights, tmp_config):
-            if tmp.exists():
-                tmp.unlink()
-    report.update(weights=str(dst), config=str(sidecar))
+    weights, sidecar = save_keras_model(model, dst, report["source"], report["layout"])
+    report.update(weights=str(weights), config=str(sidecar))
     return report
+
+
+def _int_tuple(least, most):
+    def parse(text):
+        try:
+            values = tuple(int(v) for v in text.replace("x", ",").split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+        if not least <= len(values) <= most:
+            raise argparse.ArgumentTypeError(f"expected {least}..{most} integers, got {text!r}")
+        return values[0] if len(values) == 1 and most <= 2 else values
+
+    return parse
 
 
 def main(argv=None):
@@ -589,7 +886,11 @@ def main(argv=None):
     parser.add_argument("src", help="torch .pth/.pt/.bin, .safetensors, or a Hugging Face VideoMAE directory")
     parser.add_argument("dst", help="output .weights.h5 (a <stem>.config.json is written beside it)")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: checkpoint config, else 16)")
-    parser.add_argument("--image-size", type=int, default=None, help="square frame size (default: checkpoint config, else 224)")
+    parser.add_argument("--image-size", type=_int_tuple(1, 2), default=None,
+                        help="frame size, N or H,W (default: checkpoint config, else 224; MAE-DFER and HiCMAE 160)")
+    parser.add_argument("--region-size", type=_int_tuple(3, 3), default=None,
+                        help="MAE-DFER region size t,h,w in tubelets (default 2,5,10)")
+    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: by width, 64 channels a head)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (default: the checkpoint's head)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names")
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
@@ -607,6 +908,8 @@ def main(argv=None):
             backbone_only=args.backbone_only,
             class_names=args.class_names.split(",") if args.class_names else None,
             trust_pickle=args.trust_pickle,
+            region_size=args.region_size,
+            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
         )
     except (CheckpointError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -618,6 +921,8 @@ def main(argv=None):
         + (f"; fresh: {', '.join(report['fresh'])}" if report["fresh"] else "")
         + (f"; ignored {len(report['ignored'])}" if report["ignored"] else "")
     )
+    for part, count in report["dropped"].items():
+        print(f"dropped: {part} ({count} tensors)")
     return 0
 
 

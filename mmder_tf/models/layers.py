@@ -58,6 +58,22 @@ def _pair(value, what):
     return value
 
 
+def patchify(x, tubelet_size: int, patch_size: int):
+    """[B, T, H, W, C] -> tubelets [B, N, tubelet*patch*patch*C].
+
+    Tokens in time, height, width order; values inside a tubelet in (frame,
+    row, column, channel) order, channel fastest: the Conv3D kernel layout
+    [t, p, p, C, D] flattened, and the layout of VideoMAE's pixel targets.
+    """
+    ts, p = int(tubelet_size), int(patch_size)
+    dyn = ops.shape(x)
+    frames, height, width, channels = [int(s) if s is not None else dyn[i + 1] for i, s in enumerate(x.shape[1:5])]
+    t, h, w = frames // ts, height // p, width // p
+    x = ops.reshape(x, (-1, t, ts, h, p, w, p, channels))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+    return ops.reshape(x, (-1, t * h * w, ts * p * p * channels))
+
+
 @keras.saving.register_keras_serializable(package="mmder_tf")
 class InputNormalization(layers.Layer):
     """uint8 or float pixels in 0..255 -> (x / 255 - mean) / std in the compute dtype.
@@ -142,18 +158,13 @@ class TubeletEmbedding(layers.Layer):
         self._check(x.shape)
         # stride == kernel, so the convolution is a patchify + one matmul. Running it that way
         # keeps the Conv3D weight layout but avoids TF's CPU Conv3D gradient (~100x slower).
-        ts, p, dim = self.tubelet_size, self.patch_size, self.hidden_dim
-        static = [None if s is None else int(s) for s in x.shape[1:5]]
-        dyn = ops.shape(x)
-        frames, height, width, channels = [s if s is not None else dyn[i + 1] for i, s in enumerate(static)]
-        t, h, w = frames // ts, height // p, width // p
-        x = ops.reshape(x, (-1, t, ts, h, p, w, p, channels))
-        x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
-        num = t * h * w
-        x = ops.reshape(x, (-1, num, ts * p * p * channels))
+        dim = self.hidden_dim
+        static = [None if s is None else int(s) for s in x.shape[1:4]]
+        x = patchify(x, self.tubelet_size, self.patch_size)
+        num = ops.shape(x)[1]
         kernel = ops.reshape(ops.cast(self.proj.kernel, x.dtype), (-1, dim))
         x = ops.matmul(x, kernel) + ops.cast(self.proj.bias, x.dtype)
-        if None not in static[:3]:
+        if None not in static:
             table = ops.convert_to_tensor(_cached_table(num, dim))
         else:
             table = _sincos_position_table_ops(num, dim)
@@ -173,13 +184,39 @@ class TubeletEmbedding(layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package="mmder_tf")
-class VideoMAEAttention(layers.Layer):
-    """Multi-head self-attention with VideoMAE's bias layout.
+def multi_head_attention(q, k, v, num_heads: int):
+    """softmax(q k^T / sqrt(head_dim)) v per head: q [B, Nq, D], k and v [B, Nk, D] -> [B, Nq, D].
 
-    One `qkv` kernel without bias plus separate `q_bias` and `v_bias`: the key
-    bias is fixed at zero (it cancels in the softmax), as in the checkpoints.
+    Heads are contiguous blocks of D / num_heads channels, as in VideoMAE and
+    MAE-DFER; the scale multiplies q, as they do.
     """
+    dim = q.shape[-1]
+    head_dim = dim // num_heads
+    nq, nk = ops.shape(q)[1], ops.shape(k)[1]
+    q = ops.reshape(q, (-1, nq, num_heads, head_dim))
+    k = ops.reshape(k, (-1, nk, num_heads, head_dim))
+    v = ops.reshape(v, (-1, nk, num_heads, head_dim))
+    if keras.backend.backend() != "tensorflow":
+        # JAX/torch map dot_product_attention to fused kernels (cuDNN/flash on GPU, SDPA).
+        out = ops.dot_product_attention(q, k, v, scale=head_dim ** -0.5)
+    else:
+        # TF has no fused kernel: its dot_product_attention is two einsums over
+        # [B, N, heads, head_dim] plus a separate scale pass over the [B, heads, N, N]
+        # logits (157 MB per ViT-L block at 1568 tokens). Plain batched matmuls in
+        # [B, heads, N, head_dim] layout with the scale folded into q (N x head_dim
+        # values, not N x N) are ~15% faster on CPU. Softmax in float32 as Keras does.
+        q = ops.transpose(q, (0, 2, 1, 3)) * ops.cast(head_dim ** -0.5, q.dtype)
+        k = ops.transpose(k, (0, 2, 3, 1))
+        v = ops.transpose(v, (0, 2, 1, 3))
+        logits = ops.cast(ops.matmul(q, k), "float32")
+        probs = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
+        out = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
+    return ops.reshape(out, (-1, nq, dim))
+
+
+class _BiasedAttention(layers.Layer):
+    """What both attention layouts share: heads, `q_bias`/`v_bias` (the key bias is fixed at zero,
+    it cancels in the softmax), and the output projection `proj`."""
 
     def __init__(self, hidden_dim, num_heads, qkv_bias=True, **kwargs):
         super().__init__(**kwargs)
@@ -188,43 +225,20 @@ class VideoMAEAttention(layers.Layer):
             raise ConfigError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
         self.head_dim = self.hidden_dim // self.num_heads
         self.qkv_bias = bool(qkv_bias)
-        self.qkv = layers.Dense(3 * self.hidden_dim, use_bias=False, dtype=self.dtype_policy, name="qkv")
+
+    def _make_proj(self):
+        # Created after the input kernels by each subclass: the weight order (and so the
+        # layout of saved .weights.h5 files) stays what it was before this base class existed.
         self.proj = layers.Dense(self.hidden_dim, dtype=self.dtype_policy, name="proj")
 
-    def build(self, input_shape):
-        self.qkv.build(input_shape)
+    def _build_biases(self, input_shape):
         self.proj.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
         if self.qkv_bias:
             self.q_bias = self.add_weight(name="q_bias", shape=(self.hidden_dim,), initializer="zeros")
             self.v_bias = self.add_weight(name="v_bias", shape=(self.hidden_dim,), initializer="zeros")
 
-    def call(self, x):
-        qkv = self.qkv(x)
-        if self.qkv_bias:
-            q_bias, v_bias = ops.cast(self.q_bias, qkv.dtype), ops.cast(self.v_bias, qkv.dtype)
-            qkv = qkv + ops.concatenate([q_bias, ops.zeros_like(q_bias), v_bias])
-        n = ops.shape(x)[1]
-        qkv = ops.reshape(qkv, (-1, n, 3, self.num_heads, self.head_dim))
-        if keras.backend.backend() != "tensorflow":
-            # JAX/torch map dot_product_attention to fused kernels (cuDNN/flash on GPU, SDPA).
-            out = ops.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], scale=self.head_dim ** -0.5)
-        else:
-            # TF has no fused kernel: its dot_product_attention is two einsums over
-            # [B, N, heads, head_dim] plus a separate scale pass over the [B, heads, N, N]
-            # logits (157 MB per ViT-L block at 1568 tokens). Plain batched matmuls in
-            # [B, heads, N, head_dim] layout with the scale folded into q (N x head_dim
-            # values, not N x N) are ~15% faster on CPU. Softmax in float32 as Keras does.
-            qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-            q = qkv[0] * ops.cast(self.head_dim ** -0.5, qkv.dtype)
-            k, v = qkv[1], qkv[2]
-            logits = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), "float32")
-            probs = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
-            out = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
-        out = ops.reshape(out, (-1, n, self.hidden_dim))
-        return self.proj(out)
-
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return tuple(input_shape[:-1]) + (self.hidden_dim,)
 
     def get_config(self):
         return {
@@ -233,6 +247,63 @@ class VideoMAEAttention(layers.Layer):
             "num_heads": self.num_heads,
             "qkv_bias": self.qkv_bias,
         }
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class VideoMAEAttention(_BiasedAttention):
+    """Multi-head self-attention with VideoMAE's layout: one `qkv` kernel without bias plus `q_bias`, `v_bias`."""
+
+    def __init__(self, hidden_dim, num_heads, qkv_bias=True, **kwargs):
+        super().__init__(hidden_dim, num_heads, qkv_bias=qkv_bias, **kwargs)
+        self.qkv = layers.Dense(3 * self.hidden_dim, use_bias=False, dtype=self.dtype_policy, name="qkv")
+        self._make_proj()
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        self._build_biases(input_shape)
+
+    def call(self, x):
+        qkv = self.qkv(x)
+        if self.qkv_bias:
+            q_bias, v_bias = ops.cast(self.q_bias, qkv.dtype), ops.cast(self.v_bias, qkv.dtype)
+            qkv = qkv + ops.concatenate([q_bias, ops.zeros_like(q_bias), v_bias])
+        q, k, v = ops.split(qkv, 3, axis=-1)
+        return self.proj(multi_head_attention(q, k, v, self.num_heads))
+
+
+@keras.saving.register_keras_serializable(package="mmder_tf")
+class CrossAttention(_BiasedAttention):
+    """Attention of `x` to `context` (itself when none is given) with separate `q` and `kv` kernels.
+
+    The layout of MAE-DFER's and HiCMAE's general attention: `q` [D, D] and
+    `kv` [D_context, 2D] without bias (the first D outputs of `kv` are the keys,
+    the last D the values), plus `q_bias` and `v_bias`.
+    """
+
+    def __init__(self, hidden_dim, num_heads, qkv_bias=True, context_dim=None, **kwargs):
+        super().__init__(hidden_dim, num_heads, qkv_bias=qkv_bias, **kwargs)
+        self.context_dim = None if context_dim is None else int(context_dim)
+        self.q = layers.Dense(self.hidden_dim, use_bias=False, dtype=self.dtype_policy, name="q")
+        self.kv = layers.Dense(2 * self.hidden_dim, use_bias=False, dtype=self.dtype_policy, name="kv")
+        self._make_proj()
+
+    def build(self, x_shape, context_shape=None):
+        # Keras passes one shape per tensor argument, named after it.
+        self.q.build(x_shape)
+        context_dim = self.context_dim or (context_shape or x_shape)[-1]
+        self.kv.build((None, None, context_dim))
+        self._build_biases(x_shape)
+
+    def call(self, x, context=None):
+        q, kv = self.q(x), self.kv(x if context is None else context)
+        k, v = ops.split(kv, 2, axis=-1)
+        if self.qkv_bias:
+            q = q + ops.cast(self.q_bias, q.dtype)
+            v = v + ops.cast(self.v_bias, v.dtype)
+        return self.proj(multi_head_attention(q, k, v, self.num_heads))
+
+    def get_config(self):
+        return {**super().get_config(), "context_dim": self.context_dim}
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")

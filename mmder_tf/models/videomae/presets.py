@@ -20,3 +20,21 @@ HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16}
 
 def heads_for_width(hidden_dim: int) -> int:
     return HEADS_BY_WIDTH.get(int(hidden_dim), max(1, int(hidden_dim) // 64))
+
+
+# Pre-training decoders by encoder size (VideoMAE's scripts: S 192/3, B 384/6, L 512/8, H 640/8 wide/heads;
+# 4 blocks for S/B, 12 for L/H). Kwargs of `MAEDecoder`; `VideoMAEPretrainer.from_preset` pairs them by name.
+DECODER_PRESETS = {
+    "tiny": {"hidden_dim": 32, "depth": 2, "num_heads": 2},
+    "small": {"hidden_dim": 192, "depth": 4, "num_heads": 3},
+    "base": {"hidden_dim": 384, "depth": 4, "num_heads": 6},
+    "large": {"hidden_dim": 512, "depth": 12, "num_heads": 8},
+    "huge": {"hidden_dim": 640, "depth": 12, "num_heads": 8},
+}
+
+# Decoder heads by width, for checkpoints without a config (640 has 8 heads of 80, not 10 of 64).
+DECODER_HEADS_BY_WIDTH = {p["hidden_dim"]: p["num_heads"] for p in DECODER_PRESETS.values()}
+
+
+def decoder_heads_for_width(hidden_dim: int) -> int:
+    return DECODER_HEADS_BY_WIDTH.get(int(hidden_dim), max(1, int(hidden_dim) // 64))
