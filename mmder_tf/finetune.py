@@ -298,7 +298,7 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     dimensions = tuple(getattr(args, "dimensions", None) or ())
     if dimensions:  # the checkpoint's encoder and category head, new regression heads beside them
         joint = EmotionClassifier(model.backbone, num_classes, mode=args.mode, dropout=args.dropout,
-                                  class_names=class_names, targets=dimensions)
+                                  class_names=class_names, pooling=model.pooling, targets=dimensions)
         joint.fc_norm.set_weights(model.fc_norm.get_weights())
         joint.head.set_weights(model.head.get_weights())
         model = joint
