@@ -139,13 +139,7 @@ def _build_module(members, weights, class_names, dimensions, metadata, asset_pat
     def serve_fused(*fused):
         return combine([single._check_fused(f, c, check_range=False) for f, (_, c, *_) in zip(fused, members)])
 
-    @tf.function(input_signature=[
-        tf.TensorSpec(None, tf.uint8, name="frames"),
-        tf.TensorSpec(None, tf.float32, name="timestamps"),
-        tf.TensorSpec(None, tf.float32, name="waveform"),
-        tf.TensorSpec(None, tf.int32, name="num_frames_valid"),
-        tf.TensorSpec(None, tf.int32, name="num_samples"),
-    ], autograph=False)
+    @tf.function(input_signature=single.media_input_signature(), autograph=False)
     def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
         fused = []
         for _, config, *_ in members:  # fused once per member strategy

@@ -210,6 +210,14 @@ def _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, co
                 for x, shape in zip((frames, timestamps, waveform, num_frames_valid, num_samples), shapes)]
 
 
+def media_input_signature():
+    """from_media's inputs, of unknown rank (checked in the graph by _check_media)."""
+    tf = _tf()
+    return [tf.TensorSpec(None, tf.uint8, name="frames"), tf.TensorSpec(None, tf.float32, name="timestamps"),
+            tf.TensorSpec(None, tf.float32, name="waveform"), tf.TensorSpec(None, tf.int32, name="num_frames_valid"),
+            tf.TensorSpec(None, tf.int32, name="num_samples")]
+
+
 def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float):
     """map_fn body: one padded row -> fused uint8 [T, S, S, 3], with the decoder's clip-length rules."""
     tf = _tf()
@@ -290,13 +298,7 @@ class _ServingModule:
         # Inputs of unknown rank: grappler trusts declared shapes (folds rank asserts, drops
         # "no-op" reshapes), so a wrong rank would surface as an obscure op error instead of
         # the asserts' messages. The shapes are checked in the graph and listed in the metadata.
-        @tf.function(input_signature=[
-            tf.TensorSpec(None, tf.uint8, name="frames"),
-            tf.TensorSpec(None, tf.float32, name="timestamps"),
-            tf.TensorSpec(None, tf.float32, name="waveform"),
-            tf.TensorSpec(None, tf.int32, name="num_frames_valid"),
-            tf.TensorSpec(None, tf.int32, name="num_samples"),
-        ], autograph=False)
+        @tf.function(input_signature=media_input_signature(), autograph=False)
         def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
             rows = _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
             fused = tf.map_fn(
