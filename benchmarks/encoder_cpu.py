@@ -5,6 +5,12 @@ Both run in this process with the same thread count and the same architecture
 
     python benchmarks/encoder_cpu.py --presets base large
     large: ours <s> s  theirs <s> s  ratio <ours/theirs>  (16x224x224, float32, <n> threads, tf graph, hf sdpa)
+
+An LGI-Former preset (`mae-dfer`) is timed at its own input size (16 x 160 x 160)
+against our `base` VideoMAE at --image-size (the paper's claim: LGI-Former costs far less):
+
+    python benchmarks/encoder_cpu.py --presets mae-dfer
+    mae-dfer: ours <s> s (16x160x160)  base VideoMAE <s> s (16x224x224)  ratio <mae-dfer/base>  (...)
 """
 from __future__ import annotations
 
@@ -37,12 +43,18 @@ def interleaved_medians(fns, repeats):
 
 
 def ours(preset, frames, size, mode):
+    """Our encoder of a VideoMAE preset at frames x size x size, or of an LGI-Former preset at its own geometry."""
     import numpy as np
     import tensorflow as tf
 
+    from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
     from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 
-    model = VideoMAEBackbone.from_preset(preset, num_frames=frames, image_size=size)
+    if preset in LGIFormerBackbone.presets:
+        model = LGIFormerBackbone.from_preset(preset)
+        frames, size = model.num_frames, model.image_size
+    else:
+        model = VideoMAEBackbone.from_preset(preset, num_frames=frames, image_size=size)
     x = tf.constant(np.random.default_rng(0).standard_normal((1, frames, size, size, 3)).astype("float32"))
     if mode == "eager":
         call = lambda: model(x, training=False).numpy()  # noqa: E731
@@ -98,17 +110,30 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
 
+    from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS as LGI_PRESETS
+
+    onednn = os.environ["TF_ENABLE_ONEDNN_OPTS"]
+    setup = (f"float32, {args.threads} threads (tf intra {tf.config.threading.get_intra_op_parallelism_threads()}, "
+             f"torch {torch.get_num_threads()}), tf {args.mode} onednn={onednn}, median of {args.repeats} interleaved")
     for preset in args.presets:
+        if preset in LGI_PRESETS:
+            lgi, call_lgi = ours(preset, args.frames, args.image_size, args.mode)
+            base, call_base = ours("base", args.frames, args.image_size, args.mode)
+            t_lgi, t_base = interleaved_medians([call_lgi, call_base], args.repeats)
+            print(
+                f"{preset}: ours {t_lgi:.3f} s ({lgi.num_frames}x{lgi.image_size}x{lgi.image_size})  base VideoMAE "
+                f"{t_base:.3f} s ({args.frames}x{args.image_size}x{args.image_size})  ratio {t_lgi / t_base:.2f}  ({setup})",
+                flush=True,
+            )
+            del lgi, base, call_lgi, call_base
+            continue
         model, call_ours = ours(preset, args.frames, args.image_size, args.mode)
         ref, call_theirs = theirs(BACKBONE_PRESETS[preset], args.frames, args.image_size, args.hf_attention)
         t_ours, t_theirs = interleaved_medians([call_ours, call_theirs], args.repeats)
         del model, ref, call_ours, call_theirs
-        onednn = os.environ["TF_ENABLE_ONEDNN_OPTS"]
         print(
             f"{preset}: ours {t_ours:.3f} s  theirs {t_theirs:.3f} s  ratio {t_ours / t_theirs:.2f}  "
-            f"({args.frames}x{args.image_size}x{args.image_size}, float32, {args.threads} threads "
-            f"(tf intra {tf.config.threading.get_intra_op_parallelism_threads()}, torch {torch.get_num_threads()}), "
-            f"tf {args.mode} onednn={onednn}, hf {args.hf_attention}, median of {args.repeats} interleaved)",
+            f"({args.frames}x{args.image_size}x{args.image_size}, {setup}, hf {args.hf_attention})",
             flush=True,
         )
 

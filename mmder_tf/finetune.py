@@ -17,9 +17,9 @@ from pathlib import Path
 
 from mmder_tf.config import STRATEGIES
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
+from mmder_tf.models.presets import LGI_FORMER_PRESETS, PRESETS
 
 DATASETS = ("ravdess", "cremad", "iemocap", "csv", "synthetic")
-PRESETS = ("tiny", "small", "base", "large", "huge")
 
 # Embedded demo: big enough that fusion visibly beats either modality, small enough
 # for 2 CPU cores in a few minutes (see benchmarks/av_vs_single.py for the numbers).
@@ -55,7 +55,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout before the head")
     p.add_argument("--out", help="run folder (default runs/<dataset>_<strategy>)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, help="fused frame size (default 224; demo 64)")
+    p.add_argument("--image-size", type=int,
+                   help="fused frame size (default: what --weights / --preset needs, e.g. 160 for MAE-DFER; else 224, demo 64)")
     p.add_argument("--num-classes", type=int, choices=(7, 8), help="RAVDESS: 7 (calm merged) or 8")
     p.add_argument("--recipe", choices=("paper", "mae-dfer"), default="paper")
     p.add_argument("--select", choices=("val_accuracy", "val_loss", "last"), default="val_accuracy",
@@ -121,6 +122,8 @@ def resolve_options(argv=None, raise_errors: bool = False) -> argparse.Namespace
         if args.manifest and not Path(args.manifest).is_file():
             raise ConfigError(f"--manifest {args.manifest}: no such file")
     args.preset_given = args.preset is not None
+    if args.image_size is None:
+        args.image_size = encoder_image_size(args)
     for key in ("preset", "image_size", "epochs", "batch_size", "mode"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
@@ -258,6 +261,26 @@ def run_folds(args, manifest):
     return selected
 
 
+def encoder_image_size(args):
+    """The frame size the chosen encoder needs (MAE-DFER's regions fit 160 px only), or None: any size."""
+    if args.weights:
+        if not Path(args.weights).exists():
+            raise ConfigError(f"--weights {args.weights}: no such file")
+        from mmder_tf.models.convert import checkpoint_input
+
+        size = checkpoint_input(args.weights).get("image_size")
+    elif args.preset in LGI_FORMER_PRESETS:
+        size = LGI_FORMER_PRESETS[args.preset]["image_size"]
+    else:
+        return None
+    if size is not None and not isinstance(size, int):
+        height, width = size
+        if height != width:
+            raise ConfigError(f"--weights {args.weights} needs {height}x{width} frames; fusion makes square ones")
+        size = height
+    return size
+
+
 def build_classifier(args, num_classes: int, class_names=None, drop_path: float = 0.0):
     """The classifier of the run, with --weights loaded. Call under the strategy's scope.
 
@@ -266,14 +289,13 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
     """
     import keras
 
-    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.models import presets
     from mmder_tf.models.classifier import EmotionClassifier
-    from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every fold and every resume
     if not args.weights:
-        backbone = VideoMAEBackbone.from_preset(args.preset, num_frames=args.fusion.num_frames,
-                                                image_size=args.image_size, drop_path_rate=drop_path)
+        backbone = presets.backbone_from_preset(args.preset, num_frames=args.fusion.num_frames,
+                                       image_size=args.image_size, drop_path_rate=drop_path)
         return EmotionClassifier(backbone, num_classes, mode=args.mode, dropout=args.dropout, class_names=class_names,
                                  targets=tuple(getattr(args, "dimensions", None) or ()))
     from mmder_tf.models.convert import load_pretrained
@@ -282,16 +304,14 @@ def build_classifier(args, num_classes: int, class_names=None, drop_path: float 
                             classifier=True, num_classes=num_classes, allow_missing_head=True, mode=args.mode,
                             dropout=args.dropout, class_names=class_names, drop_path_rate=drop_path)
     backbone = model.backbone
-    found = {"hidden_dim": backbone.hidden_dim, "depth": backbone.depth, "num_heads": backbone.num_heads}
-    matching = [name for name, spec in BACKBONE_PRESETS.items()
-                if all(spec.get(k) == v for k, v in found.items())]
-    if args.preset_given and args.preset not in matching:
+    found = presets.preset_of(backbone)
+    if args.preset_given and args.preset != found:
         raise ConfigError(
-            f"--weights {args.weights} hold a {matching[0] if matching else 'custom'} encoder "
-            f"(width {found['hidden_dim']}, depth {found['depth']}, {found['num_heads']} heads), "
-            f"not preset {args.preset!r}: drop --preset or pass --preset {matching[0] if matching else '<none>'}")
+            f"--weights {args.weights} hold a {found} {type(backbone).__name__} (width {backbone.hidden_dim}, depth "
+            f"{backbone.depth}, {backbone.num_heads} heads), not preset {args.preset!r}: drop --preset"
+            + ("" if found == "custom" else f" or pass --preset {found}"))
     if not args.preset_given:
-        args.preset = matching[0] if matching else "custom"
+        args.preset = found
     # A saved classifier keeps its own settings; the run's win (its head weights stay).
     model.mode = args.mode
     model.dropout.rate = model.dropout_rate = float(args.dropout)

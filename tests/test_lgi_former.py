@@ -265,3 +265,50 @@ def test_hicmae_visual_encoder_is_the_released_model():
                    if key.startswith("encoder.")}
         check_tensors(model_targets(backbone), encoder)
     assert backbone.count_params() == released["finetune"]["visual_encoder_only"]["params"] == 32_306_688
+
+
+def test_layer_decay_groups_follow_the_blocks():
+    """MAE-DFER's recipe decays the learning rate per LGI-Former block: embedding 0, block i -> i + 1, rest on top."""
+    from mmder_tf.training.engine import layer_id
+
+    backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
+    clf = EmotionClassifier(backbone, 3)
+    groups = {v.path: layer_id(v.path, backbone.depth) for v in clf.weights}
+    assert groups["patch_embed/proj/kernel"] == 0
+    assert groups["block_0/third_attn/kv/kernel"] == 1 and groups["block_1/mlp/fc2/bias"] == 2
+    assert groups["region_tokens/region_tokens"] == groups["head/kernel"] == backbone.depth + 1
+    assert set(groups.values()) == {0, 1, 2, 3}
+
+
+# ---------------------------------------------------------------- downstream: finetune, feature cache, export
+
+
+def test_finetune_picks_the_input_size_the_encoder_needs(tmp_path):
+    from mmder_tf import finetune
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    base = ["--dataset", "ravdess", "--data-dir", str(data), "--out", str(tmp_path / "run")]
+    # MAE-DFER's regions fit 16 x 160 x 160 only: the fused input follows the checkpoint.
+    args = finetune.resolve_options(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
+    assert args.image_size == args.fusion.image_size == 160 and args.fusion.num_frames == 16
+    args = finetune.resolve_options(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")])
+    assert args.image_size == 160
+    assert finetune.resolve_options(base + ["--preset", "mae-dfer"]).image_size == 160
+    assert finetune.resolve_options(base + ["--preset", "large"]).image_size == 224
+    assert finetune.resolve_options(base + ["--preset", "mae-dfer", "--image-size", "96"]).image_size == 96
+
+
+def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_path):
+    """The cached-feature linear probe and the SavedModel export (which rebuilds the run's model) with an LGI-Former."""
+    from mmder_tf import finetune
+    from mmder_tf.serving.export import export_run, read_metadata
+
+    out = tmp_path / "probe"
+    results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="mae-dfer-tiny", image_size=32,
+                           batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache,
+                           mode="linear_probe", epochs=2, num_folds=2, folds="2", select="last")
+    fold = results["folds"]["2"]
+    assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
+    exported = export_run(out, tmp_path / "export", fold=2)
+    assert read_metadata(exported)["preset"] == "mae-dfer-tiny"

@@ -79,22 +79,27 @@ def _import_torch(path):
     return torch
 
 
-def _read_torch(path, trust_pickle=False):
+def _load_torch_state(path, trust_pickle=False, mmap=False):
+    """The tensor dict of a torch file, unpickled without running code unless `trust_pickle`."""
     torch = _import_torch(path)
     import argparse as _argparse
 
     try:
         if trust_pickle:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
         else:
-            # MCG-NJU checkpoints store their argparse.Namespace next to the weights.
+            # VideoMAE, MAE-DFER and HiCMAE checkpoints store their argparse.Namespace next to the weights;
+            # torch's weights-only unpickler admits it (plus tensors and plain containers), nothing else.
             with torch.serialization.safe_globals([_argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many kinds for a non-checkpoint file
         hint = "" if trust_pickle else " (if you trust the file and it pickles other objects, pass trust_pickle=True / --trust-pickle)"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
-    state = _unwrap_state(obj, path)
-    return {k: _to_numpy(v) for k, v in state.items()}
+    return _unwrap_state(obj, path)
+
+
+def _read_torch(path, trust_pickle=False):
+    return {k: _to_numpy(v) for k, v in _load_torch_state(path, trust_pickle).items()}
 
 
 def _read_safetensors(path):
@@ -156,6 +161,41 @@ def read_checkpoint(path, trust_pickle=False) -> Checkpoint:
             hf_config = json.loads((path.parent / "config.json").read_text())
         return Checkpoint(path, state, hf_config)
     return Checkpoint(path, _read_torch(path, trust_pickle))
+
+
+def checkpoint_input(path, trust_pickle=False) -> dict:
+    """The clip size a checkpoint's encoder was made for, {"num_frames": T, "image_size": S}; {} when unknown.
+
+    Cheap (a torch file is memory-mapped, nothing is converted): callers pick
+    the input size of the data before building the model, e.g. fusion at
+    160 px for MAE-DFER, whose regions only fit that token grid.
+    """
+    path = Path(path)
+    if path.name.endswith(".weights.h5"):
+        try:
+            spec = json.loads(_sidecar(path).read_text())["model"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: its config {_sidecar(path).name} is missing or unreadable: {exc}") from exc
+        config = (spec["config"]["backbone"] if spec.get("class_name") == "EmotionClassifier" else spec)["config"]
+        return {"num_frames": int(config["num_frames"]), "image_size": config["image_size"]}
+    if path.is_dir() or path.suffix == ".safetensors":
+        hf_dir = path if path.is_dir() else path.parent
+        try:
+            hf_config = json.loads((hf_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: hf_config[k] for k in ("num_frames", "image_size") if k in hf_config}
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file or directory")
+    keys = {k.removeprefix("module.") for k in _load_torch_state(path, trust_pickle, mmap=True)}
+    layout = _detect_layout(keys, path)
+    if layout == "mae_dfer":
+        from mmder_tf.models.lgi_former.convert import RELEASED_GEOMETRY
+
+        return {k: RELEASED_GEOMETRY[k] for k in ("num_frames", "image_size")}
+    if layout == "hicmae":
+        return {"num_frames": 16, "image_size": HICMAE_IMAGE_SIZE}
+    return {}
 
 
 # ---------------------------------------------------------------- renaming
@@ -767,7 +807,8 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         raise CheckpointError(f"{path} {what}; pass allow_missing_head=True for a fresh {num_classes}-class head")
     if num_classes is None:
         raise ConfigError(f"{path} has no classification head: pass num_classes")
-    model = EmotionClassifier(backbone, num_classes, mode=mode, dropout=dropout, class_names=class_names)
+    pooling = saved.pooling if isinstance(saved, EmotionClassifier) else None
+    model = EmotionClassifier(backbone, num_classes, mode=mode, dropout=dropout, class_names=class_names, pooling=pooling)
     if isinstance(saved, EmotionClassifier):
         model.fc_norm.set_weights(saved.fc_norm.get_weights())
     return model

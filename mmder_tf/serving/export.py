@@ -416,10 +416,10 @@ def read_metadata(export_dir) -> dict:
 
 def build_classifier(preset: str, config: FusionConfig, class_names, weights=None):
     """A float32 EmotionClassifier of `preset` for `config`, with an EmotionClassifier .weights.h5 loaded."""
-    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.models import presets
     from mmder_tf.models.classifier import EmotionClassifier
 
-    backbone = VideoMAEBackbone.from_preset(preset, num_frames=config.num_frames, image_size=config.image_size,
+    backbone = presets.backbone_from_preset(preset, num_frames=config.num_frames, image_size=config.image_size,
                                             dtype="float32")
     model = EmotionClassifier(backbone, len(class_names), class_names=list(class_names), dtype="float32")
     if weights is not None:
@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SavedModel folder to create; for TF Serving use <model_base>/<version>, e.g. models/mmder/1")
     p.add_argument("--fold", type=int, help="which finished fold's checkpoint (needed when the run has several)")
     p.add_argument("--weights", help="EmotionClassifier .weights.h5 (instead of a run folder)")
-    p.add_argument("--preset", help="backbone preset of --weights (tiny, small, base, large, huge)")
+    p.add_argument("--preset", help="backbone preset of --weights (tiny, small, base, large, huge, mae-dfer-tiny, mae-dfer)")
     p.add_argument("--class-names", help="comma-separated class names in logit order (with --weights)")
     p.add_argument("--num-classes", type=int, help="checked against --class-names")
     p.add_argument("--strategy", help="fusion strategy (with --weights; default fslf or the --fusion-config's)")
