@@ -25,7 +25,7 @@ def targets_file(small_dataset, tmp_path_factory):
 
 def _run(small_dataset, small_cache, targets_file, out, **options):
     return finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
-                        batch_size=4, verbose=0, workers=1, cache=small_cache, epochs=2, num_folds=2, folds="1",
+                        batch_size=4, verbose=0, workers=1, cache=small_cache, epochs=1, num_folds=2, folds="1",
                         targets_file=targets_file, targets="category,valence,arousal", **options)
 
 
