@@ -55,7 +55,7 @@ def main(argv=None):
         if opts.synthetic_dir:
             argv += ["--synthetic-dir", opts.synthetic_dir]
         started = time.perf_counter()
-        results = finetune.run_protocol(finetune.resolve_options(argv))
+        results = finetune.run_protocol(finetune.config_from_argv(argv))
         line = (f"{strategy:6s} WAR {100 * results['war_mean']:6.2f}  UAR {100 * results['uar_mean']:6.2f}  "
                 f"({len(results['folds'])} fold(s), {time.perf_counter() - started:.0f} s)")
         lines.append((strategy, results, line))

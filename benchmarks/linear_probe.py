@@ -11,7 +11,7 @@ untimed warm-up run, which also pays one-off imports).
 * cached: the product path. The frozen encoder runs once per clip, its pooled
   features are stored, and each epoch trains the classifier's own fc_norm/head on
   the features of the training clips in the seeded order
-  `finetune.epoch_order(n, seed, epoch)`.
+  `training.protocol.epoch_order(n, seed, epoch)`.
 * recompute: `--no-feature-cache`, i.e. model.fit on the full classifier with the
   encoder frozen (the official code's way): every epoch decodes and fuses every
   training clip from the cache and runs the encoder on it. Here its training
@@ -37,13 +37,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmder_tf import finetune  # noqa: E402
+from mmder_tf.training import protocol  # noqa: E402
 
-_pipeline_clip_dataset = finetune.clip_dataset
+_pipeline_clip_dataset = protocol.clip_dataset
 
 
 def ordered_clip_dataset(cache_dir, records, fusion, batch_size, *, training=False, seed=0, epoch=None,
                          with_keys=False):
-    """finetune.clip_dataset, but a training epoch comes in finetune.epoch_order(len(records), seed, epoch):
+    """protocol.clip_dataset, but a training epoch comes in protocol.epoch_order(len(records), seed, epoch):
     the order the cached-feature path uses. The epoch's clips are still decoded and fused by the
     pipeline every epoch (lazily, when the epoch is reached); only their order is changed."""
     import tensorflow as tf
@@ -51,7 +52,7 @@ def ordered_clip_dataset(cache_dir, records, fusion, batch_size, *, training=Fal
     if not training:
         return _pipeline_clip_dataset(cache_dir, records, fusion, batch_size, with_keys=with_keys)
     records = list(records)
-    order = finetune.epoch_order(len(records), seed, epoch)
+    order = protocol.epoch_order(len(records), seed, epoch)
     wanted = tf.constant([records[i].key for i in order])
     # The whole split as one element (pipeline order), then gathered into the seeded order.
     whole = _pipeline_clip_dataset(cache_dir, records, fusion, len(records), with_keys=True)
@@ -66,17 +67,17 @@ def ordered_clip_dataset(cache_dir, records, fusion, batch_size, *, training=Fal
 def run(argv, recompute: bool):
     import numpy as np
 
-    args = finetune.resolve_options(argv)
-    finetune.clip_dataset = ordered_clip_dataset if recompute else _pipeline_clip_dataset
+    config = finetune.config_from_argv(argv)
+    protocol.clip_dataset = ordered_clip_dataset if recompute else _pipeline_clip_dataset
     try:
         wall, cpu = time.perf_counter(), time.process_time()
-        results = finetune.run_protocol(args)
+        results = protocol.run_protocol(config)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        finetune.clip_dataset = _pipeline_clip_dataset
+        protocol.clip_dataset = _pipeline_clip_dataset
     predictions = {}
     for number in results["folds"]:
-        with np.load(Path(args.out) / f"fold_{number}" / "predictions.npz") as data:
+        with np.load(Path(config.out) / f"fold_{number}" / "predictions.npz") as data:
             predictions[number] = (data["keys"].copy(), data["logits"].copy())
     return results, wall, cpu, predictions
 

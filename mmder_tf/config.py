@@ -9,6 +9,15 @@ from mmder_tf.errors import ConfigError
 STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio")
 AUDIO_VISUAL_STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas")
 _HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
+# linear_probe: frozen encoder, only fc_norm and the head train (the official code); finetune: all of it.
+CLASSIFIER_MODES = ("linear_probe", "finetune")
+
+
+def check_fields(config_class, values: dict):
+    """A saved config names only fields `config_class` (a dataclass) has: anything else is a typo or another version."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise ConfigError(f"unknown {config_class.__name__} fields: {sorted(unknown)}")
 
 
 def check_strategy(strategy: str) -> str:
@@ -107,10 +116,7 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown FusionConfig fields: {sorted(unknown)}")
+        check_fields(cls, values)
         return cls(**values)
 
     @classmethod

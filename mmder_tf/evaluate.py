@@ -1,9 +1,9 @@
-"""Re-evaluate a finished (or partly finished) run: `python -m mmder_tf.evaluate --run OUT`.
+"""Re-evaluate a finished (or partly finished) run: `python -m mmder_tf.evaluate --run OUT` (mmder-evaluate).
 
-Rebuilds each fold's classifier exactly as training did, loads the fold's kept
-checkpoint (best on validation, or last; for a cached linear probe the head,
-on the same encoder), runs the full model on the fold's test clips from the
-prepared cache and rewrites fold_N/results.json, predictions and the run reports.
+Rebuilds each fold's classifier from the run's saved RunConfig, loads the fold's
+kept checkpoint strictly (best on validation, or last; for a cached linear probe
+the head, on the same encoder), runs the full model on the fold's test clips from
+the prepared cache and rewrites fold_N/results.json, predictions and the run reports.
 
 `--ensemble RUN_A RUN_B ...` instead combines finished runs (e.g. CFAS, FSLF and
 OFOS on the same folds) at the posterior level (reports.ensemble): the mean of
@@ -18,83 +18,65 @@ import json
 import sys
 from pathlib import Path
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
-
-
-def _run_args(run_dir: Path, overrides: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
-    from mmder_tf.config import FusionConfig
-
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no run.json)")
-    saved = json.loads(path.read_text())
-    args = argparse.Namespace(**saved["args"])
-    args.fusion = FusionConfig.from_dict(saved["fusion"])
-    args.preset = saved["run"]["preset"]
-    args.preset_given = False  # the run already settled the architecture
-    args.out = str(run_dir)
-    if overrides.batch_size:
-        args.batch_size = overrides.batch_size
-    return args, saved
 
 
 def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True) -> dict:
     import numpy as np
 
-    from mmder_tf.reports import metrics as metrics_lib
-    from mmder_tf.training import engine as T
     from mmder_tf.data.datasets import Manifest
     from mmder_tf.data.prepare import load_index
-    from mmder_tf.finetune import _in_order, _predict, build_classifier, clip_dataset, summarize_run
-    from mmder_tf.training import multitask as MT
+    from mmder_tf.reports import metrics as metrics_lib
     from mmder_tf.reports.results import atomic_save_npz, atomic_write_json, format_table, write_run_report
+    from mmder_tf.training import engine
+    from mmder_tf.training.config import read_run_file
+    from mmder_tf.training.model import finished_folds, load_fold
+    from mmder_tf.training.multitask import dimension_arrays, split_outputs
+    from mmder_tf.training.protocol import clip_dataset, in_order, summarize_run
 
     run_dir = Path(run_dir)
-    args, saved = _run_args(run_dir, argparse.Namespace(batch_size=batch_size))
+    config, saved = read_run_file(run_dir)
+    if batch_size:
+        config = config.replace(batch_size=int(batch_size))
     cache_dir = Path(cache_dir or saved["cache_dir"])
     index = load_index(cache_dir)
     manifest = Manifest.from_json(cache_dir / "manifest.json")
     kept = {e["key"] for e in index["records"] if e["status"] == "ok"}
     class_names = saved["class_names"]
-    policy = T.resolve_precision(saved["run"]["precision"])
-    T.set_precision(policy)
+    engine.set_precision(engine.resolve_precision(saved["run"]["precision"]))
     jit = bool(saved["run"]["jit_compile"])
-    fold_dirs = sorted((p for p in run_dir.glob("fold_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
-    if not fold_dirs:
+    fold_numbers = sorted(int(p.name[5:]) for p in run_dir.glob("fold_*") if p.is_dir() and p.name[5:].isdigit())
+    if not fold_numbers:
         raise DatasetError(f"{run_dir}: no fold folders to evaluate")
+    finished = set(finished_folds(run_dir))
     fold_results = {}
-    for fold_dir in fold_dirs:
-        number = int(fold_dir.name.split("_")[1])
-        previous_path = fold_dir / "results.json"
-        if not previous_path.exists():
+    for number in fold_numbers:
+        if number not in finished:
             if verbose:
                 print(f"fold {number}: not finished, skipped")
             continue
-        previous = json.loads(previous_path.read_text())
-        checkpoint = fold_dir / f"{previous.get('checkpoint', 'last')}.weights.h5"
-        if not checkpoint.exists():
-            raise CheckpointError(f"{checkpoint}: missing checkpoint of fold {number}")
-        model = build_classifier(args, len(class_names), class_names)
-        dimensions = tuple(getattr(args, "dimensions", None) or ()) if previous.get("weights_wrapper") else ()
-        weighting = previous.get("task_weighting", "uncertainty")
-        loaded = MT.load_checkpoint(model.head_model() if previous.get("weights_kind") == "head" else model,
-                                    checkpoint, dimensions, weighting)
+        trained = load_fold(run_dir, number, config=config)
+        previous = trained.result
         test_subjects = set(previous["test_subjects"])
         test = [r for r in manifest.records if r.subject in test_subjects and r.key in kept]
-        keys, y_true, logits, predicted = _predict(
-            model, clip_dataset(cache_dir, test, args.fusion, args.batch_size, with_keys=True), dimensions, jit)
-        y_true, logits, predicted = _in_order(test, keys, y_true, logits, predicted)
+        predictions = engine.predict(
+            trained.model, clip_dataset(cache_dir, test, config.fusion, config.batch_size, with_keys=True), jit)
+        dimensions = config.dimensions
+        y_true, logits, predicted = in_order(test, predictions.keys, predictions.labels,
+                                             *split_outputs(predictions.outputs, dimensions))
         result = dict(previous)
         result.update(metrics_lib.evaluate_predictions(y_true, logits, class_names=class_names))
         result["evaluated_by"] = "mmder_tf.evaluate (full model on the prepared test clips)"
-        extra = MT.dimension_arrays(test, predicted, dimensions) if dimensions else {}
+        extra = dimension_arrays(test, predicted, dimensions) if dimensions else {}
         if dimensions:
             result["dimensions"] = {d: metrics_lib.evaluate_regression(extra[f"true_{d}"], extra[f"pred_{d}"])
                                     for d in dimensions}
-            result["uncertainty"] = loaded.uncertainty_report()
+            result["uncertainty"] = trained.task_weights
+        fold_dir = run_dir / f"fold_{number}"
         atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true,
                         logits=logits, **extra)
-        atomic_write_json(previous_path, result)
+        atomic_write_json(fold_dir / "results.json", result)
         fold_results[number] = result
         if verbose:
             print(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}  "
@@ -105,8 +87,7 @@ def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True)
     old = run_dir / "results.json"
     if old.exists():
         skipped = json.loads(old.read_text()).get("skipped_clips", [])
-    ctx = {"work": run_dir, "class_names": class_names, "run_info": saved["run"], "skipped": skipped}
-    results = summarize_run(args, ctx, fold_results)
+    results = summarize_run(run_dir, fold_results, class_names, saved["run"], skipped)
     write_run_report(run_dir, results)
     if verbose:
         print("\n" + format_table(results))
@@ -133,12 +114,14 @@ def main(argv=None) -> int:
     parser.add_argument("--run", help="run folder written by mmder-finetune (--out)")
     parser.add_argument("--cache", help="prepared cache (default: the one the run used)")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     parser.add_argument("--ensemble", nargs="+", metavar="RUN",
                         help="combine these finished runs (same folds, e.g. different strategies) at the posterior level")
     parser.add_argument("--ensemble-weighting", choices=("mean", "validation"), default="mean",
                         help="mean of the posteriors, or weights chosen per fold on its validation subjects")
     parser.add_argument("--out", help="--ensemble: folder for results.json / results.md (default runs/ensemble_<runs>)")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         if args.ensemble:
             if args.run:

@@ -62,7 +62,7 @@ def make_iemocap_tree(root, missing_video=None):
                     speaker = "FM"[i % 2]
                     utt = f"{dialog}_{speaker}{i:03d}"
                     lines += [f"[{t:.4f} - {t + 2.5:.4f}]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
-                              f"C-E1:\tNeutral state;\t()", ""]
+                              "C-E1:\tNeutral state;\t()", ""]
                     if code in datasets.IEMOCAP_LABELS and dialog != missing_video:
                         expected.append((utt, datasets.IEMOCAP_LABELS[code], speaker, lead, t))
                     t += 3.0

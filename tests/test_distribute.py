@@ -34,6 +34,7 @@ WORKER = textwrap.dedent('''
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from mmder_tf.training import engine as T
+    from mmder_tf.training import recipes as R
     from mmder_tf.models.videomae.backbone import VideoMAEBackbone
     from mmder_tf.models.classifier import EmotionClassifier
     rng = np.random.default_rng(0)
@@ -51,14 +52,14 @@ WORKER = textwrap.dedent('''
             keras.utils.set_random_seed(1)
             model = EmotionClassifier(VideoMAEBackbone.from_preset("tiny", num_frames=2, image_size=32), 3,
                                       mode="finetune")
-            loss, metrics = T.make_loss_and_metrics(False)
-            model.compile(optimizer=T.make_optimizer(T.recipe_settings("paper", 8, lr=1e-3), 2, 2, 2),
+            loss, metrics = R.make_loss_and_metrics(False)
+            model.compile(optimizer=R.make_optimizer(R.recipe_settings("paper", 8, lr=1e-3), 2, 2, 2),
                           loss=loss, metrics=metrics, jit_compile=False)
         val = T.with_data_sharding(tf.data.Dataset.from_tensor_slices((x[:8], y[:8])).batch(8))
         info = T.fit_resumable(model, fold_dir=os.path.join(out, f"{tag}{task}"), epoch_dataset=epoch_dataset,
                                steps_per_epoch=2, epochs=2, val_data=val, monitor=None, verbose=0,
                                tensorboard=False)
-        labels, logits = T.predict_logits(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+        _, labels, logits = T.predict(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
         np.savez(os.path.join(out, f"{tag}{task}.npz"), logits=logits, labels=labels,
                  history=json.dumps(info["history"]), replicas=strategy.num_replicas_in_sync)
     if mode == "mirrored":

@@ -2,6 +2,7 @@
 dataset of conftest (with one corrupt clip): bad arguments fail before any work,
 the corrupt clip is skipped and reported, kill-and-resume matches an uninterrupted
 run, re-evaluation reproduces the metrics. One run serves several checks."""
+import dataclasses
 import json
 import os
 import signal
@@ -46,7 +47,7 @@ def test_unknown_strategy_is_an_argparse_error(capsys):
     (["--dataset", "csv"], "needs --manifest"),
     (["--folds", "0"], "start at 1"),
     (["--folds", "a,b"], "comma-separated"),
-    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
     (["--weights", "/nonexistent.weights.h5"], "no such file"),
 ])
 def test_bad_arguments_fail_before_work(argv, message, tmp_path, capsys):
@@ -89,28 +90,46 @@ def test_weights_of_another_preset(dataset, tmp_path, capsys):
 def test_run_api_rejects_bad_options_with_exceptions(tmp_path):
     from mmder_tf.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="invalid choice"):
+    with pytest.raises(ConfigError, match="unknown strategy 'xyz'"):
         finetune.run(strategy="xyz", out=str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="unknown option 'epoch'"):
         finetune.run(epoch=3)
     with pytest.raises(ConfigError, match="needs --data-dir"):
         finetune.run(dataset="ravdess", out=str(tmp_path / "run"))
-    assert finetune.options_to_argv(dict(data_dir="/d", folds=[3, 1], official=True, no_feature_cache=False,
-                                         epochs=None, image_size=32)) == \
-        ["--data-dir", "/d", "--folds", "3,1", "--official", "--image-size", "32"]
+    with pytest.raises(ConfigError, match="official is a flag"):
+        finetune.run(official="yes")
     assert not (tmp_path / "run").exists()
 
 
+def test_command_line_and_python_api_build_the_same_config(tmp_path):
+    from mmder_tf.training.config import RunConfig
+
+    argv = ["--data-dir", str(tmp_path), "--dataset", "ravdess", "--folds", "3,1", "--official",
+            "--no-feature-cache", "--image-size", "32"]
+    config = finetune.config_from_argv(argv)
+    assert config == RunConfig.resolve(data_dir=tmp_path, dataset="ravdess", folds=[3, 1], official=True,
+                                       feature_cache=False, epochs=None, image_size=32)
+    assert config.folds == (1, 3) and config.fusion.official and config.fusion.image_size == 32
+    assert (config.preset, config.epochs, config.mode) == ("large", 100, "linear_probe")  # the paper's defaults
+    demo = finetune.config_from_argv([])
+    assert (demo.preset, demo.image_size, demo.epochs, demo.lr, demo.is_demo) == ("tiny", 64, 12, 2e-3, True)
+    assert RunConfig.from_json(config.to_json()) == config  # frozen, written whole, read back equal
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
+
+
 def test_ensure_demo_data_uses_the_demo_location(tmp_path, monkeypatch):
+    from mmder_tf.training import protocol
+
     monkeypatch.setenv("MMDER_CACHE", str(tmp_path))
     calls = []
-    monkeypatch.setattr(finetune, "_generate_demo", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(protocol, "generate_demo_data", lambda *a, **k: calls.append(a) or a[0])
     folder = finetune.ensure_demo_data(actors=3, clips=1, seed=5)
-    args = finetune.resolve_options(["--synthetic-actors", "3", "--synthetic-clips", "1", "--seed", "5"])
-    assert folder == finetune.synthetic_dir(args) == tmp_path / "synthetic" / "a3_c1_s5"
+    config = finetune.config_from_argv(["--synthetic-actors", "3", "--synthetic-clips", "1", "--seed", "5"])
+    assert folder == config.demo_data_dir == tmp_path / "synthetic" / "a3_c1_s5"
     assert calls == [(folder, 3, 1, 5)]
-    default = finetune.resolve_options([])
-    assert finetune.ensure_demo_data() == finetune.synthetic_dir(default)
+    default = finetune.config_from_argv([])
+    assert finetune.ensure_demo_data() == default.demo_data_dir
     assert calls[-1][1:] == (default.synthetic_actors, default.synthetic_clips, 0)
     assert finetune.ensure_demo_data(directory=tmp_path / "mine") == tmp_path / "mine"
 
@@ -148,6 +167,24 @@ def test_run_api_completes_and_reports_the_bad_clip(reference_run, small_bad_cli
     assert fold["n_train"] + fold["n_val"] + fold["n"] == 12  # 13 clips, the corrupt one skipped
     assert results["run"]["mode"] == "finetune" and results["run"]["feature_cache"] is False
     assert [h["epoch"] for h in json.loads((out / "fold_1" / "results.json").read_text())["history"]] == [0, 1]
+
+
+def test_config_reruns_a_saved_run_exactly(reference_run, tmp_path, capsys):
+    from mmder_tf.training.config import RunConfig
+
+    reference, results = reference_run
+    saved = RunConfig.from_run(reference)
+    assert saved.out == str(reference) and (saved.epochs, saved.folds, saved.lr) == (2, (1,), 1e-3)
+    assert finetune.main(["--config", str(reference / "run.json"), "--epochs", "3"]) == 2
+    assert "cannot change epochs" in capsys.readouterr().err
+    again = tmp_path / "again"
+    assert finetune.main(["--config", str(reference / "run.json"), "--out", str(again)]) == 0
+    assert RunConfig.from_run(again) == saved.replace(out=str(again))
+    first = json.loads((reference / "results.json").read_text())["folds"]
+    second = json.loads((again / "results.json").read_text())["folds"]
+    metrics = ("uar", "war", "confusion", "selected_epoch", "n", "n_train", "n_val")
+    assert {f: {m: r[m] for m in metrics} for f, r in second.items()} == \
+        {f: {m: r[m] for m in metrics} for f, r in first.items()}
 
 
 # --------------------------------------------------------------------------- kill and resume

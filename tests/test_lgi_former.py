@@ -290,13 +290,13 @@ def test_finetune_picks_the_input_size_the_encoder_needs(tmp_path):
     data.mkdir()
     base = ["--dataset", "ravdess", "--data-dir", str(data), "--out", str(tmp_path / "run")]
     # MAE-DFER's regions fit 16 x 160 x 160 only: the fused input follows the checkpoint.
-    args = finetune.resolve_options(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
+    args = finetune.config_from_argv(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
     assert args.image_size == args.fusion.image_size == 160 and args.fusion.num_frames == 16
-    args = finetune.resolve_options(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")])
+    args = finetune.config_from_argv(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")])
     assert args.image_size == 160
-    assert finetune.resolve_options(base + ["--preset", "mae-dfer"]).image_size == 160
-    assert finetune.resolve_options(base + ["--preset", "large"]).image_size == 224
-    assert finetune.resolve_options(base + ["--preset", "mae-dfer", "--image-size", "96"]).image_size == 96
+    assert finetune.config_from_argv(base + ["--preset", "mae-dfer"]).image_size == 160
+    assert finetune.config_from_argv(base + ["--preset", "large"]).image_size == 224
+    assert finetune.config_from_argv(base + ["--preset", "mae-dfer", "--image-size", "96"]).image_size == 96
 
 
 def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_path):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mmder_tf.fusion import alignment
 from mmder_tf.config import AUDIO_VISUAL_STRATEGIES, STRATEGIES, FusionConfig
 from mmder_tf.errors import ConfigError, NoAudioStreamError
 from mmder_tf.fusion.strategies import rfas_seed

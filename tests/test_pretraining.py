@@ -273,3 +273,19 @@ def test_presets_match_videomae_and_parameter_counts():
     # 4 blocks of 384 (qkv 3*384^2 + q/v bias + proj + 2 norms + MLP 2*384*1536 + biases), norm, head 384 -> 1536, mask token
     block = 3 * 384 * 384 + 2 * 384 + 384 * 384 + 384 + 4 * 384 + 384 * 1536 + 1536 + 1536 * 384 + 384
     assert decoder.count_params() == 4 * block + 2 * 384 + 384 * 1536 + 1536 + 384
+
+
+def test_mixed_precision_reaches_every_layer_and_survives_saving(tmp_path):
+    model = VideoMAEPretrainer.from_preset("tiny", num_frames=4, image_size=32, dtype="mixed_bfloat16", mask_ratio=0.5)
+    layers = [model.normalize, model.encoder_to_decoder, model.backbone.blocks[0], model.decoder.blocks[0], model.decoder.norm]
+    assert [layer.compute_dtype for layer in layers] == ["bfloat16"] * 5
+    x = np.random.default_rng(2).integers(0, 256, (1, 4, 32, 32, 3)).astype("uint8")
+    mask = random_tube_mask(1, model.token_grid, 0.5, seed=3)
+    predictions, loss = model.reconstruct(x, mask)
+    assert predictions.dtype == "float32" and loss.dtype == "float32" and np.isfinite(float(loss))
+    model.save_pretrainer(tmp_path / "mixed.weights.h5")
+    again = mmder_tf.load_pretrained(tmp_path / "mixed.weights.h5", pretraining=True)
+    assert again.backbone.blocks[0].compute_dtype == again.decoder.blocks[0].compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(predictions))
+    single = mmder_tf.load_pretrained(tmp_path / "mixed.weights.h5", pretraining=True, dtype="float32")
+    assert single.backbone.blocks[0].compute_dtype == single.decoder.blocks[0].compute_dtype == "float32"

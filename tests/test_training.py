@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mmder_tf.training import engine as T
+from mmder_tf.training import recipes as R
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 from mmder_tf.models.classifier import EmotionClassifier
 from mmder_tf.errors import ConfigError
@@ -27,18 +28,18 @@ def test_precision_and_jit_resolution():
 
 
 def test_layer_ids_follow_block_depth():
-    assert T.layer_id("emotion_classifier/videomae_backbone/patch_embed/proj/kernel", 12) == 0
-    assert T.layer_id("emotion_classifier/videomae_backbone/block_0/attn/qkv/kernel", 12) == 1
-    assert T.layer_id("videomae_backbone/block_11/mlp/fc2/bias", 12) == 12
-    assert T.layer_id("emotion_classifier/head/kernel", 12) == 13
-    assert T.layer_id("emotion_classifier/fc_norm/gamma", 12) == 13
+    assert R.layer_id("emotion_classifier/videomae_backbone/patch_embed/proj/kernel", 12) == 0
+    assert R.layer_id("emotion_classifier/videomae_backbone/block_0/attn/qkv/kernel", 12) == 1
+    assert R.layer_id("videomae_backbone/block_11/mlp/fc2/bias", 12) == 12
+    assert R.layer_id("emotion_classifier/head/kernel", 12) == 13
+    assert R.layer_id("emotion_classifier/fc_norm/gamma", 12) == 13
 
 
 def test_layer_decay_scales_each_variables_step():
     keras.utils.set_random_seed(0)
     backbone = VideoMAEBackbone.from_preset("tiny", num_frames=2, image_size=32)
     model = EmotionClassifier(backbone, 3, mode="finetune")
-    optimizer = T.make_layer_decay_adamw(1e-2, 0.0, depth=backbone.depth, layer_decay=0.5)
+    optimizer = R.make_layer_decay_adamw(1e-2, 0.0, depth=backbone.depth, layer_decay=0.5)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).integers(0, 255, (4, 2, 32, 32, 3)).astype("float32")
     y = np.array([0, 1, 2, 0])
@@ -47,7 +48,7 @@ def test_layer_decay_scales_each_variables_step():
     # Adam's first step moves every coordinate with a non-zero gradient by lr * scale (sign of the gradient).
     for v in model.trainable_variables:
         step = np.abs(v.numpy() - before[v.path]).max()
-        expected = 1e-2 * 0.5 ** (backbone.depth + 1 - T.layer_id(v.path, backbone.depth))
+        expected = 1e-2 * 0.5 ** (backbone.depth + 1 - R.layer_id(v.path, backbone.depth))
         assert step == pytest.approx(expected, rel=1e-3), v.path
     assert optimizer.lr_scale(model.head.kernel) == 1.0
     assert optimizer.lr_scale(backbone.patch_embed.weights[0]) == pytest.approx(0.5 ** 3)
@@ -58,7 +59,7 @@ def test_decoupled_weight_decay_uses_scaled_rate_and_skips_1d():
     outputs = keras.layers.Dense(2, name="head", kernel_initializer="ones", bias_initializer="ones")(
         keras.layers.Dense(3, name="block_0", kernel_initializer="ones", bias_initializer="ones")(inputs))
     model = keras.Model(inputs, outputs)
-    optimizer = T.make_layer_decay_adamw(0.1, 0.5, depth=1, layer_decay=0.5, no_decay_1d=True)
+    optimizer = R.make_layer_decay_adamw(0.1, 0.5, depth=1, layer_decay=0.5, no_decay_1d=True)
     optimizer.build(model.trainable_variables)
     zero = [tf.zeros_like(v) for v in model.trainable_variables]
     optimizer.apply(zero, model.trainable_variables)
@@ -69,28 +70,27 @@ def test_decoupled_weight_decay_uses_scaled_rate_and_skips_1d():
 
 
 def test_warmup_cosine_schedule():
-    schedule = T.warmup_cosine(1.0, total_steps=100, warmup_steps=10, min_lr=0.0)
+    schedule = R.warmup_cosine(1.0, total_steps=100, warmup_steps=10, min_lr=0.0)
     lr = [float(schedule(s)) for s in (0, 4, 9, 10, 55, 100)]
     assert lr[0] == pytest.approx(0.1) and lr[1] == pytest.approx(0.5) and lr[2] == pytest.approx(1.0)
     assert lr[3] == pytest.approx(1.0) and lr[4] == pytest.approx(0.5) and lr[5] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_recipe_scales_lr_by_batch():
-    assert T.recipe_settings("mae-dfer", 64)["lr"] == pytest.approx(1e-3 * 64 / 256)
-    paper = T.recipe_settings("paper", 64)
+    assert R.recipe_settings("mae-dfer", 64)["lr"] == pytest.approx(1e-3 * 64 / 256)
+    paper = R.recipe_settings("paper", 64)
     assert paper["lr"] == 1e-2 and paper["weight_decay"] == 0.05 and paper["mixup"] == 0
-    assert T.recipe_settings("paper", 8, lr=3e-4)["lr"] == 3e-4
+    assert R.recipe_settings("paper", 8, lr=3e-4)["lr"] == 3e-4
 
 
 @pytest.mark.parametrize("mixup, cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mix_batch_targets_match_pixels(mixup, cutmix):
-    rng = np.random.default_rng(0)
     # Each clip a constant grey level, so the mixed pixels reveal lambda exactly.
     levels = np.array([0, 200, 40, 120], np.float32)
     x = np.broadcast_to(levels[:, None, None, None, None], (4, 2, 16, 16, 3)).astype(np.uint8)
     y = np.array([0, 1, 2, 1])
     for step in range(5):
-        mixed, target = T.mix_batch(tf.constant(x), tf.constant(y), [7, step], 3, mixup, cutmix, 0.1)
+        mixed, target = R.mix_batch(tf.constant(x), tf.constant(y), [7, step], 3, mixup, cutmix, 0.1)
         mixed, target = mixed.numpy(), target.numpy()
         np.testing.assert_allclose(target.sum(1), 1.0, atol=1e-6)
         # Clip 0 mixes with clip 3 (the batch reversed): its mean pixel gives lambda.
@@ -102,8 +102,8 @@ def test_mix_batch_targets_match_pixels(mixup, cutmix):
         np.testing.assert_allclose(target[0], expected, atol=1e-4)
         if cutmix and not mixup:  # cutmix keeps every pixel from exactly one clip
             assert set(np.unique(mixed[0])) <= {0.0, 120.0}
-    again, _ = T.mix_batch(tf.constant(x), tf.constant(y), [7, 0], 3, mixup, cutmix, 0.1)
-    first, _ = T.mix_batch(tf.constant(x), tf.constant(y), [7, 0], 3, mixup, cutmix, 0.1)
+    again, _ = R.mix_batch(tf.constant(x), tf.constant(y), [7, 0], 3, mixup, cutmix, 0.1)
+    first, _ = R.mix_batch(tf.constant(x), tf.constant(y), [7, 0], 3, mixup, cutmix, 0.1)
     np.testing.assert_array_equal(again.numpy(), first.numpy())  # stateless: same seed, same batch
 
 
@@ -135,8 +135,8 @@ def test_fit_resumable_resumes_best_and_history(tmp_path):
 
     def run(epochs, out):
         model = _tiny()
-        loss, metrics = T.make_loss_and_metrics(False)
-        model.compile(optimizer=T.make_optimizer(T.recipe_settings("paper", 8, lr=1e-3), 2, 3, 2), loss=loss,
+        loss, metrics = R.make_loss_and_metrics(False)
+        model.compile(optimizer=R.make_optimizer(R.recipe_settings("paper", 8, lr=1e-3), 2, 3, 2), loss=loss,
                       metrics=metrics, jit_compile=False)
         info = T.fit_resumable(model, fold_dir=out, epoch_dataset=_epochs(x, y, 8), steps_per_epoch=2,
                                epochs=epochs, val_data=val, monitor="val_loss", verbose=0, tensorboard=False)
@@ -166,7 +166,7 @@ def test_cached_linear_probe_writes_head_into_classifier(tmp_path):
     direct = np.asarray(classifier.pooled_features(x[:4]))
     np.testing.assert_allclose(features[:4], direct, rtol=1e-5, atol=1e-5)
     head = classifier.head_model()
-    loss, metrics = T.make_loss_and_metrics(False)
+    loss, metrics = R.make_loss_and_metrics(False)
     head.compile(optimizer=keras.optimizers.AdamW(1e-2, weight_decay=0.05), loss=loss, metrics=metrics,
                  jit_compile=False)
     frozen = [w.copy() for w in classifier.backbone.get_weights()]
@@ -195,9 +195,25 @@ def test_weights_fingerprint_tracks_values():
     assert T.weights_fingerprint(a.backbone.weights) != fp
 
 
-def test_predict_logits_keeps_order():
+def test_predict_keeps_order_and_keys():
     x, y = _data(10)
     model = _tiny()
-    labels, logits = T.predict_logits(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(3))
+    keys, labels, logits = T.predict(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(3))
     np.testing.assert_array_equal(labels, y)
+    assert keys == [] and logits.shape == (10, 3) and logits.dtype == np.float32
+    names = np.array([f"clip{i}" for i in range(10)])
+    keyed = T.predict(model, tf.data.Dataset.from_tensor_slices((x, y, names)).batch(4))
+    assert keyed.keys == list(names)
+    np.testing.assert_allclose(keyed.outputs, logits, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(logits, model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_optimizer_and_schedule_deserialise_by_name():
+    optimizer = R.make_layer_decay_adamw(R.warmup_cosine(1e-3, 100, 10), 0.05, depth=2, layer_decay=0.75,
+                                         no_decay_1d=True)
+    rebuilt = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(rebuilt) is R.LayerDecayAdamW and type(rebuilt.learning_rate) is not float
+    assert (rebuilt.depth, rebuilt.layer_decay, rebuilt.no_decay_1d, rebuilt.decoupled_weight_decay) == \
+        (2, 0.75, True, 0.05)
+    schedule = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(R.warmup_cosine(1.0, 100, 10)))
+    assert isinstance(schedule, R.WarmupCosine) and float(schedule(5)) == pytest.approx(0.6)

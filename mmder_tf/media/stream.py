@@ -26,7 +26,6 @@ import numpy as np
 
 from mmder_tf.errors import ClipTooShortError, ConfigError, CorruptMediaError, MediaError, NoAudioStreamError
 from mmder_tf.media.decode import (
-    MIN_DURATION,
     DecodedClip,
     _AudioCollector,
     _av,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from mmder_tf.config import CLASSIFIER_MODES
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
 from mmder_tf.models.multitask import CATEGORY, TargetScaling
 
-MODES = ("linear_probe", "finetune")
+MODES = CLASSIFIER_MODES
 BACKBONES = (VideoMAEBackbone, LGIFormerBackbone)
 
 

@@ -716,7 +716,7 @@ def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides,
     config.update(overrides)
     decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path), **(decoder_overrides or {})}
     backbone = VideoMAEBackbone(**config, dtype=dtype)
-    decoder = MAEDecoder(**decoder_config, dtype=backbone.dtype_policy, name="decoder")
+    decoder = MAEDecoder(**decoder_config, dtype=backbone.patch_embed.dtype_policy, name="decoder")
     norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
     model = VideoMAEPretrainer(backbone, decoder, norm_pix_loss=norm_pix_loss, dtype=dtype)
     load_tensors(pretraining_targets(model), tensors, origin, path=ckpt.path)
@@ -785,6 +785,8 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     if dtype is not None:
         changes["dtype"] = dtype
     backbone_spec["config"].update(changes)
+    if dtype is not None and spec.get("class_name") == "VideoMAEPretrainer":
+        spec["config"]["dtype"] = dtype  # its decoder and projection follow
     try:
         saved = keras.saving.deserialize_keras_object(spec)
         saved.load_weights(str(path))

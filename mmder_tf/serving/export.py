@@ -44,11 +44,12 @@ import shutil
 import sys
 import tempfile
 import uuid
-import warnings
 from pathlib import Path
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
+from mmder_tf.models.presets import PRESETS
 
 METADATA_ASSET = "mmder_tf.json"
 EXPORT_FORMAT = "mmder_tf.saved_model"
@@ -415,108 +416,31 @@ def read_metadata(export_dir) -> dict:
 # ----------------------------------------------------------------------------- loading trained models
 
 def build_classifier(preset: str, config: FusionConfig, class_names, weights=None):
-    """A float32 EmotionClassifier of `preset` for `config`, with an EmotionClassifier .weights.h5 loaded."""
+    """A float32 EmotionClassifier of `preset` for `config`, with an EmotionClassifier .weights.h5 loaded strictly."""
     from mmder_tf.models import presets
     from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.training.model import load_weights_strict
 
     backbone = presets.backbone_from_preset(preset, num_frames=config.num_frames, image_size=config.image_size,
                                             dtype="float32")
     model = EmotionClassifier(backbone, len(class_names), class_names=list(class_names), dtype="float32")
     if weights is not None:
-        _load_weights(model, weights)
+        load_weights_strict(model, weights)
     return model
 
 
-def _load_weights(model, path):
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    if not path.name.endswith(".weights.h5"):
-        raise CheckpointError(f"{path}: expected a Keras .weights.h5 file")
-    # Keras only warns when it skips parts of a file and leaves fresh weights behind;
-    # exporting such a model would serve random predictions, so that is an error here.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(str(path))
-        except (ValueError, KeyError, OSError) as error:
-            raise CheckpointError(f"{path}: does not fit the model ({error})") from None
-    skipped = [str(w.message) for w in caught if any(
-        key in str(w.message) for key in ("Skipping", "could not be loaded", "freshly-initialized"))]
-    if skipped:
-        raise CheckpointError(f"{path}: does not fit the model ({skipped[0].splitlines()[0]})")
-
-
-def _finished_folds(run_dir: Path) -> list[int]:
-    folds = []
-    for child in run_dir.glob("fold_*"):
-        if (child / "results.json").is_file() and child.name[5:].isdigit():
-            folds.append(int(child.name[5:]))
-    return sorted(folds)
-
-
 def load_run(run_dir, fold=None):
-    """(model, config, class_names, preset, source) of one finished fold of a `mmder-finetune` run.
+    """(model, config, class_names, preset, source) of one finished fold of a `mmder-finetune` run:
+    the fold's model in float32 (training.model.load_fold, strict), its FusionConfig and class names."""
+    from mmder_tf.training.model import load_fold
 
-    The model is rebuilt as training built it (finetune.build_classifier with the
-    run's arguments, in float32) and gets the fold's kept checkpoint: the whole
-    classifier, or for a feature-cached linear probe the head on the frozen
-    encoder, which is then checked against the encoder fingerprint training recorded.
-    """
-    from mmder_tf import finetune
-    from mmder_tf.training import engine as T
-
-    run_dir = Path(run_dir)
-    run_file = run_dir / "run.json"
-    if not run_file.is_file():
-        raise CheckpointError(f"{run_dir}: not a training run (no run.json)")
-    run = json.loads(run_file.read_text())
-    finished = _finished_folds(run_dir)
-    if fold is None:
-        if len(finished) != 1:
-            raise ConfigError(f"{run_dir}: choose a fold with --fold (finished folds: {finished or 'none'})")
-        fold = finished[0]
-    fold_dir = run_dir / f"fold_{int(fold)}"
-    if int(fold) not in finished:
-        raise CheckpointError(f"{fold_dir}: fold {fold} has not finished (no results.json); finished: {finished}")
-    result = json.loads((fold_dir / "results.json").read_text())
-    weights = fold_dir / f"{result.get('checkpoint', 'last')}.weights.h5"
-    config = FusionConfig.from_dict(run["fusion"])
-    class_names = list(run["class_names"])
-
-    args = argparse.Namespace(**run["args"])
-    args.fusion = config
-    # A run trained under mixed precision still has float32 variables; rebuild in float32.
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
     try:
-        model = finetune.build_classifier(args, len(class_names), class_names)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    loaded = model.head_model() if result.get("weights_kind") == "head" else model
-    if result.get("weights_wrapper") == "multitask":
-        # A joint run's checkpoint holds MultiTaskModel(model) weights (plus the learned log-variances).
-        from mmder_tf.models.multitask import MultiTaskModel
-
-        loaded = MultiTaskModel(loaded, getattr(args, "dimensions", None) or (),
-                                weighting=result.get("task_weighting", "uncertainty"))
-    if result.get("weights_kind") == "head":
-        _load_weights(loaded, weights)
-        recorded = result.get("feature_fingerprint")
-        found = T.fingerprint({
-            "encoder": T.weights_fingerprint(model.backbone.weights), "fusion": config.to_dict(),
-            "preset": args.preset, "precision": run["run"]["precision"],
-            "cache": str(Path(run["cache_dir"]).resolve()),
-        })
-        if recorded is not None and recorded != found:
-            raise CheckpointError(
-                f"{fold_dir}: the frozen encoder rebuilt from --weights {args.weights} is not the one this "
-                "fold's head was trained on (the weights file changed?)")
-    else:
-        _load_weights(loaded, weights)
-    return model, config, class_names, args.preset, weights
+        trained = load_fold(run_dir, fold, dtype="float32")
+    except ConfigError as error:
+        if "not a training run" in str(error):
+            raise CheckpointError(str(error)) from None
+        raise
+    return trained.model, trained.fusion, list(trained.class_names), trained.preset, trained.checkpoint
 
 
 def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
@@ -538,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SavedModel folder to create; for TF Serving use <model_base>/<version>, e.g. models/mmder/1")
     p.add_argument("--fold", type=int, help="which finished fold's checkpoint (needed when the run has several)")
     p.add_argument("--weights", help="EmotionClassifier .weights.h5 (instead of a run folder)")
-    p.add_argument("--preset", help="backbone preset of --weights (tiny, small, base, large, huge, mae-dfer-tiny, mae-dfer)")
+    p.add_argument("--preset", choices=PRESETS, help="backbone preset of --weights")
     p.add_argument("--class-names", help="comma-separated class names in logit order (with --weights)")
     p.add_argument("--num-classes", type=int, help="checked against --class-names")
     p.add_argument("--strategy", help="fusion strategy (with --weights; default fslf or the --fusion-config's)")
@@ -550,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export the same --fold of these runs (different strategies) as one ensemble SavedModel")
     p.add_argument("--ensemble-weights", help="comma-separated member weights summing to 1 (default: the mean), "
                                               "e.g. the validation-chosen ones from mmder-evaluate --ensemble")
+    p.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     return p
 
 
@@ -574,6 +499,7 @@ def _explicit(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(args.verbose)
     if args.ensemble:
         from mmder_tf.serving.ensemble import SIGNATURES as ENSEMBLE_SIGNATURES, export_ensemble_runs
 

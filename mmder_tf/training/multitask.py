@@ -10,41 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from mmder_tf.data.datasets import target_matrix
-from mmder_tf.errors import ConfigError, DatasetError
+from mmder_tf.errors import DatasetError
 from mmder_tf.models.multitask import CATEGORY, MultiTaskModel, target_statistics
-
-RESERVED_OUTPUTS = ("probabilities", "labels", "class_names", "logits", "key", "y_true")
-
-
-def parse_targets(text) -> tuple[str, ...]:
-    """'category,valence,arousal' -> ("valence", "arousal"): the dimensions trained beside the category."""
-    names = [t.strip() for t in str(text or CATEGORY).split(",") if t.strip()]
-    if CATEGORY not in names:
-        raise ConfigError(f"--targets must include {CATEGORY!r} (the model always classifies), got {text!r}")
-    dimensions = tuple(n for n in names if n != CATEGORY)
-    if len(set(dimensions)) != len(dimensions):
-        raise ConfigError(f"--targets lists a dimension twice: {text!r}")
-    clash = [n for n in dimensions if n in RESERVED_OUTPUTS or not n.replace("_", "").isalnum()]
-    if clash:
-        raise ConfigError(f"--targets: {clash} cannot name a dimension (reserved or not letters/digits/_)")
-    return dimensions
-
-
-def parse_task_weights(text) -> dict:
-    """'category=1,valence=0.5' -> {"category": 1.0, "valence": 0.5}."""
-    weights = {}
-    for part in str(text or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        try:
-            weights[name.strip()] = float(value) if sep else float("nan")
-        except ValueError:
-            weights[name.strip()] = float("nan")
-        if not weights[name.strip()] >= 0:
-            raise ConfigError(f"--task-weights wants task=weight pairs with weights >= 0, got {part!r}")
-    return weights
-
 
 def check_dimensions(manifest, dimensions):
     """Every requested dimension must exist in the manifest and be known for some clip."""
@@ -67,8 +34,10 @@ def set_target_statistics(classifier, train_records, dimensions):
     return {d: {"mean": float(m), "std": float(s)} for d, m, s in zip(dimensions, mean, std)}
 
 
-def wrap(model, dimensions, weighting, task_weights, soft_labels):
-    return MultiTaskModel(model, dimensions, weighting=weighting, task_weights=task_weights, soft_labels=soft_labels)
+def wrap(model, config, soft_labels=False):
+    """`model` in the joint loss of `config` (a RunConfig with dimensions)."""
+    return MultiTaskModel(model, config.dimensions, weighting=config.task_weighting,
+                          task_weights=dict(config.task_weights), soft_labels=soft_labels)
 
 
 def with_targets(dataset, records, dimensions, num_classes=None, keep_keys=False):
@@ -105,33 +74,6 @@ def split_outputs(outputs, dimensions):
         return (np.asarray(outputs[CATEGORY], np.float32),
                 {d: np.asarray(outputs[d], np.float32).reshape(-1) for d in dimensions})
     return np.asarray(outputs, np.float32), {}
-
-
-def predict_batches(model, batches, dimensions, jit_compile=False):
-    """(keys or None, labels, logits [N, C], {dim: [N]}) over (x, y) or (x, y, key) batches."""
-    import tensorflow as tf
-
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
-    keys, labels, logits, values = [], [], [], {d: [] for d in dimensions}
-    with_keys = None
-    for batch in batches:
-        x, y = batch[0], batch[1]
-        with_keys = len(batch) == 3
-        if with_keys:
-            keys.extend(k.decode() for k in np.asarray(batch[2]))
-        out = forward(x)
-        batch_logits, batch_values = split_outputs(
-            {k: tf.cast(v, tf.float32) for k, v in out.items()} if isinstance(out, dict) else tf.cast(out, tf.float32),
-            dimensions)
-        logits.append(batch_logits)
-        labels.append(np.asarray(y))
-        for d in dimensions:
-            values[d].append(batch_values[d])
-    if not logits:
-        return ([] if with_keys else None), np.zeros((0,), np.int64), np.zeros((0, 0), np.float32), \
-            {d: np.zeros((0,), np.float32) for d in dimensions}
-    return (keys if with_keys else None), np.concatenate(labels).astype(np.int64), np.concatenate(logits), \
-        {d: np.concatenate(v) for d, v in values.items()}
 
 
 def dimension_arrays(records, predicted: dict, dimensions) -> dict:

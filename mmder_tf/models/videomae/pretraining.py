@@ -332,7 +332,8 @@ class VideoMAEPretrainer(keras.Model):
         if decoder.output_dim != outputs:
             raise ConfigError(f"decoder predicts {decoder.output_dim} values per token; tubelet {backbone.tubelet_size} x "
                               f"patch {backbone.patch_size}^2 x 3 channels needs {outputs}")
-        dtype = dtype if dtype is not None else backbone.dtype_policy
+        # The layers' policy: a functional model reports float32 for itself even when its layers run mixed.
+        dtype = dtype if dtype is not None else backbone.patch_embed.dtype_policy
         super().__init__(dtype=dtype, **kwargs)
         self.backbone, self.decoder = backbone, decoder
         self.normalize = InputNormalization(mean, std, dtype=self.dtype_policy, name="normalize")
@@ -383,7 +384,7 @@ class VideoMAEPretrainer(keras.Model):
         overrides = {"final_norm": True, **(backbone_overrides or {})}
         backbone = VideoMAEBackbone.from_preset(key, num_frames=num_frames, image_size=image_size, dtype=dtype, **overrides)
         outputs = backbone.tubelet_size * backbone.patch_size ** 2 * 3
-        dec = MAEDecoder.from_preset(decoder or key, outputs, dtype=backbone.dtype_policy, name="decoder")
+        dec = MAEDecoder.from_preset(decoder or key, outputs, dtype=backbone.patch_embed.dtype_policy, name="decoder")
         return cls(backbone, dec, dtype=dtype, **kwargs)
 
     # ------------------------------------------------------------ forward
@@ -487,7 +488,11 @@ class VideoMAEPretrainer(keras.Model):
         config = dict(config)
         for key in ("backbone", "decoder"):
             if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
+                spec = config[key]
+                if config.get("dtype") is not None and isinstance(spec.get("config"), dict):
+                    # A functional backbone serialises float32 for itself even when its layers ran mixed.
+                    spec = {**spec, "config": {**spec["config"], "dtype": config["dtype"]}}
+                config[key] = keras.saving.deserialize_keras_object(spec)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)

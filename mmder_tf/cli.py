@@ -1,0 +1,42 @@
+"""What every command line shares: TensorFlow's C++ start-up logs kept off the terminal unless asked for.
+
+TensorFlow prints its oneDNN notice and absl's "All log messages before
+absl::InitializeLog()" line from C++ while it is imported, before
+TF_CPP_MIN_LOG_LEVEL is read, so the only way to keep them off a command's output
+is to hold file descriptor 2 while TensorFlow loads. Any other line written then
+(a real import error, say) is passed on.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+# C++ start-up lines TensorFlow and absl print on every import (INFO/WARNING, never errors).
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard|cuda_\w+|gpu_device|util)\.cc:\d+\]"
+    r"|To enable the following instructions:.*rebuild TensorFlow with the appropriate compiler flags\.)")
+
+
+def quiet_tensorflow(verbose: bool = False):
+    """Import TensorFlow now with its C++ start-up logs dropped, and keep its later INFO/WARNING logs
+    off (TF_CPP_MIN_LOG_LEVEL=2, errors still shown). verbose=True: change nothing."""
+    if verbose or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401 - imported for its side effect: loading the C++ runtime now
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+    kept = [line for line in text.splitlines() if line.strip() and not _STARTUP_NOISE.match(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)

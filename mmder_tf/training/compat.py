@@ -1,0 +1,116 @@
+"""Every use of private Keras internals, in one place, checked against the Keras versions they were written for.
+
+Keras' public API lacks three things this package needs:
+
+- `variable_index(optimizer, variable)`: which slot of an optimizer a variable is
+  (per-variable learning-rate scales of layer-wise decay).
+- `prebuild_distributed(model, dataset)` and `patch_multi_worker_metric_reduce()`:
+  two fixes for `model.fit` under tf.distribute (see their docstrings).
+- `weight_entries(model)`: where `save_weights` puts each variable in a .weights.h5
+  file, so a strict loader can name every missing, unexpected or mis-shaped tensor.
+
+`tests/test_compat.py` exercises each against the installed Keras and fails when
+Keras changes under them; `check_keras_version()` warns when running a Keras
+outside `TESTED_KERAS` (the code may still work; the tests say whether it does).
+"""
+from __future__ import annotations
+
+import warnings
+
+TESTED_KERAS = ("3.15",)  # major.minor versions whose internals this module was checked against
+
+
+def keras_minor_version() -> str:
+    import keras
+
+    return ".".join(keras.__version__.split(".")[:2])
+
+
+def check_keras_version() -> bool:
+    """True on a tested Keras; otherwise a warning naming this module (once per process)."""
+    version = keras_minor_version()
+    if version in TESTED_KERAS:
+        return True
+    warnings.warn(f"mmder_tf.training.compat uses private Keras internals checked on Keras {', '.join(TESTED_KERAS)}; "
+                  f"this is Keras {version}: run tests/test_compat.py before trusting distributed training, "
+                  "layer-wise lr decay or strict weight loading", RuntimeWarning, stacklevel=2)
+    return False
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+def variable_index(optimizer, variable) -> int:
+    """The optimizer's slot of `variable` (Keras 3: BaseOptimizer._get_variable_index)."""
+    return optimizer._get_variable_index(variable)
+
+
+# ----------------------------------------------------------------------------- tf.distribute fit
+
+def prebuild_distributed(model, stream):
+    """Build compile state from the stream's element spec instead of Keras' default.
+
+    Under a tf.distribute strategy Keras 3 (3.15) builds the model by pulling the
+    first batch out of the training iterator and all-reducing it: that batch is then
+    missing from epoch 1 (with steps_per_epoch the iterator persists), and
+    MultiWorkerMirroredStrategy cannot reduce it eagerly at all. Shapes and dtypes
+    are all the build needs, and the element spec has them.
+    """
+    if getattr(model, "_distribute_strategy", None) is None:
+        return
+    spec = stream.element_spec
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=tuple(spec) if isinstance(spec, (tuple, list)) else spec)
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+
+
+def patch_multi_worker_metric_reduce():
+    """Keras 3.15 reduces the per-step logs of a multi-worker run with
+    strategy.reduce("MEAN", v, axis=0), which fails on the scalar metric results.
+    The results are already cross-replica values (metric variables are synchronised),
+    so reducing scalars over no axis is exact. Applied only to multi-worker runs."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer.reduce_per_replica, "_mmder_patched", False):
+        return
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            def _mean(v):
+                return strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0) \
+                    if isinstance(v, tf.distribute.DistributedValues) else v
+            return tf.nest.map_structure(_mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._mmder_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+# ----------------------------------------------------------------------------- weights files
+
+def weight_entries(model) -> dict[str, object]:
+    """{dataset path inside a .weights.h5 that `model.save_weights` writes: the variable stored there}.
+
+    Walks the model exactly as Keras' saver does (saving_lib._save_state) with a store
+    that records instead of writing, so nothing is copied or written.
+    """
+    from keras.src.saving import saving_lib
+
+    class _RecordingStore(saving_lib.H5IOStore):
+        def __init__(self):  # no file: the parent opens one
+            self.entries, self._prefix = {}, ""
+
+        def __bool__(self):
+            return True
+
+        def make(self, path, metadata=None):
+            self._prefix = f"{path}/vars" if path else "vars"
+            return self
+
+        def __setitem__(self, key, value):
+            self.entries[f"{self._prefix}/{key}"] = value
+
+    store = _RecordingStore()
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    return store.entries
