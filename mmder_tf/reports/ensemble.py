@@ -65,7 +65,8 @@ def choose_weights(val_posteriors, val_labels, step: float = 0.1) -> np.ndarray:
     members = len(val_posteriors)
     uniform = np.full(members, 1.0 / members)
     best, best_key = uniform, None
-    for weights in simplex_grid(members, step):
+    # The exact mean is a candidate too (a 0.1 grid has no 1/3): without a validation gain it is the choice.
+    for weights in np.concatenate([uniform[None], simplex_grid(members, step)]):
         predicted = combine(val_posteriors, weights).argmax(axis=-1)
         key = (metrics_lib.war(val_labels, predicted), metrics_lib.uar(val_labels, predicted),
                -float(np.sum((weights - uniform) ** 2)))
