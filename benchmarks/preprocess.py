@@ -13,6 +13,7 @@ pinned to one core (TF intra/inter-op threads 1):
 Bars: official/ours >= 10 on the real clips, ours/bare <= 2.0.
 
     python benchmarks/preprocess.py [--strategy fslf] [--repeats 5] [--official-repeats 2] [--clips CREMA-D ...]
+        [--crop center|face|aligned]    (ours with face crops: detection + tracking included in its time)
 """
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--official-repeats", type=int, default=2)
     parser.add_argument("--graph-repeats", type=int, default=20)
+    parser.add_argument("--crop", default="center", choices=("center", "face", "aligned", "none"))
     parser.add_argument("--clips", nargs="+", choices=("generated", "RAVDESS", "CREMA-D"),
                         default=("generated", "RAVDESS", "CREMA-D"))
     args = parser.parse_args(argv)
@@ -100,12 +102,12 @@ def main(argv=None):
 
     from official_pipeline import official_fuse
 
-    from mmder_tf.config import FusionConfig
+    from mmder_tf.config import FusionConfig, face_crop_mode
     from mmder_tf.fusion.strategies import rfas_seed
     from mmder_tf.media.decode import decode_clip
     from mmder_tf.fusion.clip import fuse_clip, fused_function
 
-    config = FusionConfig(strategy=args.strategy)
+    config = FusionConfig(strategy=args.strategy, crop=args.crop)
     with tempfile.TemporaryDirectory() as tmp:
         clips = [
             ("generated", generated_clip(Path(tmp)) if "generated" in args.clips else None),
@@ -115,13 +117,13 @@ def main(argv=None):
         for label, path in clips:
             if label not in args.clips:
                 continue
-            ours_out = fuse_clip(path, args.strategy)  # warm-up: tracing, imports, file cache
+            ours_out = fuse_clip(path, config=config)  # warm-up: tracing, imports, file cache
             official_out = official_fuse(path, args.strategy)
             assert ours_out.shape == official_out.shape == (16, 224, 224, 3), (ours_out.shape, official_out.shape)
             bare_decode(path)
             ours, bare, official = [], [], []
             for i in range(args.repeats):
-                ours.append(timed(fuse_clip, path, args.strategy))
+                ours.append(timed(fuse_clip, path, config=config))
                 bare.append(timed(bare_decode, path))
                 if i < args.official_repeats:
                     official.append(timed(official_fuse, path, args.strategy))
@@ -129,7 +131,7 @@ def main(argv=None):
             ours_s, bare_s, official_s = (statistics.median(t[1] for t in x) for x in (ours, bare, official))
 
             n = config.frames_per_modality
-            clip = decode_clip(path, n, sample_rate=config.sample_rate)
+            clip = decode_clip(path, n, sample_rate=config.sample_rate, face_crop=face_crop_mode(config.crop))
             graph = fused_function(config)
             inputs = (clip.frames[n], clip.waveform.astype(np.float32), np.float32(clip.duration),
                       rfas_seed(config, path.name))
@@ -141,7 +143,7 @@ def main(argv=None):
 
             print(
                 f"preprocess {label} ({path.name}, {clip.num_video_frames} frames "
-                f"{clip.frames[n].shape[2]}x{clip.frames[n].shape[1]}) {args.strategy}, core {core}, 1 thread, "
+                f"{clip.frames[n].shape[2]}x{clip.frames[n].shape[1]}) {args.strategy}, crop {args.crop}, core {core}, 1 thread, "
                 f"CPU s (wall s): ours {ours_s:.3f} ({ours_w:.3f}) = {1 / ours_s:.2f} clips/s; "
                 f"official {official_s:.2f} ({official_w:.2f}) = {1 / official_s:.3f} clips/s; "
                 f"official/ours = {official_s / ours_s:.1f}x ({official_w / ours_w:.1f}x wall, bar >= 10); "

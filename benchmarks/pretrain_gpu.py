@@ -174,7 +174,7 @@ def main(argv=None):
     rate_ours, rate_theirs = args.batch / t_ours, args.batch / t_theirs
     mfu = lambda rate: 100 * rate * flops / (args.peak_tflops * 1e12)  # noqa: E731
     print(
-        f"{args.preset} pre-training step bf16 {args.frames}x{args.image_size}x{args.image_size} batch {args.batch} "
+        f"{args.preset} pre-training step {args.keras_dtype} {args.frames}x{args.image_size}x{args.image_size} batch {args.batch} "
         f"ratio {args.mask_ratio}: ours {rate_ours:.2f} clips/s (MFU {mfu(rate_ours):.1f}%)  theirs {rate_theirs:.2f} clips/s "
         f"(MFU {mfu(rate_theirs):.1f}%)  ratio ours/theirs step time {t_ours / t_theirs:.2f}  "
         f"(keras {backend}, torch {device.type}, {flops / 1e12:.3f} TFLOP/clip/step, peak {args.peak_tflops:g} TFLOP/s)",

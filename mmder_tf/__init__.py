@@ -13,6 +13,7 @@ _EXPORTS = {
     "EmotionClassifier": "mmder_tf.models.classifier",
     "BACKBONE_PRESETS": "mmder_tf.models.videomae.presets",
     "VideoMAEPretrainer": "mmder_tf.models.videomae.pretraining",
+    "LGIFormerPretrainer": "mmder_tf.models.lgi_former.pretraining",
     "load_pretrained": "mmder_tf.models.convert",
     "convert_checkpoint": "mmder_tf.models.convert",
     "FusionConfig": "mmder_tf.config",

@@ -48,3 +48,7 @@ class NoAudioStreamError(MediaError):
 
 class ClipTooShortError(MediaError):
     """Too few decodable frames or samples to sample the requested frames."""
+
+
+class ClipTooLongError(MediaError):
+    """The clip (or segment) is longer than the decoder's limit (media.decode.MAX_CLIP_SECONDS or max_seconds)."""

@@ -14,15 +14,24 @@ ensemble beside each member in <out>/results.json and results.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
+from mmder_tf.fileio import WriterLock, read_json
 
 
 def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True) -> dict:
+    from mmder_tf.training.config import read_run_file
+
+    read_run_file(run_dir)  # a folder that is not a run is refused before anything is locked or written
+    # It rewrites the folds' results: not while mmder-finetune (or another evaluation) writes the run.
+    with WriterLock(run_dir, "mmder-evaluate", "wait for it to finish, then evaluate"):
+        return _evaluate_locked(run_dir, cache_dir, batch_size, verbose)
+
+
+def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
     import numpy as np
 
     from mmder_tf.data.datasets import Manifest
@@ -86,7 +95,7 @@ def evaluate_run(run_dir, cache_dir=None, batch_size=None, verbose: bool = True)
     skipped = []
     old = run_dir / "results.json"
     if old.exists():
-        skipped = json.loads(old.read_text()).get("skipped_clips", [])
+        skipped = read_json(old, CheckpointError, "run result").get("skipped_clips", [])
     results = summarize_run(run_dir, fold_results, class_names, saved["run"], skipped)
     write_run_report(run_dir, results)
     if verbose:

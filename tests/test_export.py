@@ -1,6 +1,7 @@
 """SavedModel export: same numbers outside mmder_tf, saved_model_cli, metadata, clear errors on bad input."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import tensorflow as tf
 from mmder_tf.serving import export
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import NotOwnedError
 from mmder_tf.media.decode import write_video
 from mmder_tf.fusion.clip import fuse_clip, fuse_media
 
@@ -344,3 +346,52 @@ def test_cli_weights_path_and_bad_checkpoint(exported, tmp_path, capsys):
     rc = export.main([f"--weights={weights}", "--preset=tiny", "--class-names=" + ",".join(CLASSES),
                       "--num-classes=4", "--output", str(tmp_path / "bad")])
     assert rc == 2 and "--num-classes 4" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- issue 11: bounds and owned outputs
+
+def _seconds_clip(seconds, fps=25, samples_per_second=16000):
+    return _media(frames=int(seconds * fps), samples=int(seconds * samples_per_second))
+
+
+def test_from_media_refuses_a_timeline_1000_times_too_long_at_once(served, exported):
+    """Timestamps in milliseconds made a 3 s clip 3000 s long: 86 s and 16.9 GB before, a clear error now."""
+    import time
+
+    clip = _seconds_clip(3.0)
+    _call(served["from_media"], **clip)  # warm: the first call of a loaded signature builds its kernels
+    started = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 900 s.*seconds, not milliseconds"):
+        _call(served["from_media"], **{**clip, "timestamps": clip["timestamps"] * 1000.0})
+    assert time.perf_counter() - started < 1.0
+    # Under the limit but not matching the audio (a 0.48 s clip in ms = 480 s): the units disagree.
+    short = _media()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than 4 times the waveform"):
+        _call(served["from_media"], **{**short, "timestamps": short["timestamps"] * 1000.0})
+    assert export.read_metadata(exported[1])["max_clip_seconds"] == 900.0
+
+
+def test_overwrite_replaces_only_an_export_of_ours(exported, tmp_path):
+    """`mmder-export RUN --output RUN --overwrite` deleted the training run; now it is refused and kept."""
+    model, export_dir = exported
+    run = tmp_path / "run"
+    (run / "fold_1").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (run / "fold_1" / "best.weights.h5").write_bytes(b"weights")
+    for overwrite in (False, True):
+        with pytest.raises(NotOwnedError, match=r"not an mmder_tf export \(it holds fold_1/, run.json\)") as caught:
+            export.export_saved_model(model, CONFIG, CLASSES, run, overwrite=overwrite)
+        assert "pass overwrite" not in str(caught.value) and "choose another path" in str(caught.value)
+    assert sorted(p.name for p in run.rglob("*")) == ["best.weights.h5", "fold_1", "run.json"]
+    # The CLI says the same in one line.
+    rc = export.main([str(run), "--output", str(run), "--overwrite"])
+    assert rc == 2
+    # An export of ours is replaced, and what a killed export left beside it is cleaned up.
+    target = tmp_path / "models" / "1"
+    shutil.copytree(export_dir, target)
+    (target.parent / ".1.tmp-999999-deadbeef").mkdir()
+    (target.parent / ".1.tmp-999999-cafef00d").write_text("half an export")
+    (target.parent / "notes.txt").write_text("mine")
+    export.export_saved_model(model, CONFIG, CLASSES, target, overwrite=True)
+    assert export.read_metadata(target)["class_names"] == CLASSES
+    assert sorted(p.name for p in target.parent.iterdir()) == ["1", "notes.txt"]

@@ -29,7 +29,7 @@ TOL = 1e-5
 # Geometry of each golden folder (README table); heads are not recoverable from tensor shapes at these widths.
 FT = {
     "ft_small_a": dict(num_frames=16, image_size=96, region_size=(2, 3, 6), num_heads=4),
-    "ft_small_b": dict(num_frames=8, image_size=64, region_size=(2, 2, 2), num_heads=3),
+    "ft_small_b": dict(num_frames=8, image_size=(64, 64), region_size=(2, 2, 2), num_heads=3),
 }
 PRETRAIN = dict(num_frames=16, image_size=96, region_size=(2, 3, 6), num_heads=4)
 
@@ -269,7 +269,7 @@ def test_hicmae_visual_encoder_is_the_released_model():
 
 def test_layer_decay_groups_follow_the_blocks():
     """MAE-DFER's recipe decays the learning rate per LGI-Former block: embedding 0, block i -> i + 1, rest on top."""
-    from mmder_tf.training.engine import layer_id
+    from mmder_tf.training.recipes import layer_id
 
     backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
     clf = EmotionClassifier(backbone, 3)
@@ -290,13 +290,12 @@ def test_finetune_picks_the_input_size_the_encoder_needs(tmp_path):
     data.mkdir()
     base = ["--dataset", "ravdess", "--data-dir", str(data), "--out", str(tmp_path / "run")]
     # MAE-DFER's regions fit 16 x 160 x 160 only: the fused input follows the checkpoint.
-    args = finetune.config_from_argv(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
-    assert args.image_size == args.fusion.image_size == 160 and args.fusion.num_frames == 16
-    args = finetune.config_from_argv(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")])
-    assert args.image_size == 160
-    assert finetune.config_from_argv(base + ["--preset", "mae-dfer"]).image_size == 160
-    assert finetune.config_from_argv(base + ["--preset", "large"]).image_size == 224
-    assert finetune.config_from_argv(base + ["--preset", "mae-dfer", "--image-size", "96"]).image_size == 96
+    config = finetune.config_from_argv(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
+    assert config.fusion.image_size == 160 and config.fusion.num_frames == 16
+    assert finetune.config_from_argv(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")]).fusion.image_size == 160
+    assert finetune.config_from_argv(base + ["--preset", "mae-dfer"]).fusion.image_size == 160
+    assert finetune.config_from_argv(base + ["--preset", "large"]).fusion.image_size == 224
+    assert finetune.config_from_argv(base + ["--preset", "mae-dfer", "--image-size", "96"]).fusion.image_size == 96
 
 
 def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_path):
@@ -312,3 +311,46 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
     exported = export_run(out, tmp_path / "export", fold=2)
     assert read_metadata(exported)["preset"] == "mae-dfer-tiny"
+
+
+# ---------------------------------------------------------------- masked-autoencoder pre-training (MAE-DFER)
+
+
+def test_pretrainer_encodes_the_upstream_window_mask_like_upstream():
+    from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer, window_mask
+    from mmder_tf.models.videomae.pretraining import mask_indices
+
+    io = np.load(MAE_DFER / "pretrain_small" / "io.npz")
+    # The whole released layout, decoder included (strict: every tensor used).
+    model = load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, decoder_overrides={"num_heads": 3},
+                            **PRETRAIN)
+    assert isinstance(model, LGIFormerPretrainer) and model.frame_difference and model.window == (3, 6)
+    assert (model.decoder.hidden_dim, model.decoder.depth, model.decoder.output_dim) == (48, 1, 1536)
+    model.mask_ratio = 0.5  # the golden mask's ratio
+    masked = io["mask_part_window"]
+    visible_ids, _ = mask_indices(masked, int(masked[0].sum()))
+    tokens, ids = model.encode_visible(channels_last(io["x"]), visible_ids)
+    assert rel(tokens, io["enc_out_part_window"]) <= TOL
+    # The ids follow the tokens (region-major), so the decoder adds each token's own position.
+    ids = np.asarray(ids)
+    assert sorted(ids[0]) == sorted(np.flatnonzero(~masked[0])) and not masked[np.arange(2)[:, None], ids].any()
+
+    # The model's own masks have upstream's shape: per frame and window, the same count hidden, in every frame.
+    mask = np.asarray(window_mask(np.random.default_rng(0).uniform(size=(2, 36)), (8, 6, 6), (3, 6), 0.5))
+    frames = mask.reshape(2, 8, 2, 18)
+    assert (frames.sum(-1) == 9).all() and (frames == frames[:, :1]).all()
+    pixels = to_pixels(io["x"])
+    # HiCMAE's decoders are cross-attention stacks of its own: its pre-training model is not ours.
+    with pytest.raises(CheckpointError, match="a hicmae checkpoint"):
+        load_pretrained(HICMAE / "pretrain_small" / "ckpt.pth", pretraining=True, image_size=64)
+    predictions, loss = model(pixels, noise=np.random.default_rng(1).uniform(size=(2, 36)).astype("float32"))
+    assert predictions.shape == (2, model.num_masked, 1536) and np.isfinite(float(loss))
+    predictions, _ = model(pixels, token_mask=masked)
+    assert predictions.shape == (2, int(masked[0].sum()), 1536)
+    # Same count per clip, but the first region loses a visible token to the last one.
+    uneven = masked.copy()
+    for row in uneven:
+        first_visible, last_hidden = np.flatnonzero(~row)[0], np.flatnonzero(row)[-1]
+        row[first_visible], row[last_hidden] = True, False
+    with pytest.raises(ConfigError, match="same number of visible tokens"):
+        model(pixels, token_mask=uneven)

@@ -119,3 +119,57 @@ def test_module_entry_point(exported, clip_dir):
     results = json.loads(proc.stdout)["results"]
     assert "probabilities" in results[0] and "error" in results[1]
     assert "corrupt.mp4" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- issue 11: hostile input
+
+def test_truncated_flv_is_reported_not_predicted(exported, realclips, tmp_path, capsys):
+    """`head -c 80000 1001_DFA_SAD_XX.flv > t.flv` decoded as a 15-of-60-frame clip and was predicted."""
+    cut = tmp_path / "t.flv"
+    cut.write_bytes(realclips["1001_DFA_SAD_XX.flv"].read_bytes()[:80000])
+    rc = predict.main([str(cut), "--model", str(exported[1]), "--json", "--no-progress"])
+    assert rc == 1
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert "truncated: the container declares 2.00 s" in result["error"]
+
+
+def test_damaged_export_is_one_clear_line(exported, realclips, tmp_path, capsys):
+    """A cut variables file gave a raw IndexError traceback."""
+    broken = tmp_path / "broken"
+    shutil.copytree(exported[1], broken)
+    data = broken / "variables" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    rc = predict.main([str(realclips["1001_DFA_SAD_XX.flv"]), "--model", str(broken), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"{broken}: cannot load the SavedModel, its files are damaged or incomplete (IndexError" in err
+
+
+GROWTH = """
+import resource, sys
+from mmder_tf.config import FusionConfig
+from mmder_tf.fusion.clip import fuse_clip
+config = FusionConfig(strategy="cfas", image_size=32)
+fuse_clip(sys.argv[1], config=config)  # TF, the traced graph and a short clip: the baseline
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fuse_clip(sys.argv[2], config=config)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+
+
+def test_long_clip_memory_is_bounded_and_longer_clips_refused(exported, realclips, tmp_path, capsys):
+    """mmder-predict took 3.9 GB on a 10-minute clip (benchmarks/long_clip_memory.py measures that case,
+    1.6 GB now). Here a 3-minute clip: its 16 spectrogram windows of 21 s each grew the process by ~0.9 GB
+    when their STFTs ran at once; one window at a time, by ~0.25 GB."""
+    from mmder_tf.data.synthetic import write_long_clip
+
+    clip = write_long_clip(tmp_path / "three_minutes.mkv", 180)
+    out = subprocess.run([sys.executable, "-c", GROWTH, str(realclips["1001_DFA_SAD_XX.flv"]), str(clip)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mb = int(out.stdout.split()[-1])
+    assert growth_mb < 500, f"a 3-minute clip grew the process by {growth_mb} MB"
+    # Past the limit: one clear line, nothing decoded.
+    rc = predict.main([str(clip), "--model", str(exported[1]), "--max-clip-seconds", "60", "--no-progress"])
+    assert rc == 1
+    assert "the container declares 180.0 s, more than the limit of 60 s" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from transformers import VideoMAEConfig, VideoMAEForPreTraining  # noqa: E402
 import mmder_tf  # noqa: E402
 from mmder_tf import VideoMAEBackbone  # noqa: E402
 from mmder_tf.errors import CheckpointError, ConfigError  # noqa: E402
-from mmder_tf.models.convert import save_videomae_pretraining, videomae_pretraining_state  # noqa: E402
+from mmder_tf.models.convert import main as convert_main, save_videomae_pretraining, videomae_pretraining_state  # noqa: E402
 from mmder_tf.models.videomae.pretraining import (  # noqa: E402
     MAEDecoder,
     VideoMAEPretrainer,
@@ -150,8 +150,13 @@ def test_strict_loading_names_every_problem(reference, tmp_path):
     assert "wrong shape (1): decoder.blocks.0.attn.proj.weight" in text
     encoder_only = {k: v for k, v in state.items() if k.startswith("encoder.")}
     torch.save({"model": encoder_only}, tmp_path / "encoder.pth")
-    with pytest.raises(CheckpointError, match="not a pre-training checkpoint.*encoder_to_decoder.weight"):
+    with pytest.raises(CheckpointError, match="not a pre-training checkpoint.*encoder_to_decoder.weight.*from_encoder"):
         mmder_tf.load_pretrained(tmp_path / "encoder.pth", pretraining=True)
+    # ... which still continues pre-training, from its encoder with a fresh decoder.
+    encoder = mmder_tf.load_pretrained(tmp_path / "encoder.pth", cfg["num_frames"], cfg["image_size"], num_heads=cfg["num_attention_heads"])
+    fresh = VideoMAEPretrainer.from_encoder(encoder, "tiny")
+    assert fresh.backbone is encoder and fresh.decoder.hidden_dim == DECODER_PRESETS["tiny"]["hidden_dim"]
+    assert fresh.decoder.output_dim == reference["logits"].shape[-1]
 
 
 def test_normalised_target_against_numpy():
@@ -261,6 +266,12 @@ def test_training_hook_traced_step_and_encoder_export(tiny, tmp_path):
     assert isinstance(again, VideoMAEPretrainer) and again.mask_ratio == 0.75
     np.testing.assert_allclose(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
     assert isinstance(mmder_tf.load_pretrained(tmp_path / "mae.weights.h5"), VideoMAEBackbone)
+    # The command line exports a pre-training run to the MCG-NJU layout, which loads back to the same model.
+    assert convert_main([str(tmp_path / "mae.weights.h5"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
+    assert "encoder_to_decoder.weight" in torch.load(tmp_path / "mae.pth", weights_only=True)["model"]
+    back = mmder_tf.load_pretrained(tmp_path / "mae.pth", 4, 32, pretraining=True, num_heads=2, decoder_overrides={"num_heads": 2})
+    np.testing.assert_allclose(np.asarray(back.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
+    assert convert_main([str(tmp_path / "mae.weights.h5"), str(tmp_path / "mae.npz"), "--pretraining"]) == 1
     with pytest.raises(CheckpointError, match="no decoder"):
         mmder_tf.load_pretrained(tmp_path / "encoder.weights.h5", pretraining=True)
 
@@ -289,3 +300,21 @@ def test_mixed_precision_reaches_every_layer_and_survives_saving(tmp_path):
     np.testing.assert_array_equal(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(predictions))
     single = mmder_tf.load_pretrained(tmp_path / "mixed.weights.h5", pretraining=True, dtype="float32")
     assert single.backbone.blocks[0].compute_dtype == single.decoder.blocks[0].compute_dtype == "float32"
+
+
+def test_decoder_places_encoder_tokens_by_id_so_other_encoders_can_reorder_them(tiny):
+    """The plug-in contract for other encoders (LGI-Former keeps its visible tokens region-major)."""
+
+    class Reordering(VideoMAEPretrainer):
+        def encode_visible(self, pixels, mask, visible_ids, training=None):
+            tokens, ids = super().encode_visible(pixels, mask, visible_ids, training)
+            return tokens[:, ::-1], ids[:, ::-1]
+
+    reordering = Reordering(tiny.backbone, tiny.decoder, mask_ratio=tiny.mask_ratio)
+    reordering.encoder_to_decoder.set_weights(tiny.encoder_to_decoder.get_weights())
+    x = np.random.default_rng(4).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8")
+    mask = random_tube_mask(2, tiny.token_grid, 0.5, seed=5)
+    expected, loss = tiny.reconstruct(x, mask)
+    got, got_loss = reordering.reconstruct(x, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5)
+    assert float(got_loss) == pytest.approx(float(loss), rel=1e-5)

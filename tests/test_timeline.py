@@ -10,10 +10,10 @@ from mmder_tf.errors import ConfigError
 from mmder_tf.media.decode import decode_clip, write_video
 from mmder_tf.media.stream import plan_windows, recording_length, stream_windows
 from mmder_tf.serving import export, predict
+from mmder_tf.serving.timeline import default_window
 
 CLASSES = ["neutral", "anger", "joy"]
 CONFIG = FusionConfig(strategy="fslf", image_size=32, num_frames=8)
-RAVDESS = "01-01-01-01-01-01-01.mp4"
 
 
 def test_plan_windows():
@@ -26,19 +26,36 @@ def test_plan_windows():
         plan_windows(10.0, 0.0, 1.0)
 
 
-def test_streamed_windows_are_the_segments_decode_clip_decodes(realclips):
-    """Frames (face crops included) exactly, audio up to the resampler's state at a segment's start."""
-    path = realclips[RAVDESS]
-    windows = list(stream_windows(path, 1.2, 0.9, (8, 4), face_crop="face"))
-    assert [round(w.start, 3) for w, _ in windows] == [0.0, 0.9, 1.8, 2.07]
-    for window, clip in windows[:2]:
-        reference = decode_clip(path, (8, 4), start=window.start, end=window.end, face_crop="face")
+def test_streamed_windows_are_the_segments_decode_clip_decodes(recording):
+    """Frames and durations exactly, audio up to the resampler's state at a segment's start."""
+    windows = list(stream_windows(recording, 4.0, 3.0, (8, 4), sample_rate=16000))
+    assert [(w.start, w.end) for w, _ in windows] == [(0.0, 4.0), (3.0, 7.0), (6.0, 10.0), (8.0, 12.0)]
+    for window, clip in windows:
+        reference = decode_clip(recording, (8, 4), start=window.start, end=window.end)
         for n in (8, 4):
             np.testing.assert_array_equal(clip.frames[n], reference.frames[n])
             np.testing.assert_array_equal(clip.frame_indices[n], reference.frame_indices[n])
         assert clip.duration == pytest.approx(reference.duration)
-        assert clip.face_found and len(clip.waveform) == len(reference.waveform)
+        assert len(clip.waveform) == len(reference.waveform)
         np.testing.assert_allclose(clip.waveform, reference.waveform, atol=2e-2)
+        assert clip.face_found is None
+
+
+def test_streamed_windows_crop_faces_as_decode_clip_does(realclips, tmp_path):
+    import cv2
+
+    from mmder_tf.media import face
+
+    still = decode_clip(realclips["1001_DFA_HAP_XX.flv"], 2, need_audio=False).frames[2][:1]
+    patch = cv2.resize(face.face_crops(still, "face")[0][0], (100, 100), interpolation=cv2.INTER_AREA)
+    frames = np.full((20, 160, 224, 3), 120, np.uint8)
+    for i in range(20):  # the face drifts right
+        frames[i, 30:130, 40 + 3 * i: 140 + 3 * i] = patch
+    path = write_video(tmp_path / "face.mp4", frames, 10)
+    for window, clip in stream_windows(path, 1.0, 1.0, 4, need_audio=False, face_crop="aligned"):
+        reference = decode_clip(path, 4, start=window.start, end=window.end, need_audio=False, face_crop="aligned")
+        np.testing.assert_array_equal(clip.frames[4], reference.frames[4])
+        assert clip.face_tracks[4].source == ("detected",) * 4
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +121,7 @@ def test_timeline_default_window_and_errors(exported, recording, tmp_path, capsy
     assert rc == 0
     results = json.loads(capsys.readouterr().out)["results"]
     assert results[0]["window_s"] == 3.0 and results[0]["hop_s"] == 1.5  # no dataset recorded: 3 s windows
+    assert default_window({"dataset": "cremad"}) == 2.5 and default_window({"dataset": None}) == 3.0
     assert "error" in results[1] and "missing.mp4" in results[1]["error"]
     assert predict.main([str(recording), "--model", str(export_dir), "--timeline", "--window", "-1",
                          "--no-progress", "--out", str(tmp_path)]) == 1

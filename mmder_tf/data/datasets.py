@@ -162,6 +162,8 @@ class Manifest:
         object.__setattr__(self, "skipped", tuple(self.skipped))
         if len(set(self.class_names)) != len(self.class_names):
             raise DatasetError(f"duplicate class names in {self.class_names}")
+        if any(not name.strip() for name in self.class_names):
+            raise DatasetError(f"empty class name in {list(self.class_names)}: every label needs a name")
         keys = Counter(r.key for r in self.records)
         duplicates = sorted(k for k, n in keys.items() if n > 1)
         if duplicates:
@@ -271,14 +273,9 @@ class Manifest:
 
 
 def atomic_write_text(path, text: str):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    from mmder_tf.fileio import atomic_write_bytes
+
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _walk(root: Path):
@@ -553,9 +550,15 @@ def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Man
         if missing:
             raise DatasetError(f"{csv_path}: missing column(s) {sorted(missing)}; need path,label,subject[,start,end]")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    rows = [r for r in rows if r.get("path")]
+    rows = [(number, r) for number, r in enumerate(rows, 2) if r.get("path")]
     if not rows:
         raise DatasetError(f"{csv_path}: no rows")
+    unlabelled = [number for number, r in rows if not r.get("label")]
+    if unlabelled:
+        lines = ", ".join(map(str, unlabelled[:10])) + (" ..." if len(unlabelled) > 10 else "")
+        raise DatasetError(f"{csv_path}: empty label on line(s) {lines}; every clip needs a class name "
+                           "(remove unlabelled rows)")
+    numbered, rows = rows, [r for _, r in rows]
     target_columns = numeric_columns(rows, [c for c in columns if c not in CSV_RESERVED_COLUMNS])
     labels = sorted({r["label"] for r in rows})
     if class_names is None:
@@ -566,7 +569,7 @@ def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Man
         if unknown:
             raise DatasetError(f"{csv_path}: label(s) {unknown} not in the class list {list(class_names)}")
     records, skipped = [], []
-    for number, row in enumerate(rows, 2):
+    for number, row in numbered:  # CSV line numbers, header = 1
         path = Path(row["path"])
         path = path if path.is_absolute() else base / path
         if check_files and not path.is_file():

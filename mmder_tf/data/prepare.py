@@ -47,6 +47,8 @@ import numpy as np
 from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
 from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
+from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
+                             describe_holder, read_json, temp_path)
 
 CACHE_VERSION = 1
 SETTINGS = "settings.json"
@@ -87,9 +89,10 @@ def shard_assignment(manifest: Manifest, shard_size: int) -> list[list[int]]:
 
 
 def _fingerprint(manifest: Manifest) -> str:
+    # Keys, not paths: keys are relative to the dataset root, so a moved dataset keeps its cache.
     digest = hashlib.sha256()
     for r in manifest.records:
-        digest.update(json.dumps([r.key, r.path, r.label, r.subject, r.start, r.end, r.meta.get("crop_half")],
+        digest.update(json.dumps([r.key, r.label, r.subject, r.start, r.end, r.meta.get("crop_half")],
                                  sort_keys=True).encode())
     digest.update(json.dumps(list(manifest.class_names)).encode())
     return digest.hexdigest()
@@ -129,8 +132,13 @@ def _crop_half(frames: np.ndarray, half: str | None) -> np.ndarray:
     raise DatasetError(f"meta crop_half must be 'left' or 'right', got {half!r}")
 
 
-def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfig) -> tuple[bytes, bool]:
-    """Decode one clip: (its serialised tf.train.Example, deterministic bytes; has audio). Raises MediaError."""
+def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfig) -> tuple[bytes, bool, str]:
+    """Decode one clip: (its serialised tf.train.Example, deterministic bytes; has audio; content hash).
+
+    The content hash covers what the clip contributes (frames and waveform), not
+    its key, label or subject: equal hashes are the same recording filed twice.
+    Raises MediaError.
+    """
     import tensorflow as tf
 
     from mmder_tf.media.decode import decode_clip
@@ -192,8 +200,13 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
     pcm = np.clip(np.round(waveform * 32767.0), -32768, 32767).astype("<i2")
     features["waveform"] = _bytes([pcm.tobytes()])
+    content = hashlib.sha256()
+    for n in counts:
+        for value in features[f"frames{n}"].bytes_list.value:
+            content.update(value)
+    content.update(pcm.tobytes())
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString(deterministic=True), clip.waveform is not None
+    return example.SerializeToString(deterministic=True), clip.waveform is not None, content.hexdigest()[:32]
 
 
 def _bytes(values):
@@ -226,17 +239,39 @@ def _prepare_shard(job):
     settings_dict["frame_counts"] = tuple(settings_dict["frame_counts"])
     settings = CacheSettings(**settings_dict)
     config = FusionConfig.from_dict(config_dict)
-    written, skipped, no_audio = [], [], []
+    written, skipped, no_audio, content = [], [], [], {}
     target = shard_path(out_dir, shard)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    lock = WriterLock(target.parent, "mmder-prepare", name=f".{target.name}.lock")
+    try:
+        lock.acquire()
+    except LockedError as busy:
+        return shard, 0, None, str(busy)  # another process writes this shard: not touched here
+    try:
+        if sidecar_path(out_dir, shard).exists() and target.exists():
+            return shard, len(items), [], None  # finished by another process meanwhile
+        # leftovers of a killed writer of this shard (older versions named them .tmp<pid>)
+        clean_stale_temps(target.parent, prefix=target.name)
+        for stale in target.parent.glob(f".{target.name}.tmp[0-9]*"):
+            stale.unlink(missing_ok=True)
+        _write_shard(out_dir, shard, target, items, settings, config, written, skipped, no_audio, content)
+    finally:
+        lock.release()
+    return shard, len(items), skipped, None
+
+
+def _write_shard(out_dir, shard, target, items, settings, config, written, skipped, no_audio, content):
+    import tensorflow as tf
+
+    tmp = temp_path(target)
     try:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for index, record_dict in items:
                 record = ClipRecord.from_dict(record_dict)
                 try:
-                    serialized, has_audio = encode_clip(record, settings, config)
+                    serialized, has_audio, digest = encode_clip(record, settings, config)
                     writer.write(serialized)
                     written.append(record.key)
+                    content[record.key] = digest
                     if not has_audio:
                         no_audio.append(record.key)
                 except MediaError as exc:
@@ -251,22 +286,36 @@ def _prepare_shard(job):
     finally:
         if tmp.exists():
             tmp.unlink()
-    sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio}
+    sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio, "content": content}
     atomic_write_text(sidecar_path(out_dir, shard), json.dumps(sidecar, indent=1, sort_keys=True))
-    return shard, len(items), skipped
 
 
 def _check_settings(out_dir: Path, settings: CacheSettings):
     path = out_dir / SETTINGS
     wanted = settings.to_dict()
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_json(path, DatasetError, "cache settings file")
         different = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
         if different:
             detail = ", ".join(f"{k}: cache {a!r} vs now {b!r}" for k, (a, b) in sorted(different.items()))
             raise ConfigError(f"{out_dir} holds a cache prepared with other settings ({detail}); use another --out")
     else:
         atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
+
+
+def _check_owned(out_dir: Path):
+    """Write only into a new or empty folder, or a cache of ours: index.json or manifest.json of a user's
+    folder would otherwise be overwritten."""
+    if not out_dir.is_dir() or (out_dir / SETTINGS).is_file():
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotOwnedError(f"{out_dir} is a file, not a cache folder: choose another --out")
+        return
+    ours = [p for p in out_dir.iterdir()
+            if p.name.startswith(".mmder") or (p.name == "shards" and p.is_dir()
+                                               and all(q.name.startswith(".shard-") for q in p.iterdir()))]
+    if len(ours) != len(list(out_dir.iterdir())):
+        raise NotOwnedError(f"{out_dir} is not a prepared cache (no {SETTINGS}) and holds "
+                            f"{describe_contents(out_dir)}; nothing there is overwritten: use a new or empty --out")
 
 
 def parse_shard_spec(spec) -> tuple[int, int] | None:
@@ -301,7 +350,22 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
         raise DatasetError("nothing to prepare: the manifest is empty")
     shard_spec = parse_shard_spec(shard)
     out_dir = Path(out_dir)
+    _check_owned(out_dir)
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+    # One writer per cache (per --shard i/N with several machines); shards are locked one by one too,
+    # so overlapping --shard specs or a whole run beside a sharded one never write the same shard.
+    lock_name = LOCK_NAME if shard_spec is None else f".mmder-shard-{shard_spec[0]}-of-{shard_spec[1]}.lock"
+    with WriterLock(out_dir, "mmder-prepare", "wait for it to finish (it writes the same clips), or use another "
+                    "cache folder", name=lock_name) as lock:
+        if lock.stale_holder:
+            print(f"note: {out_dir}: taking over from {describe_holder(lock.stale_holder)}, which is no longer "
+                  "running", file=sys.stderr)
+        return _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_spec, frame_format,
+                               jpeg_quality, require_audio, progress, worker_threads)
+
+
+def _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_spec, frame_format, jpeg_quality,
+                    require_audio, progress, worker_threads) -> dict:
     settings = CacheSettings(
         image_size=config.image_size, crop=config.crop, sample_rate=config.sample_rate, official=config.official,
         frame_counts=(config.num_frames, config.num_frames // 2), frame_format=frame_format,
@@ -313,9 +377,9 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
     assignment = shard_assignment(manifest, shard_size)
     mine = [s for s in range(len(assignment)) if shard_spec is None or s % shard_spec[1] == shard_spec[0]]
     todo = [s for s in mine if not (sidecar_path(out_dir, s).exists() and shard_path(out_dir, s).exists())]
-    for s in todo:  # leftovers of a killed run
-        for stale in (out_dir / "shards").glob(f".shard-{s:05d}.tfrecord.tmp*"):
-            stale.unlink(missing_ok=True)
+    # index, settings or manifest copies of a killed run (shards are cleaned under their own locks); other
+    # machines may be writing their copy of the index right now under another --shard lock, so only old ones
+    clean_stale_temps(out_dir, min_age_s=3600)
     jobs = [
         (str(out_dir), s, [(i, manifest.records[i].to_dict()) for i in assignment[s]], settings.to_dict(),
          config.to_dict(), worker_threads)
@@ -326,26 +390,33 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
         from tqdm import tqdm
         done = sum(len(assignment[s]) for s in mine if s not in todo)
         bar = tqdm(total=sum(len(assignment[s]) for s in mine), initial=done, desc="prepare", unit="clip")
-    skipped_now = 0
+    skipped_now, busy = 0, {}
+
+    def done(result):
+        nonlocal skipped_now
+        number, count, skipped, held = result
+        if held is not None:
+            busy[number] = held
+            return
+        skipped_now += len(skipped)
+        if bar is not None:
+            bar.update(count)
+            bar.set_postfix(skipped=skipped_now)
+
     started = time.time()
     if num_workers > 1 and len(jobs) > 1:
         # spawn: TensorFlow's thread pools do not survive fork.
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=context) as pool:
-            for _, count, skipped in pool.map(_prepare_shard, jobs):
-                skipped_now += len(skipped)
-                if bar is not None:
-                    bar.update(count)
-                    bar.set_postfix(skipped=skipped_now)
+            for result in pool.map(_prepare_shard, jobs):
+                done(result)
     else:
         for job in jobs:
-            _, count, skipped = _prepare_shard(job)
-            skipped_now += len(skipped)
-            if bar is not None:
-                bar.update(count)
-                bar.set_postfix(skipped=skipped_now)
+            done(_prepare_shard(job))
     if bar is not None:
         bar.close()
+    for number, held in sorted(busy.items()):
+        print(f"note: shard {number} left to the process writing it: {held}", file=sys.stderr)
     index = write_index(out_dir, manifest, config, settings, assignment)
     index["elapsed_s"] = time.time() - started
     index["prepared_now"] = sum(len(assignment[s]) for s in todo)
@@ -358,23 +429,28 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
     for s, members in enumerate(assignment):
         for i in members:
             shard_of[i] = s
-    written, skipped, no_audio, missing_shards = set(), {}, set(), []
+    written, skipped, no_audio, content, missing_shards = set(), {}, set(), {}, []
     for s in range(len(assignment)):
         sidecar = sidecar_path(out_dir, s)
         if not (sidecar.exists() and shard_path(out_dir, s).exists()):
             missing_shards.append(s)
             continue
-        info = json.loads(sidecar.read_text())
+        info = read_json(sidecar, DatasetError, "shard sidecar",
+                         "remove it and its shard, then prepare again")
         written.update(info["written"])
         no_audio.update(info["no_audio"])
+        content.update(info.get("content", {}))
         for item in info["skipped"]:
             skipped[item["key"]] = item
     records = []
     for i, record in enumerate(manifest.records):
         entry = record.to_dict()
         entry["shard"] = shard_of[i]
-        entry["has_audio"] = record.key not in no_audio
         entry["status"] = "ok" if record.key in written else ("skipped" if record.key in skipped else "pending")
+        # what the cache holds: a skipped or pending clip has no audio (nor frames) in it
+        entry["has_audio"] = entry["status"] == "ok" and record.key not in no_audio
+        if record.key in content:
+            entry["content_hash"] = content[record.key]
         if record.key in skipped:
             entry["skip_reason"] = f"{skipped[record.key]['error']}: {skipped[record.key]['reason']}"
         records.append(entry)
@@ -391,6 +467,7 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
         "counts": {"ok": len(written), "skipped": len(skipped),
                    "pending": len(manifest) - len(written) - len(skipped)},
         "records": records,
+        "duplicate_content": duplicate_content(records),
     }
     atomic_write_text(out_dir / INDEX, json.dumps(index, indent=1, sort_keys=True))
     atomic_write_text(out_dir / SKIPPED, json.dumps(sorted(skipped.values(), key=lambda x: x["key"]), indent=1,
@@ -398,11 +475,40 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
     return index
 
 
+def duplicate_content(records) -> list[dict]:
+    """Groups of cached clips with the same content hash: {"content_hash", "keys", "subjects", "across_subjects"}.
+
+    Across subjects, one recording would sit in a fold's training and test sets at
+    once, and subject-independent scores would overstate what the model does.
+    """
+    groups: dict[str, list[dict]] = {}
+    for entry in records:
+        if entry.get("content_hash"):
+            groups.setdefault(entry["content_hash"], []).append(entry)
+    found = []
+    for digest, members in sorted(groups.items()):
+        if len(members) > 1:
+            subjects = sorted({m["subject"] for m in members})
+            found.append({"content_hash": digest, "keys": sorted(m["key"] for m in members), "subjects": subjects,
+                          "across_subjects": len(subjects) > 1})
+    return found
+
+
+def describe_duplicates(index: dict, limit: int = 5) -> list[str]:
+    """One line per group of identical clips filed under different subjects (for the CLIs to print)."""
+    groups = [g for g in index.get("duplicate_content", []) if g["across_subjects"]]
+    lines = [f"identical content under subjects {', '.join(g['subjects'])}: {', '.join(g['keys'])}"
+             for g in groups[:limit]]
+    if len(groups) > limit:
+        lines.append(f"... and {len(groups) - limit} more groups (index.json: duplicate_content)")
+    return lines
+
+
 def load_index(cache_dir) -> dict:
     path = Path(cache_dir) / INDEX
     if not path.is_file():
         raise DatasetError(f"{cache_dir} is not a prepared cache (no {INDEX}); run python -m mmder_tf.data.prepare")
-    index = json.loads(path.read_text())
+    index = read_json(path, DatasetError, "cache index", "run mmder-prepare again to rebuild it")
     if index.get("version") != CACHE_VERSION:
         raise DatasetError(f"{path}: cache version {index.get('version')} != {CACHE_VERSION}; prepare again")
     return index
@@ -439,15 +545,23 @@ def main(argv=None):
         index = prepare(manifest, args.out, config, shard_size=args.shard_size, num_workers=args.num_workers,
                         shard=args.shard, frame_format=args.format, jpeg_quality=args.quality,
                         require_audio=not args.allow_missing_audio, progress=not args.no_progress)
-    except (ConfigError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DatasetError, LockedError, NotOwnedError) as exc:
+        print(f"mmder-prepare: error: {exc}", file=sys.stderr)
         return 2
     counts = index["counts"]
     print(f"prepared {index['prepared_now']} clips in {index['elapsed_s']:.1f} s -> {args.out}: "
           f"{counts['ok']} ok, {counts['skipped']} skipped (see {Path(args.out) / SKIPPED}), "
           f"{counts['pending']} pending{'' if index['complete'] else ' (other shards not done yet)'}")
+    for line in describe_duplicates(index):
+        print(f"warning: {line} (subject-independent folds would see the same recording in training and test)",
+              file=sys.stderr)
     if manifest.skipped:
-        print(f"the dataset scan skipped {len(manifest.skipped)} files (not clips of the protocol)")
+        shown = manifest.skipped[:10]
+        print(f"the dataset scan skipped {len(manifest.skipped)} files or rows (not usable clips of the protocol):")
+        for item in shown:
+            print(f"  {item.path}: {item.reason}")
+        if len(manifest.skipped) > len(shown):
+            print(f"  ... and {len(manifest.skipped) - len(shown)} more (all in {Path(args.out) / 'manifest.json'})")
     return 0
 
 

@@ -194,14 +194,15 @@ def resolve_config(strategy=None, config: FusionConfig | None = None, **options)
 
 
 def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None = None, key: str | None = None,
-              **options) -> np.ndarray:
+              max_seconds: float | None = None, **options) -> np.ndarray:
     """Decode one media file and fuse it: uint8 [num_frames, H, W, 3].
 
     `strategy` (default the config's, "fslf") and `options` (FusionConfig fields,
     e.g. image_size=160, crop="face") override `config`. `key` names the clip for
     the RFAS permutation (default: the file name). Decodes only the frames the
     alignment selects. Raises the decoder's typed MediaErrors, e.g.
-    NoAudioStreamError when the strategy needs audio and the file has none.
+    NoAudioStreamError when the strategy needs audio and the file has none, or
+    ClipTooLongError past `max_seconds` (decode_clip's limit, MAX_CLIP_SECONDS by default).
     """
     config = resolve_config(strategy, config, **options)
     from mmder_tf.media.decode import decode_clip
@@ -210,7 +211,7 @@ def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None 
     clip = decode_clip(
         path, n, sample_rate=config.sample_rate, official=config.official,
         need_video=needs_video(config.strategy), need_audio=needs_audio(config.strategy),
-        face_crop=face_crop_mode(config.crop),
+        face_crop=face_crop_mode(config.crop), max_seconds=max_seconds,
     )
     return fuse_decoded(clip, config, Path(path).name if key is None else key)
 

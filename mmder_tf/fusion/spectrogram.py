@@ -196,7 +196,14 @@ def _sparse_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, f
     return np.stack(nonzero, axis=1).astype(np.int64), weights[nonzero], weights.shape
 
 
-def _mel_power64(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.Tensor:
+# Windows longer than this (samples; 4 s at 16 kHz, i.e. clips over ~34 s at 16
+# frames) get their STFT one window at a time: the framed float64 windows and
+# their complex spectra are ~2 x n_fft / hop times the audio, 3 GB for the 16
+# windows of a 10-minute clip at once. Each window's result is the same either way.
+LONG_WINDOW_SAMPLES = 65536
+
+
+def _mel_power64_batch(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.Tensor:
     # Each FFT bin feeds at most two triangles (~500 of the 257 x 128 weights are
     # nonzero), so a sparse product costs ~half of the dense float64 matmul.
     indices, values, shape = _sparse_filterbank(
@@ -207,6 +214,20 @@ def _mel_power64(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.Tensor
     batch = tf.shape(power)[:2]
     mel = tf.sparse.sparse_dense_matmul(tf.reshape(power, [-1, shape[1]]), bank, adjoint_b=True)
     return tf.reshape(mel, tf.concat([batch, [shape[0]]], axis=0))
+
+
+def _mel_power64(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.Tensor:
+    windows = tf.convert_to_tensor(windows)
+
+    def one_by_one():
+        return tf.map_fn(lambda window: _mel_power64_batch(window[tf.newaxis], settings)[0], windows,
+                         fn_output_signature=tf.float64, parallel_iterations=1)
+
+    length = windows.shape[-1]
+    if length is not None:
+        return one_by_one() if length > LONG_WINDOW_SAMPLES else _mel_power64_batch(windows, settings)
+    return tf.cond(tf.shape(windows)[-1] > LONG_WINDOW_SAMPLES, one_by_one,
+                   lambda: _mel_power64_batch(windows, settings))
 
 
 def mel_power(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.Tensor:

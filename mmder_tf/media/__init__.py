@@ -1,1 +1,1 @@
-"""Media: decoding containers with PyAV, writing clips, finding faces."""
+"""Media: decoding containers with PyAV (clips, and long recordings as streamed windows), writing clips, finding faces."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from mmder_tf.errors import (
+    ClipTooLongError,
     ClipTooShortError,
     ConfigError,
     CorruptMediaError,
@@ -36,6 +36,18 @@ from mmder_tf.errors import (
 # frame selection would only repeat one or two images.
 MIN_FRAMES = 2
 MIN_DURATION = 0.2
+
+# The longest clip decode_clip takes by default (seconds of the decoded span).
+# The paper's audio windows grow with the clip (each is 2/(n+1) of it), so the
+# memory of one clip grows with its length: docs/limits.md gives the measured peak
+# (~1 GB above the model for a 10-minute clip). Raise it per call (max_seconds=,
+# --max-clip-seconds); long recordings are better cut into utterances.
+MAX_CLIP_SECONDS = 900.0
+
+# A container that declares a duration must hold about that much: a file cut
+# short (an interrupted download or copy) otherwise decodes as a shorter clip.
+TRUNCATION_TOLERANCE_S = 0.25
+TRUNCATION_TOLERANCE_FRACTION = 0.05
 
 # x264's default preset is ~5x slower than veryfast for no benefit to tests or
 # synthetic data; callers can override through video_options.
@@ -63,7 +75,9 @@ def _fps_fraction(fps) -> Fraction:
 def _atomic_target(path: Path) -> Path:
     # Same directory (os.replace must not cross file systems) and same suffix
     # (the muxer is chosen from the extension).
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    from mmder_tf.fileio import temp_path
+
+    return temp_path(path, suffix=path.suffix)
 
 
 def write_video(
@@ -230,6 +244,22 @@ def _seek(container, stream, seconds: float):
     container.seek(max(target, 0), backward=True, any_frame=False, stream=stream)
 
 
+def _declared_duration(container) -> float | None:
+    """The container's own duration in seconds (header, index or metadata), or None where it has none."""
+    duration = container.duration
+    if duration is None or duration <= 0:
+        return None
+    return float(duration) / 1_000_000  # AV_TIME_BASE
+
+
+def _check_length(path: Path, seconds: float, max_seconds: float, how: str):
+    if seconds > max_seconds:
+        raise ClipTooLongError(
+            path, f"{how} {seconds:.1f} s, more than the limit of {max_seconds:g} s per clip (memory grows with "
+                  "the clip's length); raise max_seconds / --max-clip-seconds to decode it, or cut it into "
+                  "shorter clips")
+
+
 class _AudioCollector:
     """Decodes audio packets to float mono at `rate`, remembering where the audio starts."""
 
@@ -295,16 +325,20 @@ def _align_audio(waveform: np.ndarray, audio_start: float, video_start: float, r
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
-def _scan(path: Path, container, video, audio, start, end, audio_rate):
+def _scan(path: Path, container, video, audio, start, end, audio_rate, max_seconds, timing_audio=None):
     """The one demux pass: video packets kept (compressed, cheap) with their timestamps, audio decoded.
 
     Returns (video packets, the sorted pts of the frames shown, or None when some
-    packet has no pts; waveform; audio start time).
+    packet has no pts; waveform; audio start time; the end time of the last packet
+    of any stream read). `timing_audio` is an audio stream only read for that end
+    time (not decoded). A span longer than `max_seconds` stops the pass.
     """
     av = _av()
     packets, times, usable, counted = [], [], True, 0
     collector = _AudioCollector(audio_rate) if audio is not None else None
-    streams = [s for s in (video, audio) if s is not None]
+    streams = [s for s in (video, audio if audio is not None else timing_audio) if s is not None]
+    first_time, stream_end = None, 0.0
+    bases = {s.index: float(s.time_base) if s.time_base else 0.0 for s in streams}
     if start is not None:
         _seek(container, video if video is not None else audio, start)
     video_done = video is None
@@ -313,6 +347,17 @@ def _scan(path: Path, container, video, audio, start, end, audio_rate):
     audio_tb = float(audio.time_base) if audio is not None and audio.time_base else None
     try:
         for packet in container.demux(streams):
+            base = bases[packet.stream.index]
+            if packet.pts is not None and packet.size and base:
+                t = packet.pts * base
+                stream_end = max(stream_end, t + (packet.duration or 0) * base)
+                if first_time is None and (start is None or t >= start - 1e-6):
+                    first_time = t
+                # the timeline a container does not declare (or declares falsely) is bounded here
+                if first_time is not None and t - first_time > max_seconds + 1.0:
+                    _check_length(path, t - first_time, max_seconds, "the clip runs past")
+            if packet.stream is timing_audio and audio is None:
+                continue
             if packet.stream is video:
                 if video_done:
                     continue
@@ -345,11 +390,13 @@ def _scan(path: Path, container, video, audio, start, end, audio_rate):
         raise CorruptMediaError(path, f"container damaged while reading packets ({error.strerror or error})") from error
     waveform = collector.finish() if collector is not None else None
     audio_start = collector.start_time if collector is not None else None
-    if video is not None and start is None and end is None and video.frames and counted < video.frames - 1:
+    # Muxers round the declared count (AVI counts a packed B-frame's two frames): allow 5 %.
+    if (video is not None and start is None and end is None and video.frames
+            and counted < video.frames - max(1, TRUNCATION_TOLERANCE_FRACTION * video.frames)):
         raise CorruptMediaError(path, f"truncated: the container declares {video.frames} video frames, "
                                       f"the file holds {counted}")
     video_pts = np.unique(np.asarray(times, np.int64)) if usable and video is not None else None
-    return packets, video_pts, waveform, audio_start
+    return packets, video_pts, waveform, audio_start, stream_end
 
 
 def _decode_frames(path: Path, packets, stream, start, end, wanted: set, stop_after: int | None):
@@ -536,6 +583,7 @@ def decode_clip(
     start: float | None = None,
     end: float | None = None,
     face_crop: str | bool | None = None,
+    max_seconds: float | None = None,
 ) -> DecodedClip:
     """Decode one clip: the frames alignment selects (for each count in `num_frames`) and the audio.
 
@@ -558,9 +606,14 @@ def decode_clip(
     frame by its face crop (media/face.py): faces are detected once on the distinct
     chosen frames, then each count's frames are tracked and cropped on their own,
     so the n-frame crops are the same whatever other counts are decoded with them.
+    `max_seconds` (default MAX_CLIP_SECONDS, 900 s) bounds the decoded span, and
+    with it the memory: a longer clip raises ClipTooLongError before any decoding
+    when the container declares its duration, else as soon as the demuxing passes it.
 
     Raises (each naming the file): MediaError (missing file), EmptyFileError,
-    CorruptMediaError (not media, truncated, nothing decodable),
+    CorruptMediaError (not media, nothing decodable, or truncated: fewer frames
+    than an mp4 declares, or a stream that ends more than 5 % / 0.25 s before the
+    duration the container declares), ClipTooLongError (see `max_seconds`),
     UnsupportedCodecError (no decoder for a needed stream), NoVideoStreamError
     (need_video and no video), NoAudioStreamError (need_audio and no audio),
     ClipTooShortError when the video has fewer than MIN_FRAMES (2) frames or a
@@ -576,6 +629,9 @@ def decode_clip(
     if int(sample_rate) <= 0:
         raise ConfigError(f"{path}: sample_rate must be positive, got {sample_rate}")
     sample_rate = int(sample_rate)
+    max_seconds = MAX_CLIP_SECONDS if max_seconds is None else float(max_seconds)
+    if not max_seconds > 0:
+        raise ConfigError(f"{path}: max_seconds must be positive, got {max_seconds}")
 
     selection = None
     images: dict = {}
@@ -595,9 +651,22 @@ def decode_clip(
         if need_audio:
             _check_decoder(path, audio, "audio")
         video_index = videos.index(video) if video is not None else None
-        packets, packet_pts, waveform, audio_start = _scan(
-            path, container, video, audio if need_audio else None, start, end, sample_rate
+        declared = _declared_duration(container)
+        if start is not None and end is not None:
+            _check_length(path, end - start, max_seconds, "the segment lasts")
+        elif declared is not None:
+            _check_length(path, declared - (start or 0.0), max_seconds, "the container declares")
+        packets, packet_pts, waveform, audio_start, stream_end = _scan(
+            path, container, video, audio if need_audio else None, start, end, sample_rate, max_seconds,
+            timing_audio=audio,
         )
+        if start is None and end is None and declared is not None:
+            # Both streams' packets were read: the file ends where its longest stream ends.
+            origin = max(float(container.start_time or 0) / 1_000_000, 0.0)
+            missing = declared - (stream_end - origin)
+            if missing > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared):
+                raise CorruptMediaError(path, f"truncated: the container declares {declared:.2f} s, its streams "
+                                              f"end after {stream_end - origin:.2f} s")
         if need_audio and waveform is None:
             raise CorruptMediaError(path, "the audio stream holds no decodable audio")
         if video is None:

@@ -7,6 +7,13 @@ every tensor is checked against the model before a single one is assigned, so
 a checkpoint either loads completely or not at all.
 
     python -m mmder_tf.convert videomae_vit_l_k400.pth weights/vit_l.weights.h5 --allow-missing-head --num-classes 7
+
+With `--pretraining` the whole masked autoencoder (encoder and decoder) converts, in
+either direction: to `.weights.h5` (what `load_pretrained(..., pretraining=True)` and
+`mmder-pretrain --weights` read), or to a `.pth` in the MCG-NJU pre-training layout
+(what VideoMAE / MAE-DFER / HiCMAE code loads), e.g. from a pre-training run:
+
+    python -m mmder_tf.convert RUN/pretraining.weights.h5 videomae_pretrain.pth --pretraining
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import temp_path
 from mmder_tf.models.videomae.presets import heads_for_width
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
@@ -93,7 +101,10 @@ def _load_torch_state(path, trust_pickle=False, mmap=False):
             with torch.serialization.safe_globals([_argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many kinds for a non-checkpoint file
-        hint = "" if trust_pickle else " (if you trust the file and it pickles other objects, pass trust_pickle=True / --trust-pickle)"
+        hint = "" if trust_pickle else (
+            " (if you trust the file and it pickles other objects: convert it once with "
+            "`python -m mmder_tf.convert SRC DST.weights.h5 --trust-pickle` and use DST.weights.h5; "
+            "from Python, trust_pickle=True)")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
     return _unwrap_state(obj, path)
 
@@ -274,7 +285,7 @@ def canonical_state(ckpt: Checkpoint, keep_final_norm=True, keep_decoder=False):
     if layout == "mae_dfer":
         from mmder_tf.models.lgi_former import convert as lgi_convert
 
-        return lgi_convert.canonical_state(state, ckpt.path, keep_final_norm)
+        return lgi_convert.canonical_state(state, ckpt.path, keep_final_norm, keep_decoder)
     out, origin, ignored = {}, {}, []
 
     def put(new, old, value):
@@ -572,7 +583,7 @@ def save_videomae_pretraining(pretrainer, path):
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         torch.save({"model": state}, tmp)
         os.replace(tmp, path)
@@ -594,7 +605,7 @@ def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", pa
     if missing:
         raise CheckpointError(
             f"{path}: not a pre-training checkpoint: missing {', '.join(missing)} (an encoder-only checkpoint has no "
-            "decoder to continue pre-training from)"
+            "decoder; start one fresh with VideoMAEPretrainer.from_encoder(load_pretrained(path), decoder=PRESET))"
         )
     width = int(tensors["encoder_to_decoder.weight"].shape[0])
     indices = {int(m.group(1)) for k in tensors if (m := re.match(r"decoder\.blocks\.(\d+)\.", k))}
@@ -708,17 +719,31 @@ def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides,
     from mmder_tf.models.videomae.backbone import VideoMAEBackbone
     from mmder_tf.models.videomae.pretraining import MAEDecoder, VideoMAEPretrainer
 
+    overrides = dict(overrides)
+    region_size = overrides.pop("region_size", None)
     tensors, layout, ignored, origin = canonical_state(ckpt, keep_decoder=True)
-    if layout not in ("videomae_pretrain", "huggingface"):
+    if layout not in ("videomae_pretrain", "huggingface", "mae_dfer_pretrain"):
         raise CheckpointError(f"{ckpt.path}: a {layout} checkpoint; pretraining=True reads VideoMAE pre-training checkpoints "
-                              "(MCG-NJU encoder.*/decoder.* or a Hugging Face VideoMAEForPreTraining directory)")
-    config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+                              "(MCG-NJU encoder.*/decoder.* or a Hugging Face VideoMAEForPreTraining directory) and "
+                              "MAE-DFER's")
+    if region_size is not None and layout != "mae_dfer_pretrain":
+        raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
+    if layout == "mae_dfer_pretrain":
+        from mmder_tf.models.lgi_former import convert as lgi_convert
+        from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
+        from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
+
+        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path)
+        backbone_class, pretrainer_class, settings = LGIFormerBackbone, LGIFormerPretrainer, {}
+    else:
+        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+        norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
+        backbone_class, pretrainer_class, settings = VideoMAEBackbone, VideoMAEPretrainer, {"norm_pix_loss": norm_pix_loss}
     config.update(overrides)
     decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path), **(decoder_overrides or {})}
-    backbone = VideoMAEBackbone(**config, dtype=dtype)
+    backbone = backbone_class(**config, dtype=dtype)
     decoder = MAEDecoder(**decoder_config, dtype=backbone.patch_embed.dtype_policy, name="decoder")
-    norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
-    model = VideoMAEPretrainer(backbone, decoder, norm_pix_loss=norm_pix_loss, dtype=dtype)
+    model = pretrainer_class(backbone, decoder, dtype=dtype, **settings)
     load_tensors(pretraining_targets(model), tensors, origin, path=ckpt.path)
     report = {
         "source": ckpt.path,
@@ -743,8 +768,8 @@ def save_keras_model(model, dst, source, layout):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
-    tmp_weights = dst.with_name(f".{dst.name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
-    tmp_config = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    tmp_weights = temp_path(dst, suffix=".weights.h5")
+    tmp_config = temp_path(sidecar)
     meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
     try:
         model.save_weights(str(tmp_weights))
@@ -763,8 +788,10 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     import keras
 
     from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
     from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
+    pretrainers = (VideoMAEPretrainer, LGIFormerPretrainer)
     sidecar = _sidecar(path)
     if not sidecar.is_file():
         raise CheckpointError(f"{path}: a .weights.h5 file needs its config {sidecar.name} beside it (written by convert_checkpoint)")
@@ -773,7 +800,7 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
         spec = meta["model"]
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{sidecar}: not an mmder_tf model config: {exc}") from exc
-    wrapped = spec.get("class_name") in ("EmotionClassifier", "VideoMAEPretrainer")
+    wrapped = spec.get("class_name") in ("EmotionClassifier", *(cls.__name__ for cls in pretrainers))
     backbone_spec = spec["config"]["backbone"] if wrapped else spec
     changes = dict(overrides)
     if "region_size" in changes and backbone_spec.get("class_name") != "LGIFormerBackbone":
@@ -785,7 +812,7 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     if dtype is not None:
         changes["dtype"] = dtype
     backbone_spec["config"].update(changes)
-    if dtype is not None and spec.get("class_name") == "VideoMAEPretrainer":
+    if dtype is not None and spec.get("class_name") in [cls.__name__ for cls in pretrainers]:
         spec["config"]["dtype"] = dtype  # its decoder and projection follow
     try:
         saved = keras.saving.deserialize_keras_object(spec)
@@ -793,10 +820,10 @@ def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_mis
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load weights: {exc}") from exc
     if pretraining:
-        if not isinstance(saved, VideoMAEPretrainer):
+        if not isinstance(saved, pretrainers):
             raise CheckpointError(f"{path} holds a {type(saved).__name__}, not a pre-training model: it has no decoder")
         return saved
-    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, VideoMAEPretrainer)) else saved
+    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, *pretrainers)) else saved
     if not classifier:
         return backbone
     if isinstance(saved, EmotionClassifier) and (num_classes is None or num_classes == saved.num_classes):
@@ -911,6 +938,26 @@ def convert_checkpoint(
     return report
 
 
+def convert_pretraining(src, dst, *, num_frames=None, image_size=None, trust_pickle=False, decoder_overrides=None,
+                        **backbone_overrides):
+    """Convert a pre-training model (MCG-NJU .pth, HF VideoMAEForPreTraining folder, or our .weights.h5) to `dst`:
+    `.weights.h5` (+ config) or `.pth`/`.pt` in the MCG-NJU layout. Returns a report dict."""
+    dst = Path(dst)
+    if not (dst.name.endswith(".weights.h5") or dst.suffix in (".pth", ".pt")):
+        raise ConfigError(f"destination must end with .weights.h5 (Keras) or .pth/.pt (MCG-NJU layout), got {dst}")
+    model = load_pretrained(src, num_frames, image_size, pretraining=True, trust_pickle=trust_pickle,
+                            decoder_overrides=decoder_overrides, **backbone_overrides)
+    if dst.suffix in (".pth", ".pt"):
+        save_videomae_pretraining(model, dst)
+        layout = "videomae_pretrain"
+    else:
+        save_keras_model(model, dst, str(src), "mmder_tf")
+        layout = "mmder_tf"
+    return {"source": str(src), "model": type(model).__name__, "weights": str(dst), "layout": layout,
+            "loaded": len(pretraining_targets(model)), "backbone": model.backbone.get_config(),
+            "decoder": model.decoder.get_config()}
+
+
 def _int_tuple(least, most):
     def parse(text):
         try:
@@ -939,7 +986,12 @@ def main(argv=None):
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
     parser.add_argument("--backbone-only", action="store_true", help="write the encoder only")
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
+    parser.add_argument("--pretraining", action="store_true",
+                        help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
+    parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
     args = parser.parse_args(argv)
+    if args.pretraining:
+        return _main_pretraining(args)
     try:
         report = convert_checkpoint(
             args.src,
@@ -966,6 +1018,25 @@ def main(argv=None):
     )
     for part, count in report["dropped"].items():
         print(f"dropped: {part} ({count} tensors)")
+    return 0
+
+
+def _main_pretraining(args):
+    try:
+        report = convert_pretraining(
+            args.src, args.dst, num_frames=args.num_frames, image_size=args.image_size, trust_pickle=args.trust_pickle,
+            decoder_overrides=None if args.decoder_num_heads is None else {"num_heads": args.decoder_num_heads},
+            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
+        )
+    except (CheckpointError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    b, d = report["backbone"], report["decoder"]
+    print(
+        f"{report['model']} (encoder depth {b['depth']}, width {b['hidden_dim']}, heads {b['num_heads']}; decoder depth "
+        f"{d['depth']}, width {d['hidden_dim']}, heads {d['num_heads']}; {b['num_frames']}x{b['image_size']}): "
+        f"{report['loaded']} tensors -> {report['weights']} ({report['layout']} layout)"
+    )
     return 0
 
 

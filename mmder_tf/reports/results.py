@@ -9,28 +9,16 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.fileio import atomic_write_bytes
+
 
 def _atomic_bytes(path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    # a unique temporary name and the permissions of a plain open() (umask), not mkstemp's 0600
+    return atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -2,9 +2,11 @@
 
     python -m mmder_tf.visualize CLIP --strategy fslf --out grid.png
     python -m mmder_tf.visualize CLIP --all --image-size 96 --out strategies.png
+    python -m mmder_tf.visualize CLIP --crops --image-size 96 --out crops.png
 
 Frames are shown in input order (left to right, top to bottom); with --all each
-row is one strategy's 16 frames, so tubelet pairs (frames 1-2, 3-4, ...) sit side by side.
+row is one strategy's 16 frames, so tubelet pairs (frames 1-2, 3-4, ...) sit side by side;
+with --crops each row is the 8 chosen frames of one crop (centre, face, aligned).
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("clip", help="a media file (video with audio, or video only for --strategy video)")
     parser.add_argument("--strategy", default="fslf", help=f"one of {', '.join(STRATEGIES)} (default fslf)")
     parser.add_argument("--all", action="store_true", help="every strategy, one row each")
+    parser.add_argument("--crops", action="store_true", help="the chosen frames as centre, face and aligned crops")
     parser.add_argument("--out", default=None, help="PNG path (default: <clip stem>_<strategy|all>.png)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--crop", default="center", choices=CROPS)
@@ -105,7 +108,12 @@ def main(argv=None) -> int:
     try:
         base = FusionConfig(image_size=args.image_size, crop=args.crop, spectrogram=args.spectrogram,
                             colormap=args.colormap, official=args.official)
-        if args.all:
+        if args.crops:
+            video = base.replace(strategy="video")
+            rows = {crop: fuse_clip(clip, config=video.replace(crop=crop))[::2] for crop in ("center", "face", "aligned")}
+            out = Path(args.out or f"{clip.stem}_crops.png")
+            save_strategies(rows, out, title=clip.name)
+        elif args.all:
             rows = {name: fuse_clip(clip, name, config=base) for name in STRATEGIES}
             out = Path(args.out or f"{clip.stem}_all.png")
             save_strategies(rows, out, title=clip.name)

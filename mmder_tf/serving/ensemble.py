@@ -144,7 +144,8 @@ def _build_module(members, weights, class_names, dimensions, metadata, asset_pat
         fused = []
         for _, config, *_ in members:  # fused once per member strategy
             rows = single._check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
-            fused.append(tf.map_fn(single._fuse_one(config, MIN_FRAMES, MIN_DURATION), tuple(rows),
+            fused.append(tf.map_fn(single._fuse_one(config, MIN_FRAMES, MIN_DURATION, metadata["max_clip_seconds"]),
+                                   tuple(rows),
                                    fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8)))
         return combine(fused)
 

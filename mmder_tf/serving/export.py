@@ -7,7 +7,9 @@ Signatures (see docs/serving.md for request bodies):
   string [batch, C].
 - `serving_float`: the same with float32 0..255 input.
 - `from_media`: every decoded frame `frames` uint8 [batch, F, h, w, 3], their
-  `timestamps` float32 [batch, F] (seconds), the mono `waveform` float32
+  `timestamps` float32 [batch, F] (seconds; one clip may span at most
+  media.decode.MAX_CLIP_SECONDS, 900 s, and with audio at most 4 x its waveform
+  plus 1 s, so milliseconds are refused at once), the mono `waveform` float32
   [batch, samples] at the exported sample rate (sample 0 = first frame's time),
   `num_frames_valid` int32 [batch] and `num_samples` int32 [batch] (how much of
   each padded row is real) -> the same outputs. Frame selection, audio windows,
@@ -42,13 +44,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
+from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, temp_path
 from mmder_tf.models.presets import PRESETS
 
 METADATA_ASSET = "mmder_tf.json"
@@ -65,11 +66,12 @@ def _tf():
 
 # ----------------------------------------------------------------------------- metadata
 
-def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None) -> dict:
+def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None, dataset=None) -> dict:
     """Everything a client needs to build inputs and read outputs, as plain JSON values."""
     import keras
 
     import mmder_tf
+    from mmder_tf.media.decode import MAX_CLIP_SECONDS
 
     tf = _tf()
     size = config.image_size
@@ -81,11 +83,13 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
         "num_classes": len(class_names),
         "dimensions": list(getattr(model, "targets", ()) or ()),
         "preset": preset or "custom",
+        "dataset": dataset,  # what it was trained on (mmder-predict --timeline sizes its windows by it)
         "sample_rate": config.sample_rate,
         "num_frames": config.num_frames,
         "frames_per_modality": config.frames_per_modality,
         "image_size": size,
         "crop": config.crop,
+        "max_clip_seconds": MAX_CLIP_SECONDS,
         "fusion_config": config.to_dict(),
         "inputs": {
             "serving_default": {"fused": f"uint8 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
@@ -96,7 +100,8 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
                              f"mmder_tf.media.face.face_crops(frames, {config.crop!r})[0] (faces are detected "
                              "and tracked on the client, not in the graph)"
                              if config.crop in ("face", "aligned") else ""),
-                "timestamps": "float32 [batch, frames] presentation time of each frame in seconds",
+                "timestamps": "float32 [batch, frames] presentation time of each frame in seconds "
+                              f"(a clip spans at most {MAX_CLIP_SECONDS:g} s)",
                 "waveform": f"float32 [batch, samples] mono at {config.sample_rate} Hz, sample 0 at the first "
                             "frame's time",
                 "num_frames_valid": "int32 [batch] frames of each row that are real (rest is padding)",
@@ -219,8 +224,14 @@ def media_input_signature():
             tf.TensorSpec(None, tf.int32, name="num_samples")]
 
 
-def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float):
-    """map_fn body: one padded row -> fused uint8 [T, S, S, 3], with the decoder's clip-length rules."""
+def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_seconds: float):
+    """map_fn body: one padded row -> fused uint8 [T, S, S, 3], with the decoder's clip-length rules.
+
+    The audio windows grow with the timeline (2/(n+1) of it each), so the timeline
+    is bounded before anything is sized from it: timestamps sent in milliseconds
+    make a 3 s clip 3000 s long, which is refused here instead of costing minutes
+    and gigabytes.
+    """
     tf = _tf()
     from mmder_tf.fusion import alignment
     from mmder_tf.fusion.clip import fuse_media
@@ -239,15 +250,30 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float):
         with tf.control_dependencies(checks):
             times = tf.identity(times)
         duration = alignment.video_duration(times - times[0])
-        checks = [tf.debugging.assert_greater_equal(
-            duration, min_duration,
-            message=f"a clip's frames must span at least {min_duration} s (timestamps in seconds?)")]
+        checks = [
+            tf.debugging.assert_greater_equal(
+                duration, min_duration,
+                message=f"a clip's frames must span at least {min_duration} s (timestamps in seconds?)"),
+            tf.debugging.assert_less_equal(
+                duration, max_seconds,
+                message=f"a clip's frames may span at most {max_seconds:g} s (this export's max_clip_seconds); "
+                        "timestamps must be in seconds, not milliseconds"),
+        ]
         if needs_audio(config.strategy):
-            checks.append(tf.debugging.assert_positive(
-                samples, message=f"strategy {config.strategy} needs audio: num_samples must be > 0"))
+            audio_seconds = tf.cast(samples, tf.float32) / float(config.sample_rate)
+            checks += [
+                tf.debugging.assert_positive(
+                    samples, message=f"strategy {config.strategy} needs audio: num_samples must be > 0"),
+                # Audio may end early, but not by a factor: then the units disagree.
+                tf.debugging.assert_less_equal(
+                    duration, 4.0 * audio_seconds + 1.0,
+                    message=f"the frames span more than 4 times the waveform ({config.sample_rate} Hz samples): "
+                            "timestamps must be in seconds and the waveform at the exported sample rate"),
+            ]
         with tf.control_dependencies(checks):
-            frames = tf.identity(frames[:count])
-        return fuse_media(frames, times, waveform[:samples], config, seed=None)
+            # everything sized from the timeline waits for the checks
+            frames, times, waveform = tf.identity(frames[:count]), tf.identity(times), tf.identity(waveform[:samples])
+        return fuse_media(frames, times, waveform, config, seed=None)
 
     return fuse
 
@@ -303,7 +329,7 @@ class _ServingModule:
         def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
             rows = _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
             fused = tf.map_fn(
-                _fuse_one(config, MIN_FRAMES, MIN_DURATION), tuple(rows),
+                _fuse_one(config, MIN_FRAMES, MIN_DURATION, metadata["max_clip_seconds"]), tuple(rows),
                 fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8),
             )
             return classify(tf.cast(fused, tf.float32))
@@ -332,21 +358,39 @@ class _ServingModule:
         }
 
 
-def _replace_dir(tmp: Path, target: Path, overwrite: bool):
+def is_export(path) -> bool:
+    """True when `path` is a folder this project exported (its metadata asset names the format)."""
+    try:
+        return read_metadata(path)["format"] == EXPORT_FORMAT
+    except (CheckpointError, OSError):
+        return False
+
+
+def _check_target(export_dir: Path, overwrite: bool) -> bool:
+    """Whether `export_dir` exists (and may be replaced); refuses anything that is not an export of ours."""
+    if not check_replaceable(export_dir, is_export, "an mmder_tf export"):
+        return False
+    if not overwrite and any(export_dir.iterdir()):
+        existing = read_metadata(export_dir)
+        raise ConfigError(f"{export_dir} exists: an mmder_tf export ({existing.get('strategy')} "
+                          f"{existing.get('preset')}, classes {', '.join(existing.get('class_names', []))}); "
+                          "pass overwrite=True (--overwrite) to replace that export")
+    return True
+
+
+def _replace_dir(new: Path, target: Path):
     """Move a finished export into place; the old one is only removed after the new one is there."""
     if target.exists():
-        if not overwrite:
-            raise ConfigError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        old = temp_path(target)
         os.replace(target, old)
-        os.replace(tmp, target)
+        os.replace(new, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, target)
+        os.replace(new, target)
 
 
 def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, preset=None, source=None,
-                       overwrite=False) -> Path:
+                       overwrite=False, dataset=None) -> Path:
     """Write `model` (an EmotionClassifier for `config`) as a SavedModel at `export_dir`; returns the path.
 
     The directory appears complete or not at all: the model is saved to a
@@ -375,24 +419,26 @@ def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, 
                           "rebuild it under the float32 policy and load its weights")
 
     export_dir = Path(export_dir)
-    if export_dir.exists() and not overwrite:
-        raise ConfigError(f"{export_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    _check_target(export_dir, overwrite)  # before the slow part: a refusal costs nothing
     export_dir.parent.mkdir(parents=True, exist_ok=True)
-    metadata = build_metadata(model, config, class_names, preset=preset, source=source)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
-    staging = Path(tempfile.mkdtemp(prefix=".mmder_meta-", dir=export_dir.parent))
-    try:
-        asset = staging / METADATA_ASSET
-        asset.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        built = _ServingModule(model, config, class_names, metadata, str(asset))
-        saved = tmp / "model"
-        tf.saved_model.save(built.module, str(saved), signatures=built.signatures)
-        if not (saved / "assets" / METADATA_ASSET).is_file():
-            raise CheckpointError(f"{export_dir}: the metadata asset was not written")
-        _replace_dir(saved, export_dir, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
+    metadata = build_metadata(model, config, class_names, preset=preset, source=source, dataset=dataset)
+    with WriterLock(export_dir.parent, "mmder-export", "wait for it, or export to another --output",
+                    name=f".{export_dir.name}.lock"):
+        clean_stale_temps(export_dir.parent, prefix=export_dir.name)  # copies left by a killed export
+        _check_target(export_dir, overwrite)  # again under the lock: another export may have landed
+        tmp = temp_path(export_dir)
+        tmp.mkdir()
+        try:
+            asset = tmp / METADATA_ASSET
+            asset.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+            built = _ServingModule(model, config, class_names, metadata, str(asset))
+            saved = tmp / "model"
+            tf.saved_model.save(built.module, str(saved), signatures=built.signatures)
+            if not (saved / "assets" / METADATA_ASSET).is_file():
+                raise CheckpointError(f"{export_dir}: the metadata asset was not written")
+            _replace_dir(saved, export_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
 
 
@@ -446,8 +492,9 @@ def load_run(run_dir, fold=None):
 def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
     """Export one finished fold of a `mmder-finetune` run (the notebooks' and the CLI's RUN path)."""
     model, config, class_names, preset, source = load_run(run_dir, fold)
+    dataset = json.loads((Path(run_dir) / "run.json").read_text()).get("args", {}).get("dataset")
     return export_saved_model(model, config, class_names, export_dir, preset=preset, source=source,
-                              overwrite=overwrite)
+                              overwrite=overwrite, dataset=dataset)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -493,8 +540,36 @@ def _explicit(args):
     changes = {k: v for k, v in (("strategy", args.strategy and check_strategy(args.strategy)),
                                  ("image_size", args.image_size), ("num_frames", args.num_frames)) if v}
     config = config.replace(**changes)
+    warn_training_mismatch(args.weights, config)
     model = build_classifier(args.preset, config, class_names, weights=args.weights)
     return model, config, class_names, args.preset, args.weights
+
+
+def warn_training_mismatch(weights, config: FusionConfig) -> list[str]:
+    """Warn when a fold checkpoint of a run is exported with other sizes than the run trained with.
+
+    A ViT's weights load at any image size or frame count (the position embedding
+    is not stored), so a model trained at 64 px loads at 224 px and serves inputs
+    it never saw. The run's run.json (two folders up from fold_N/*.weights.h5)
+    says what training used.
+    """
+    from mmder_tf.training.config import read_run_file
+
+    run_file = Path(weights).resolve().parent.parent / "run.json"
+    if not run_file.is_file():
+        return []
+    try:
+        trained = read_run_file(run_file)[0].fusion
+    except (MMDERError, KeyError, TypeError, ValueError):
+        return []  # not a run this mmder_tf reads: nothing to compare with
+    differences = [f"{name} {getattr(trained, name)} in training, {getattr(config, name)} now"
+                   for name in ("image_size", "num_frames", "strategy", "crop", "sample_rate")
+                   if getattr(trained, name) != getattr(config, name)]
+    if differences:
+        message = (f"{weights} was trained by the run in {run_file.parent} with other settings than this export: "
+                   f"{'; '.join(differences)} (export the run folder instead to use its own settings)")
+        print(f"mmder-export: warning: {message}", file=sys.stderr)
+    return differences
 
 
 def main(argv=None) -> int:

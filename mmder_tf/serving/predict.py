@@ -42,18 +42,22 @@ def expand_paths(paths) -> list[tuple[str, str | None]]:
 class ExportedModel:
     """A SavedModel written by mmder_tf.serving.export, with its metadata and FusionConfig."""
 
-    def __init__(self, export_dir):
+    def __init__(self, export_dir, max_seconds: float | None = None):
         import tensorflow as tf
 
         from mmder_tf.config import FusionConfig
         from mmder_tf.serving.export import read_metadata
 
         self.path = Path(export_dir)
+        self.max_seconds = max_seconds
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: no such export folder")
         self.metadata = read_metadata(self.path)
-        self.config = FusionConfig.from_dict(self.metadata["fusion_config"])
-        self.class_names = list(self.metadata["class_names"])
+        try:
+            self.config = FusionConfig.from_dict(self.metadata["fusion_config"])
+            self.class_names = [str(name) for name in self.metadata["class_names"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{self.path}: damaged metadata ({type(error).__name__}: {error})") from None
         self.dimensions = list(self.metadata.get("dimensions") or [])
         from mmder_tf.serving.ensemble import member_configs
 
@@ -61,8 +65,11 @@ class ExportedModel:
         self.member_configs = member_configs(self.metadata)
         try:
             loaded = tf.saved_model.load(str(self.path))
-        except (OSError, ValueError, tf.errors.OpError) as error:
-            raise CheckpointError(f"{self.path}: cannot load the SavedModel ({error})") from None
+        except Exception as error:  # noqa: BLE001 - a damaged variables file raises IndexError, KeyError, ...
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CheckpointError(f"{self.path}: cannot load the SavedModel, its files are damaged or incomplete "
+                                  f"({type(error).__name__}{': ' + first[:200] if first else ''}); "
+                                  "export it again") from None
         if "serving_default" not in loaded.signatures:
             raise CheckpointError(f"{self.path}: the SavedModel has no serving_default signature")
         self._loaded = loaded  # the signature functions need their object alive
@@ -79,8 +86,9 @@ class ExportedModel:
         from mmder_tf.fusion.clip import fuse_clip
 
         if self.is_ensemble:
-            return np.stack([fuse_clip(path, config=config) for config in self.member_configs])
-        return fuse_clip(path, config=self.config)
+            return np.stack([fuse_clip(path, config=config, max_seconds=self.max_seconds)
+                             for config in self.member_configs])
+        return fuse_clip(path, config=self.config, max_seconds=self.max_seconds)
 
     def probabilities(self, fused_batch):
         import numpy as np
@@ -179,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="emotions shown per clip (default 3)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per model call (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-clip-seconds", type=float, default=None,
+                   help="refuse clips longer than this (default mmder_tf.media.decode.MAX_CLIP_SECONDS, 900 s: "
+                        "memory grows with the clip's length, see docs/limits.md); --timeline streams any length")
     p.add_argument("--timeline", action="store_true",
                    help="emotion over time: one prediction per window of each recording (any length, streamed), "
                         "written as <name>.timeline.csv/.json/.png into --out")
@@ -196,7 +207,9 @@ def main(argv=None) -> int:
             raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-        model = ExportedModel(args.model)
+        if args.max_clip_seconds is not None and not args.max_clip_seconds > 0:
+            raise ConfigError(f"--max-clip-seconds must be positive, got {args.max_clip_seconds}")
+        model = ExportedModel(args.model, max_seconds=args.max_clip_seconds)
     except MMDERError as error:
         print(f"mmder-predict: error: {error}", file=sys.stderr)
         return 2

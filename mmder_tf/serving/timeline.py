@@ -26,6 +26,7 @@ import numpy as np
 
 from mmder_tf.config import face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, MMDERError
+from mmder_tf.fileio import temp_path
 
 # Mean clip length of each dataset's utterances (seconds): a window the model was trained on.
 DATASET_CLIP_SECONDS = {"ravdess": 3.7, "cremad": 2.5, "iemocap": 4.5}
@@ -68,10 +69,11 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
             entry["probabilities"] = {name: float(p) for name, p in zip(model.class_names, row)}
         pending.clear()
 
-    bar = tqdm(total=round(length, 1), unit="s", desc=Path(path).name, file=sys.stderr,
+    name = Path(path).name
+    bar = tqdm(total=round(length, 1), unit="s", file=sys.stderr,
                disable=progress is False if progress is not None else None,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
-    bar.set_postfix_str(f"00:00 / {clock(length)}")
+               bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
+    bar.set_description_str(f"{name} 00:00 / {clock(length)}")
     with bar:
         for span, clip in stream_windows(path, window, hop, config.frames_per_modality,
                                          sample_rate=config.sample_rate, official=config.official,
@@ -95,7 +97,7 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
             if len(pending) >= batch_size:
                 flush()
             bar.update(round(min(span.end, length), 1) - bar.n)
-            bar.set_postfix_str(f"{clock(span.end)} / {clock(length)}")
+            bar.set_description_str(f"{name} {clock(min(span.end, length))} / {clock(length)}")
         flush()
     predicted = [e["probabilities"] for e in timeline if "probabilities" in e]
     if not predicted:
@@ -135,8 +137,10 @@ def plot_timeline(result: dict, class_names, out) -> Path:
                 marker="o" if len(entries) < 40 else None, markersize=3)
     ax.set_xlim(0, result["duration_s"])
     ax.set_ylim(0, 1)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
-    ax.set_xlabel(f"recording time (window {result['window_s']:g} s, hop {result['hop_s']:g} s)")
+    if result["duration_s"] >= 120:  # minutes:seconds ticks; short recordings keep plain seconds
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
+    unit = "" if result["duration_s"] >= 120 else ", s"
+    ax.set_xlabel(f"recording time{unit} (window {result['window_s']:g} s, hop {result['hop_s']:g} s)")
     ax.set_ylabel("probability")
     ax.set_title(Path(result["path"]).name)
     ax.grid(alpha=0.3)
@@ -144,10 +148,13 @@ def plot_timeline(result: dict, class_names, out) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
+    tmp = temp_path(out, suffix=".png")  # unique: two predictions of one recording never share it
+    try:
+        fig.savefig(tmp)
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 

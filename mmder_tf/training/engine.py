@@ -140,9 +140,14 @@ def save_weights_atomic(model, path):
     """save_weights to a temporary name, then rename: a kill mid-write leaves the old file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
-    model.save_weights(str(tmp), overwrite=True)
-    os.replace(tmp, path)
+    from mmder_tf.fileio import temp_path
+
+    tmp = temp_path(path, suffix=".weights.h5")  # Keras wants the suffix; unique so two writers never collide
+    try:
+        model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):

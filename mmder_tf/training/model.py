@@ -8,11 +8,11 @@ anything is assigned, so a model never half-loads.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import read_json
 from mmder_tf.models.presets import backbone_from_preset, preset_of
 from mmder_tf.training.config import RunConfig, read_run_file
 
@@ -170,7 +170,7 @@ def load_fold(run_dir, fold: int | None = None, *, dtype=None, config: RunConfig
     fold_dir = run_dir / f"fold_{int(fold)}"
     if int(fold) not in finished:
         raise CheckpointError(f"{fold_dir}: fold {fold} has not finished (no results.json); finished: {finished}")
-    result = json.loads((fold_dir / "results.json").read_text())
+    result = read_json(fold_dir / "results.json", CheckpointError, "fold result")
     checkpoint = fold_dir / f"{result.get('checkpoint', 'last')}.weights.h5"
     class_names = tuple(run["class_names"])
     model = build_classifier(config, len(class_names), list(class_names), dtype=dtype)

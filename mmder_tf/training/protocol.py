@@ -113,15 +113,17 @@ def prepare_cache(config: RunConfig, manifest):
         raise DatasetError(f"{cache_dir}: the cache is incomplete (shards {index.get('missing_shards')} missing)")
     skipped = [{"key": None, "path": str(getattr(item, "path", item)), "reason": str(getattr(item, "reason", ""))}
                for item in getattr(manifest, "skipped", ())]
-    root = Path(manifest.root) if manifest.root else None
     kept = set()
     for entry in index["records"]:
         if entry["status"] == "ok":
             kept.add(entry["key"])
         else:
-            path = Path(entry["path"])
-            skipped.append({"key": entry["key"], "path": str(root / path if root and not path.is_absolute() else path),
+            # the record's path is already usable from here (absolute, or relative as --data-dir was given)
+            skipped.append({"key": entry["key"], "path": entry["path"],
                             "reason": entry.get("skip_reason", entry["status"])})
+    for line in prepare_lib.describe_duplicates(index):
+        log(f"warning: {line} (the same recording would be in training and test: subject-independent scores "
+            "would be too high)")
     records = [r for r in manifest.records if r.key in kept]
     return cache_dir, records, skipped
 
@@ -387,26 +389,58 @@ def summarize_run(work_dir, fold_results: dict, class_names, run_info: dict, ski
     }
 
 
+def check_protocol(manifest):
+    """Refuse a dataset no classifier or subject-independent protocol can be built from."""
+    if not manifest.records:
+        raise DatasetError("the dataset has no usable clips")
+    present = sorted({r.label_name for r in manifest.records})
+    if len(present) < 2:
+        raise DatasetError(f"every clip has the label {present[0]!r}: a classifier needs at least two classes "
+                           "(a one-class model is 100 % accurate and learns nothing)")
+    if len(manifest.subjects) < 2:
+        raise DatasetError(f"every clip is from subject {manifest.subjects[0]!r}: subject-independent folds need "
+                           "at least two subjects (test on people the model never saw)")
+    absent = [name for name in manifest.class_names if name not in present]
+    if absent:
+        log(f"warning: no clip of class(es) {', '.join(absent)}: the model still has their outputs, never trained")
+
+
 def run_protocol(config: RunConfig) -> dict:
-    """The whole run: data, folds, cache, every fold, reports. Returns the results dict (results.json)."""
+    """The whole run: data, folds, cache, every fold, reports. Returns the results dict (results.json).
+
+    One process writes a run folder at a time (fileio.WriterLock): a second one on
+    the same --out stops with a message naming the first.
+    """
+    from mmder_tf.fileio import WriterLock, clean_stale_temps, describe_holder
+    from mmder_tf.training import engine
+
+    config.check_paths()
+    manifest = load_run_manifest(config)
+    check_protocol(manifest)
+    class_names = list(manifest.class_names)
+    selected = run_folds(config, manifest)
+    strategy = engine.make_strategy(config.distribute)  # before any other TF work: multi-worker needs that
+    is_chief, task = engine.worker_info(strategy)
+    out = Path(config.out)
+    work = out if is_chief else out / ".workers" / f"worker{task}"
+    with WriterLock(work, "mmder-finetune", "wait for it to finish (rerunning the same command later resumes "
+                    "the run), or train into another --out") as lock:
+        if lock.stale_holder:
+            log(f"note: {work}: taking over from {describe_holder(lock.stale_holder)}, which is no longer running")
+        for folder in [work, *work.glob("fold_*")]:
+            clean_stale_temps(folder)  # half-written checkpoints and reports of a killed run
+        return _run_locked(config, manifest, class_names, selected, strategy, is_chief, out, work)
+
+
+def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is_chief, out, work) -> dict:
     from mmder_tf.reports.results import atomic_write_json, format_table, write_run_report
     from mmder_tf.training import engine, recipes
     from mmder_tf.training.model import build_classifier, preset_of
 
-    config.check_paths()
-    manifest = load_run_manifest(config)
-    if not manifest.records:
-        raise DatasetError("the dataset has no usable clips")
-    class_names = list(manifest.class_names)
-    selected = run_folds(config, manifest)
-    strategy = engine.make_strategy(config.distribute)  # before any other TF work: multi-worker needs that
     kind = engine.device_kind()
     policy = engine.resolve_precision(config.precision, kind)
     engine.set_precision(policy)
     jit = engine.resolve_jit(config.jit_compile, kind)
-    is_chief, task = engine.worker_info(strategy)
-    out = Path(config.out)
-    work = out if is_chief else out / ".workers" / f"worker{task}"
     settings = recipes.recipe_settings(config.recipe, config.batch_size, config.lr)
     with strategy.scope():
         # Fails fast on weights of another preset or a broken checkpoint, before any preprocessing.

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
-from keras import layers, ops
+from keras import layers
 
-from mmder_tf.errors import ConfigError
 from mmder_tf.models.backbone import VideoBackbone
 from mmder_tf.models.layers import TubeletEmbedding, _pair
-from mmder_tf.models.lgi_former.layers import POOLING_MODES, LGIFormerBlock, RegionPooling, RegionTokens, partition_regions, region_layout
+from mmder_tf.models.lgi_former.layers import POOLING_MODES, LGIFormerBlock, RegionPooling, RegionTokens, region_layout
+from mmder_tf.models.lgi_former.layers import visible_per_region as visible_per_region_of
 from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS
 
 
@@ -109,12 +108,7 @@ class LGIFormerBackbone(VideoBackbone):
         (eager only). The local tokens stay in region-major order.
         """
         if visible_per_region is None:
-            hidden = np.asarray(ops.convert_to_numpy(masked), bool).reshape(-1, self.num_tokens)
-            hidden = partition_regions(ops.convert_to_tensor(hidden.astype("int32")), self.grid, self.region_size)
-            counts = np.unique(self.region_length - ops.convert_to_numpy(ops.sum(hidden, axis=-1)))
-            if counts.size != 1:
-                raise ConfigError(f"every region must keep the same number of visible tokens; the mask keeps {counts.tolist()}")
-            visible_per_region = int(counts[0])
+            visible_per_region = visible_per_region_of(masked, self.grid, self.region_size)
         x = self.region_tokens(self.patch_embed(pixels), masked=masked, visible_per_region=visible_per_region)
         for block in self.blocks:
             x = block(x, training=training)

@@ -25,11 +25,12 @@ def is_mae_dfer(keys) -> bool:
     return any(k.endswith("lg_region_tokens") or ".first_attn." in k or ".third_attn." in k for k in keys)
 
 
-def canonical_state(state, path, keep_final_norm=True):
+def canonical_state(state, path, keep_final_norm=True, keep_decoder=False):
     """Strip the pre-training `encoder.` prefix; returns (tensors, layout, ignored keys, original name of each key).
 
     `keep_final_norm=False` drops the pre-training encoder's final LayerNorm, as
     MAE-DFER's fine-tuning does (its classifier normalises the pooled feature only).
+    `keep_decoder` keeps the decoder (VideoMAE's, under the same names) for `LGIFormerPretrainer`.
     """
     pretraining = any(k.startswith("encoder.") for k in state)
     layout = "mae_dfer_pretrain" if pretraining else "mae_dfer"
@@ -38,7 +39,10 @@ def canonical_state(state, path, keep_final_norm=True):
         name = key
         if pretraining:
             if key.startswith(PRETRAINING_EXTRAS):
-                ignored.append(key)
+                if keep_decoder:
+                    out[key], origin[key] = value, key
+                else:
+                    ignored.append(key)
                 continue
             if not key.startswith("encoder."):
                 out[key], origin[key] = value, key  # unknown: reported as unexpected

@@ -42,6 +42,16 @@ def partition_regions(x, grid, region_size):
     return ops.reshape(x, (-1, n, s) + rest)
 
 
+def visible_per_region(masked, grid, region_size) -> int:
+    """Visible tokens each region keeps under a concrete mask [B, N] (True = hidden); the same for all, or ConfigError."""
+    hidden = np.asarray(ops.convert_to_numpy(masked)).astype("int32").reshape(-1, int(np.prod(grid)))
+    per_region = ops.convert_to_numpy(ops.sum(partition_regions(ops.convert_to_tensor(hidden), grid, region_size), axis=-1))
+    kept = np.unique(int(np.prod(region_size)) - per_region)
+    if kept.size != 1:
+        raise ConfigError(f"every region must keep the same number of visible tokens; the mask keeps {kept.tolist()}")
+    return int(kept[0])
+
+
 @keras.saving.register_keras_serializable(package="mmder_tf")
 class RegionTokens(layers.Layer):
     """Patch tokens [B, N, C] (raster order) -> [B, n, 1 + S, C] with one learned token in front of each region.

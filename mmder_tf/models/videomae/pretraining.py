@@ -11,7 +11,9 @@ the masking, the target and the decoder without the VideoMAE encoder:
   optionally MAE-DFER's frame-difference variant).
 - `MAEDecoder`: visible tokens in decoder width + their ids -> predictions for the masked ones.
 - `VideoMAEPretrainer`: a `VideoMAEBackbone` run on the visible tokens only, the
-  `encoder_to_decoder` projection, an `MAEDecoder`, and the loss.
+  `encoder_to_decoder` projection, an `MAEDecoder`, and the loss. Another encoder
+  plugs in by subclassing it: `backbone_class`, `encode_visible` (tokens and the ids
+  of their rows, in any order) and `mask_from_noise` (its masking rule).
 
 Usage::
 
@@ -311,6 +313,9 @@ class VideoMAEPretrainer(keras.Model):
     See the module docstring for the API.
     """
 
+    # The encoder family this model drives; a subclass for another one overrides it and `encode_visible`.
+    backbone_class = VideoMAEBackbone
+
     def __init__(
         self,
         backbone,
@@ -324,8 +329,8 @@ class VideoMAEPretrainer(keras.Model):
         dtype=None,
         **kwargs,
     ):
-        if not isinstance(backbone, VideoMAEBackbone):
-            raise ConfigError(f"backbone must be a VideoMAEBackbone, got {type(backbone).__name__}")
+        if not isinstance(backbone, self.backbone_class):
+            raise ConfigError(f"backbone must be a {self.backbone_class.__name__}, got {type(backbone).__name__}")
         if not isinstance(decoder, MAEDecoder):
             raise ConfigError(f"decoder must be an MAEDecoder, got {type(decoder).__name__}")
         outputs = backbone.tubelet_size * backbone.patch_size ** 2 * 3
@@ -383,28 +388,49 @@ class VideoMAEPretrainer(keras.Model):
             raise ConfigError(f"unknown backbone preset {preset!r}; choose one of {', '.join(BACKBONE_PRESETS)}")
         overrides = {"final_norm": True, **(backbone_overrides or {})}
         backbone = VideoMAEBackbone.from_preset(key, num_frames=num_frames, image_size=image_size, dtype=dtype, **overrides)
+        return cls.from_encoder(backbone, decoder or key, **kwargs)
+
+    @classmethod
+    def from_encoder(cls, backbone, decoder="base", **kwargs):
+        """A pre-training model around an existing (e.g. loaded) encoder with a fresh decoder of preset `decoder`:
+        continue pre-training from an encoder-only checkpoint, such as the released ViT-H (which has no decoder)
+        or a fine-tuned Kinetics encoder: `from_encoder(mmder_tf.load_pretrained("vit_h.pth"), "huge")`."""
+        if not isinstance(backbone, cls.backbone_class):
+            raise ConfigError(f"backbone must be a {cls.backbone_class.__name__}, got {type(backbone).__name__}")
         outputs = backbone.tubelet_size * backbone.patch_size ** 2 * 3
-        dec = MAEDecoder.from_preset(decoder or key, outputs, dtype=backbone.patch_embed.dtype_policy, name="decoder")
-        return cls(backbone, dec, dtype=dtype, **kwargs)
+        dec = MAEDecoder.from_preset(decoder, outputs, dtype=backbone.patch_embed.dtype_policy, name="decoder")
+        return cls(backbone, dec, **kwargs)
 
     # ------------------------------------------------------------ forward
 
-    def encode_visible(self, pixels, visible_ids, training=None):
-        """Encoder tokens [B, V, D] of the visible tubelets only (positions added before dropping the rest)."""
+    def encode_visible(self, pixels, mask, visible_ids, training=None):
+        """(encoder tokens [B, V, D] of the visible tubelets only, their token ids [B, V]).
+
+        Positions are added before the masked tubelets are dropped. The ids say
+        which token each output row is, so an encoder that reorders its visible
+        tokens (LGI-Former keeps them region-major) plugs in by overriding this
+        method (and `backbone_class`); the decoder places them by id.
+        """
         tokens = self.backbone.patch_embed(self.normalize(pixels))
         x = gather_tokens(tokens, visible_ids)
         for block in self.backbone.blocks:
             x = block(x, training=training)
         if self.backbone.final_norm is not None:
             x = self.backbone.final_norm(x)
-        return x
+        return x, visible_ids
+
+    def mask_from_noise(self, noise, grid):
+        """(mask [B, N], masked count per row) from uniform noise [B, h*w] for token grid (t, h, w): the
+        model's masking rule (VideoMAE's tube mask). MAE-DFER's per-window masking overrides it."""
+        t, h, w = grid
+        return tube_mask(noise, t, self.mask_ratio), t * masked_per_frame(h * w, self.mask_ratio)
 
     def _mask_and_count(self, pixels, token_mask, noise, num_masked):
-        t, h, w = self._grid(pixels)
+        t, h, w = grid = self._grid(pixels)
         if token_mask is None:
             if noise is None:
                 noise = keras.random.uniform((ops.shape(pixels)[0], h * w), seed=self.mask_seed)
-            return tube_mask(noise, t, self.mask_ratio), t * masked_per_frame(h * w, self.mask_ratio)
+            return self.mask_from_noise(noise, grid)
         values = _concrete(token_mask)
         if values is not None:
             count = check_mask(values, t * h * w, _concrete_batch(pixels))
@@ -432,8 +458,8 @@ class VideoMAEPretrainer(keras.Model):
         """(predictions [B, M, K] float32, loss scalar float32); see the module docstring."""
         mask, count = self._mask_and_count(pixels, token_mask, noise, num_masked)
         visible_ids, masked_ids = mask_indices(mask, count)
-        latent = self.encoder_to_decoder(self.encode_visible(pixels, visible_ids, training=training))
-        predictions = self.decoder(latent, visible_ids, masked_ids, training=training)
+        tokens, token_ids = self.encode_visible(pixels, mask, visible_ids, training=training)
+        predictions = self.decoder(self.encoder_to_decoder(tokens), token_ids, masked_ids, training=training)
         targets = pixel_targets(pixels, self.backbone.tubelet_size, self.backbone.patch_size,
                                 normalize=self.norm_pix_loss, frame_difference=self.frame_difference)
         targets = ops.stop_gradient(gather_tokens(targets, masked_ids))
