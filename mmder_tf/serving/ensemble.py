@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
+from mmder_tf.fileio import WriterLock, clean_stale_temps, temp_path
 from mmder_tf.serving import export as single
 
 SIGNATURES = ("serving_default", "from_media", "metadata")
@@ -61,8 +61,7 @@ def export_ensemble(members, export_dir, weights=None, *, overwrite=False) -> Pa
 
     weights = _check_members(members, weights)
     export_dir = Path(export_dir)
-    if export_dir.exists() and not overwrite:
-        raise ConfigError(f"{export_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    single._check_target(export_dir, overwrite)  # before the slow part: a refusal costs nothing
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     model0, config0, class_names = members[0][0], members[0][1], [str(c) for c in members[0][2]]
     metadata = single.build_metadata(model0, config0, class_names, preset=members[0][3], source=members[0][4])
@@ -86,20 +85,23 @@ def export_ensemble(members, export_dir, weights=None, *, overwrite=False) -> Pa
                                              for i, (_, c, *_) in enumerate(members)}
     metadata["inputs"].pop("serving_float", None)
     metadata["outputs"].update({d: f"float32 [batch] predicted {d} (mean over members)" for d in dimensions})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
-    staging = Path(tempfile.mkdtemp(prefix=".mmder_meta-", dir=export_dir.parent))
-    try:
-        asset = staging / single.METADATA_ASSET
-        asset.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        module, signatures = _build_module(members, weights, class_names, dimensions, metadata, str(asset))
-        saved = tmp / "model"
-        tf.saved_model.save(module, str(saved), signatures=signatures)
-        if not (saved / "assets" / single.METADATA_ASSET).is_file():
-            raise CheckpointError(f"{export_dir}: the metadata asset was not written")
-        single._replace_dir(saved, export_dir, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
+    with WriterLock(export_dir.parent, "mmder-export", "wait for it, or export to another --output",
+                    name=f".{export_dir.name}.lock"):
+        clean_stale_temps(export_dir.parent, prefix=export_dir.name)  # copies left by a killed export
+        single._check_target(export_dir, overwrite)  # again under the lock: another export may have landed
+        tmp = temp_path(export_dir)
+        tmp.mkdir()
+        try:
+            asset = tmp / single.METADATA_ASSET
+            asset.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+            module, signatures = _build_module(members, weights, class_names, dimensions, metadata, str(asset))
+            saved = tmp / "model"
+            tf.saved_model.save(module, str(saved), signatures=signatures)
+            if not (saved / "assets" / single.METADATA_ASSET).is_file():
+                raise CheckpointError(f"{export_dir}: the metadata asset was not written")
+            single._replace_dir(saved, export_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
 
 
