@@ -17,6 +17,7 @@ _EXPORTS = {
     "load_pretrained": "mmder_tf.models.convert",
     "convert_checkpoint": "mmder_tf.models.convert",
     "FusionConfig": "mmder_tf.config",
+    "RunConfig": "mmder_tf.training.config",
     "STRATEGIES": "mmder_tf.config",
     "decode_clip": "mmder_tf.media.decode",
     "fuse_clip": "mmder_tf.fusion.clip",

@@ -20,12 +20,32 @@ _STARTUP_NOISE = re.compile(
     r"|To enable the following instructions:.*rebuild TensorFlow with the appropriate compiler flags\.)")
 
 
+QUIET_ENV = "MMDER_QUIET_TENSORFLOW"
+
+
+def quiet_in_workers():
+    """In a worker process: as quiet as the command that started it."""
+    if os.environ.get(QUIET_ENV) == "1":
+        quiet_tensorflow()
+
+
 def quiet_tensorflow(verbose: bool = False):
     """Import TensorFlow now with its C++ start-up logs dropped, and keep its later INFO/WARNING logs
-    off (TF_CPP_MIN_LOG_LEVEL=2, errors still shown). verbose=True: change nothing."""
-    if verbose or "tensorflow" in sys.modules:
+    off, C++ (TF_CPP_MIN_LOG_LEVEL=2) and Python (tf.get_logger: retracing counts, AutoGraph
+    fall-backs) alike; errors are still shown. verbose=True: change nothing."""
+    if verbose:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ[QUIET_ENV] = "1"  # worker processes (spawned, so they import TensorFlow again) follow
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        _import_holding_stderr()
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    tf.autograph.set_verbosity(0)
+
+
+def _import_holding_stderr():
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:

@@ -9,6 +9,9 @@ from mmder_tf.errors import ConfigError
 STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio")
 AUDIO_VISUAL_STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas")
 _HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
+# Combines two seeds into one, a * SEED_MIX + b (RFAS seed and epoch, data seed and epoch, epoch and
+# step): odd and larger than any epoch or step count, so different pairs do not collide.
+SEED_MIX = 1_000_003
 # linear_probe: frozen encoder, only fc_norm and the head train (the official code); finetune: all of it.
 CLASSIFIER_MODES = ("linear_probe", "finetune")
 

@@ -18,6 +18,7 @@ Every command that writes a run folder, a cache or an export goes through here:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -103,20 +104,32 @@ def finish_file(path, mode: int = 0o666):
     os.chmod(path, mode & ~_umask())
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write `data` to `path` through a unique temporary file and a rename (fsync'd, umask permissions)."""
+@contextlib.contextmanager
+def replacing(path, suffix: str = ""):
+    """`with replacing(path) as tmp:` write tmp (a `temp_path`); on a clean exit it replaces `path` in one
+    rename, on an error it is removed and `path` is left as it was. `suffix`: an extension the writer
+    needs (`.weights.h5` for Keras, `.mp4` for a muxer)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    tmp = temp_path(path, suffix=suffix)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write `data` to `path` through a unique temporary file and a rename (fsync'd, umask permissions)."""
+    with replacing(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- the one-writer lock

@@ -19,14 +19,20 @@ from pathlib import Path
 import numpy as np
 import keras
 import mmder_tf.models.layers, mmder_tf.models.videomae.backbone, mmder_tf.models.lgi_former.backbone, mmder_tf.models.classifier
+import mmder_tf.models.videomae.pretraining
 no_tf = "tensorflow" not in sys.modules
 from mmder_tf.models.convert import load_pretrained
 results = {}
 for work in sorted(Path(sys.argv[1]).iterdir()):
-    model = load_pretrained(work / "clf.weights.h5", classifier=True)
     data = np.load(work / "io.npz")
-    logits = keras.ops.convert_to_numpy(model(data["x"]))
-    train = keras.ops.convert_to_numpy(model(data["x"], training=True))
+    if "mask" in data:  # the masked autoencoder: predictions for a given mask; a training loss with its own masks
+        model = load_pretrained(work / "clf.weights.h5", pretraining=True)
+        logits = keras.ops.convert_to_numpy(model.reconstruct(data["x"], data["mask"])[0])
+        train = keras.ops.convert_to_numpy(model.pretraining_loss(data["x"]))
+    else:
+        model = load_pretrained(work / "clf.weights.h5", classifier=True)
+        logits = keras.ops.convert_to_numpy(model(data["x"]))
+        train = keras.ops.convert_to_numpy(model(data["x"], training=True))
     results[work.name] = {"max_diff": float(np.abs(logits - data["logits"]).max()),
                           "finite_train": bool(np.isfinite(train).all())}
 json.dump({"backend": keras.backend.backend(), "no_tf": no_tf and "tensorflow" not in sys.modules, "models": results},
@@ -50,7 +56,15 @@ def lgi_former_case():
     return model, np.random.default_rng(0).integers(0, 256, (2, 4, 64, 64, 3)).astype("uint8")
 
 
-CASES = {"videomae": videomae_case, "lgi_former": lgi_former_case}
+def pretraining_case():
+    from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer, random_tube_mask
+
+    model = VideoMAEPretrainer.from_preset("tiny", num_frames=4, image_size=32, mask_ratio=0.5)
+    mask = np.asarray(random_tube_mask(2, model.token_grid, 0.5, seed=0))
+    return model, np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8"), mask
+
+
+CASES = {"videomae": videomae_case, "lgi_former": lgi_former_case, "pretraining": pretraining_case}
 # Both pinned in requirements-test.txt: a missing backend fails here rather than skipping.
 OTHER_BACKENDS = ["torch", "jax"]
 
@@ -62,12 +76,12 @@ def rerun(request, tmp_path_factory):
     backend, root = request.param, tmp_path_factory.mktemp(f"backend_{request.param}")
     scales = {}
     for name, make in CASES.items():
-        model, x = make()
+        model, x, *mask = make()
         work = root / "cases" / name
         work.mkdir(parents=True)
-        logits = np.asarray(model(x))
+        logits = np.asarray(model.reconstruct(x, mask[0])[0] if mask else model(x))
         scales[name] = float(np.abs(logits).max())
-        np.savez(work / "io.npz", x=x, logits=logits)
+        np.savez(work / "io.npz", x=x, logits=logits, **({"mask": mask[0]} if mask else {}))
         model.save_weights(str(work / "clf.weights.h5"))
         meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model)}
         (work / "clf.config.json").write_text(json.dumps(meta))
@@ -90,3 +104,8 @@ def test_videomae_matches_tensorflow(rerun):
 def test_lgi_former_matches_tensorflow(rerun):
     models, scales = rerun
     assert models["lgi_former"]["max_diff"] / scales["lgi_former"] <= 1e-5 and models["lgi_former"]["finite_train"]
+
+
+def test_pretraining_model_matches_tensorflow(rerun):
+    models, _ = rerun
+    assert models["pretraining"]["max_diff"] <= 1e-4 and models["pretraining"]["finite_train"]

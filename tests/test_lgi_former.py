@@ -329,7 +329,7 @@ def test_pretrainer_encodes_the_upstream_window_mask_like_upstream():
     model.mask_ratio = 0.5  # the golden mask's ratio
     masked = io["mask_part_window"]
     visible_ids, _ = mask_indices(masked, int(masked[0].sum()))
-    tokens, ids = model.encode_visible(channels_last(io["x"]), visible_ids)
+    tokens, ids = model.encode_visible(to_pixels(io["x"]), masked, visible_ids)
     assert rel(tokens, io["enc_out_part_window"]) <= TOL
     # The ids follow the tokens (region-major), so the decoder adds each token's own position.
     ids = np.asarray(ids)

@@ -171,12 +171,12 @@ def test_runs_in_dataset_map_with_unknown_lengths(speech_windows):
 
 @pytest.mark.parametrize("frames", [100, 300])  # time axis grows (ResizeBilinear path) / shrinks (antialiased)
 def test_render_resize_is_the_antialiased_bilinear_resize(frames):
-    from mmder_tf.fusion.spectrogram import _resize_bilinear
+    from mmder_tf.fusion.resize import resize_bilinear
 
     image = np.random.default_rng(3).random((2, 128, frames, 1)).astype(np.float32)
     reference = tf.image.resize(image, (224, 224), method="bilinear", antialias=True).numpy()
-    np.testing.assert_allclose(_resize_bilinear(image, (224, 224)).numpy(), reference, atol=1e-5)
-    fn = tf.function(lambda x: _resize_bilinear(x, (224, 224)), input_signature=[tf.TensorSpec([None, None, None, 1])])
+    np.testing.assert_allclose(resize_bilinear(image, (224, 224)).numpy(), reference, atol=1e-5)
+    fn = tf.function(lambda x: resize_bilinear(x, (224, 224)), input_signature=[tf.TensorSpec([None, None, None, 1])])
     np.testing.assert_allclose(fn(image).numpy(), reference, atol=1e-5)
     shrunk = tf.image.resize(image, (64, 64), method="bilinear", antialias=True).numpy()
-    np.testing.assert_allclose(_resize_bilinear(image, (64, 64)).numpy(), shrunk, atol=1e-5)
+    np.testing.assert_allclose(resize_bilinear(image, (64, 64)).numpy(), shrunk, atol=1e-5)

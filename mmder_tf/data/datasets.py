@@ -43,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 from mmder_tf.errors import DatasetError
+from mmder_tf.fileio import atomic_write_text
 
 VIDEO_EXTENSIONS = (".mp4", ".flv", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".aac", ".m4a", ".ogg")
@@ -270,12 +271,6 @@ class Manifest:
     @classmethod
     def from_csv(cls, path, class_names=None, dataset="csv", check_files=True) -> "Manifest":
         return scan_csv(path, class_names=class_names, dataset=dataset, check_files=check_files)
-
-
-def atomic_write_text(path, text: str):
-    from mmder_tf.fileio import atomic_write_bytes
-
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _walk(root: Path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mmder_tf.config import FusionConfig, needs_audio, needs_video
+from mmder_tf.config import SEED_MIX, FusionConfig, needs_audio, needs_video
 from mmder_tf.data.prepare import load_index, shard_path
 from mmder_tf.errors import ConfigError, DatasetError
 from mmder_tf.fusion.strategies import rfas_seed
@@ -126,7 +126,7 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
     spec = _feature_spec(settings["frame_counts"])
     epoch_value = 0 if epoch is None else int(epoch)
     # Seeds of the shard order and of the clip shuffle differ per epoch when one is given.
-    shuffle_seed = int(seed) * 1_000_003 + epoch_value
+    shuffle_seed = int(seed) * SEED_MIX + epoch_value
 
     files_ds = tf.data.Dataset.from_tensor_slices(files)
     if training:

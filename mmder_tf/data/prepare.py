@@ -45,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
-from mmder_tf.data.datasets import ClipRecord, Manifest, atomic_write_text, load_manifest
+from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
-                             describe_holder, read_json, temp_path)
+                             describe_holder, read_json, replacing)
 
 CACHE_VERSION = 1
 SETTINGS = "settings.json"
@@ -227,6 +228,9 @@ def _float(values):
 def _prepare_shard(job):
     """Write one shard and its sidecar. Runs in a worker process; one bad clip is a skip, never a stop."""
     out_dir, shard, items, settings_dict, config_dict, worker_threads = job
+    from mmder_tf.cli import quiet_in_workers
+
+    quiet_in_workers()
     import tensorflow as tf
 
     if worker_threads:
@@ -262,8 +266,7 @@ def _prepare_shard(job):
 def _write_shard(out_dir, shard, target, items, settings, config, written, skipped, no_audio, content):
     import tensorflow as tf
 
-    tmp = temp_path(target)
-    try:
+    with replacing(target) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for index, record_dict in items:
                 record = ClipRecord.from_dict(record_dict)
@@ -282,10 +285,6 @@ def _write_shard(out_dir, shard, target, items, settings, config, written, skipp
                                     "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)})
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio, "content": content}
     atomic_write_text(sidecar_path(out_dir, shard), json.dumps(sidecar, indent=1, sort_keys=True))
 
@@ -516,7 +515,7 @@ def load_index(cache_dir) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, help="ravdess, cremad, iemocap or csv")
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--data-dir", help="the dataset folder (scanned recursively)")
     parser.add_argument("--manifest", help="a manifest JSON or CSV instead of scanning --data-dir")
     parser.add_argument("--out", required=True, help="cache folder")
@@ -536,7 +535,9 @@ def main(argv=None):
     parser.add_argument("--allow-missing-audio", action="store_true",
                         help="keep clips without audio (usable by the video-only strategy)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         options = {"num_classes": args.num_classes} if args.num_classes else {}
         manifest = load_manifest(args.dataset, args.data_dir, args.manifest, **options)

@@ -33,6 +33,7 @@ from mmder_tf.fusion import alignment
 from mmder_tf.config import FusionConfig, face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, NoAudioStreamError
 from mmder_tf.fusion.strategies import fuse, rfas_seed
+from mmder_tf.fusion.resize import resize_bilinear
 from mmder_tf.fusion.spectrogram import settings_from_config, spectrogram_images
 
 
@@ -50,38 +51,14 @@ def _center_square(frames: tf.Tensor) -> tf.Tensor:
 
 
 def _resize_uint8(frames: tf.Tensor, size) -> tf.Tensor:
-    """Bilinear resize of uint8 frames, rounded back to uint8; untouched when already `size`.
+    """Bilinear resize of uint8 frames, antialiased only where an axis shrinks by more than 2.
 
-    Antialiased (tf.image.resize antialias=True: the triangle filter widened by the
-    shrink factor) only where an axis shrinks by more than 2; at factors >= 0.5
-    (e.g. 360 -> 224) plain half-pixel bilinear, which reads the uint8 frames
-    directly and costs ~1/4 of the antialiased resize per core. Every frame goes
+    At factors >= 0.5 (e.g. 360 -> 224) plain half-pixel bilinear reads the uint8
+    frames directly at ~1/4 of the antialiased cost per core. Every frame goes
     through this one function (fuse_clip, fuse_media, the prepared cache, serving),
     so they all agree.
     """
-    height, width = int(size[0]), int(size[1])
-
-    def resize(antialias):
-        def run():
-            # both kernels read uint8 and accumulate in float32: no float copy of the frames
-            resized = tf.image.resize(frames, (height, width), method="bilinear", antialias=antialias)
-            return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
-
-        return run
-
-    static = frames.shape
-    if static[1] is not None and static[2] is not None:
-        if (static[1], static[2]) == (height, width):
-            return frames
-        return resize(static[1] > 2 * height or static[2] > 2 * width)()
-    shape = tf.shape(frames)
-    same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
-    shrink = tf.logical_or(shape[1] > 2 * height, shape[2] > 2 * width)
-    out = tf.cond(
-        same, lambda: tf.identity(frames), lambda: tf.cond(shrink, resize(True), resize(False))
-    )
-    out.set_shape([None, height, width, 3])
-    return out
+    return resize_bilinear(frames, size, antialias_above=2.0)
 
 
 def prepare_frames(frames, config: FusionConfig, size=None) -> tf.Tensor:

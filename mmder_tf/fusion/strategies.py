@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mmder_tf.config import check_strategy
+from mmder_tf.config import SEED_MIX, check_strategy
 from mmder_tf.errors import ConfigError
-
-_SEED_MIX = 1_000_003  # odd multiplier so (rfas_seed, epoch) pairs rarely collide
 
 
 def rfas_seed(config, key, epoch=0) -> tf.Tensor:
@@ -36,7 +34,7 @@ def rfas_seed(config, key, epoch=0) -> tf.Tensor:
     """
     key_hash = tf.strings.to_hash_bucket_fast(tf.convert_to_tensor(key, tf.string), 2**62)
     epoch = tf.cast(epoch, tf.int64) if config.rfas_per_epoch else tf.constant(0, tf.int64)
-    base = tf.constant(int(config.rfas_seed), tf.int64) * _SEED_MIX
+    base = tf.constant(int(config.rfas_seed), tf.int64) * SEED_MIX
     return tf.stack([key_hash, base + epoch])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -72,14 +71,6 @@ def _fps_fraction(fps) -> Fraction:
     return value
 
 
-def _atomic_target(path: Path) -> Path:
-    # Same directory (os.replace must not cross file systems) and same suffix
-    # (the muxer is chosen from the extension).
-    from mmder_tf.fileio import temp_path
-
-    return temp_path(path, suffix=path.suffix)
-
-
 def write_video(
     path,
     frames,
@@ -131,10 +122,11 @@ def write_video(
         if int(sample_rate) <= 0:
             raise ConfigError(f"{path}: sample_rate must be positive, got {sample_rate}")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
+    from mmder_tf.fileio import replacing
+
     try:
-        with av.open(str(tmp), mode="w", format=container_format) as out:
+        # the temporary keeps the extension: the muxer is chosen from it
+        with replacing(path, suffix=path.suffix) as tmp, av.open(str(tmp), mode="w", format=container_format) as out:
             video_stream = audio_stream = None
             if frames is not None:
                 video_stream = out.add_stream(video_codec, rate=rate)
@@ -173,15 +165,11 @@ def write_video(
                     frame.time_base = Fraction(1, int(sample_rate))
                     out.mux(audio_stream.encode(frame))
                 out.mux(audio_stream.encode(None))
-        os.replace(tmp, path)
     except ConfigError:
         raise
     except (av.FFmpegError, ValueError) as error:
         raise MediaError(path, f"cannot write ({video_codec if frames is not None else ''} "
                                f"{audio_codec if audio is not None else ''}): {error}") from error
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
-from mmder_tf.fileio import temp_path
+from mmder_tf.fileio import replacing
 from mmder_tf.models.videomae.presets import heads_for_width
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
@@ -582,14 +582,8 @@ def save_videomae_pretraining(pretrainer, path):
     path = Path(path)
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with replacing(path) as tmp:
         torch.save({"model": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -766,20 +760,12 @@ def save_keras_model(model, dst, source, layout):
     dst = Path(dst)
     if not dst.name.endswith(".weights.h5"):
         raise ConfigError(f"destination must end with .weights.h5, got {dst}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
     sidecar = _sidecar(dst)
-    tmp_weights = temp_path(dst, suffix=".weights.h5")
-    tmp_config = temp_path(sidecar)
     meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
-    try:
+    # Both renames happen only once both files are written.
+    with replacing(dst, suffix=".weights.h5") as tmp_weights, replacing(sidecar) as tmp_config:
         model.save_weights(str(tmp_weights))
         tmp_config.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp_weights, dst)
-        os.replace(tmp_config, sidecar)
-    finally:
-        for tmp in (tmp_weights, tmp_config):
-            if tmp.exists():
-                tmp.unlink()
     return dst, sidecar
 
 
@@ -989,7 +975,9 @@ def main(argv=None):
     parser.add_argument("--pretraining", action="store_true",
                         help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
     parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
     if args.pretraining:
         return _main_pretraining(args)
     try:

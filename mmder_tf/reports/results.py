@@ -13,16 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.fileio import atomic_write_bytes
-
-
-def _atomic_bytes(path, data: bytes) -> Path:
-    # a unique temporary name and the permissions of a plain open() (umask), not mkstemp's 0600
-    return atomic_write_bytes(path, data)
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return _atomic_bytes(path, text.encode("utf-8"))
+# One writer for every file (fileio): unique temporary names, fsync, rename, umask permissions.
+from mmder_tf.fileio import atomic_write_bytes, atomic_write_text
 
 
 def _jsonable(value):
@@ -48,13 +40,13 @@ def atomic_write_json(path, obj) -> Path:
 def atomic_save_npz(path, **arrays) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    return _atomic_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _atomic_savefig(figure, path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return _atomic_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _pyplot():

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.config import CROPS, STRATEGIES, FusionConfig, check_strategy
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import MMDERError
 
 
@@ -91,7 +92,7 @@ def save_strategies(rows: dict, out, title: str | None = None) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.visualize", description=__doc__.splitlines()[0])
     parser.add_argument("clip", help="a media file (video with audio, or video only for --strategy video)")
-    parser.add_argument("--strategy", default="fslf", help=f"one of {', '.join(STRATEGIES)} (default fslf)")
+    parser.add_argument("--strategy", default="fslf", choices=STRATEGIES, help="fusion strategy (default fslf)")
     parser.add_argument("--all", action="store_true", help="every strategy, one row each")
     parser.add_argument("--crops", action="store_true", help="the chosen frames as centre, face and aligned crops")
     parser.add_argument("--out", default=None, help="PNG path (default: <clip stem>_<strategy|all>.png)")
@@ -100,7 +101,9 @@ def main(argv=None) -> int:
     parser.add_argument("--spectrogram", default="logmel", choices=("logmel", "mfcc"))
     parser.add_argument("--colormap", default="viridis", choices=("viridis", "gray"))
     parser.add_argument("--official", action="store_true", help="the official code's frame choice, SFAS and MFCC")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)
 
     from mmder_tf.fusion.clip import fuse_clip
 

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
 
 MEDIA_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp",
@@ -197,11 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "length, 3 s when unknown)")
     p.add_argument("--hop", type=float, help="--timeline step between windows in seconds (default: half a window)")
     p.add_argument("--out", default=".", help="folder for the --timeline files (default: the current folder)")
+    p.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(args.verbose)
     try:
         if args.top_k < 1:
             raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")

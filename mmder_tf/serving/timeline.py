@@ -26,7 +26,7 @@ import numpy as np
 
 from mmder_tf.config import face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, MMDERError
-from mmder_tf.fileio import temp_path
+from mmder_tf.fileio import replacing
 
 # Mean clip length of each dataset's utterances (seconds): a window the model was trained on.
 DATASET_CLIP_SECONDS = {"ravdess": 3.7, "cremad": 2.5, "iemocap": 4.5}
@@ -147,20 +147,17 @@ def plot_timeline(result: dict, class_names, out) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(out, suffix=".png")  # unique: two predictions of one recording never share it
     try:
-        fig.savefig(tmp)
-        tmp.replace(out)
+        with replacing(out, suffix=".png") as tmp:  # unique: two predictions of one recording never share it
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out
 
 
 def write_timeline(result: dict, class_names, out_dir) -> dict:
     """Write <name>.timeline.csv / .json / .png into `out_dir`; returns {"csv", "json", "png"} paths."""
-    from mmder_tf.data.datasets import atomic_write_text
+    from mmder_tf.fileio import atomic_write_text
 
     stem = Path(out_dir) / f"{Path(result['path']).stem}.timeline"
     files = {"csv": f"{stem}.csv", "json": f"{stem}.json", "png": f"{stem}.png"}

@@ -22,6 +22,7 @@ import numpy as np
 
 import keras
 
+from mmder_tf.config import SEED_MIX
 from mmder_tf.errors import ConfigError
 from mmder_tf.training import compat
 from mmder_tf.training.config import DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS
@@ -138,16 +139,10 @@ def _tensorboard_available() -> bool:
 
 def save_weights_atomic(model, path):
     """save_weights to a temporary name, then rename: a kill mid-write leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from mmder_tf.fileio import temp_path
+    from mmder_tf.fileio import replacing
 
-    tmp = temp_path(path, suffix=".weights.h5")  # Keras wants the suffix; unique so two writers never collide
-    try:
+    with replacing(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
         model.save_weights(str(tmp), overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -212,7 +207,7 @@ def build_epoch_stream(epoch_dataset, initial_epoch: int, epochs: int, steps_per
         part = epoch_dataset(epoch).take(steps_per_epoch)
         if mix is not None:
             part = part.enumerate().map(
-                lambda i, xy, _e=epoch: mix(xy[0], xy[1], tf.stack([tf.constant(seed, tf.int64), _e * 1_000_003 + i])),
+                lambda i, xy, _e=epoch: mix(xy[0], xy[1], tf.stack([tf.constant(seed, tf.int64), _e * SEED_MIX + i])),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         stream = part if stream is None else stream.concatenate(part)
     if float_batches:
@@ -300,7 +295,8 @@ def predict(model, dataset, jit_compile: bool = False) -> Predictions:
     """
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
+    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True,
+                          autograph=False)  # a plain call: nothing for AutoGraph to convert
     keys, labels, outputs = [], [], []
     for element in dataset:
         x, y = element[0], element[1]
