@@ -210,7 +210,7 @@ def run_probes(work: Path):
             lambda: prepare.main(base + ["--out", str(cache)]))
         probe("finetune on a cache another process prepares", "is being written by")(
             lambda: finetune.main(["--data-dir", str(data), "--dataset", "ravdess", "--image-size", "32",
-                                   "--preset", "tiny", "--epochs", "1", "--out", str(work / "run_locked"),
+                                   "--preset", "tiny", "--from-scratch", "--epochs", "1", "--out", str(work / "run_locked"),
                                    "--cache", str(cache), "--verbose", "0"]))
     finally:
         holder.kill()
@@ -317,13 +317,20 @@ def run_probes(work: Path):
         ("finetune --dropout 1.5", lambda: finetune.main(["--dropout", "1.5"]), "dropout must be in"),
         ("finetune --num-folds 1", lambda: finetune.main(["--num-folds", "1"]), "num_folds must be >= 2"),
         ("finetune --data-dir that does not exist",
-         lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(work / "none")]), "no such directory"),
+         lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(work / "none"), "--from-scratch",
+                                "--preset", "tiny"]), "no such directory"),
         ("finetune --dataset csv without --manifest", lambda: finetune.main(["--dataset", "csv"]), "needs --manifest"),
+        ("finetune on a real dataset without --weights",
+         lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(data)]), "without --weights"),
+        ("finetune --recipe paper --mode finetune of ViT-L without --lr",
+         lambda: finetune.main(["--dataset", "ravdess", "--data-dir", str(data), "--from-scratch", "--mode",
+                                "finetune"]), "--recipe mae-dfer"),
         ("finetune --num-classes for CREMA-D",
          lambda: finetune.main(["--dataset", "cremad", "--data-dir", str(data), "--num-classes", "7"]),
          "applies to RAVDESS only"),
         ("finetune on a one-class CSV",
-         lambda: finetune.main(["--dataset", "csv", "--manifest", str(one_class), "--out", str(work / "r1")]),
+         lambda: finetune.main(["--dataset", "csv", "--manifest", str(one_class), "--out", str(work / "r1"),
+                                "--from-scratch", "--preset", "tiny"]),
          "at least two classes"),
     ]:
         probe(name, text)(call)

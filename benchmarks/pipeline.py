@@ -80,8 +80,8 @@ def main(argv=None):
     index, wall, cpu = timed(lambda: prepare(manifest, cache, base, shard_size=8, num_workers=1, progress=False,
                                              worker_threads=None))
     prepared = index["prepared_now"]
-    _, fwall, fcpu = timed(lambda: [fuse_clip(p, config=base.replace(strategy="fslf"), key=r.key)
-                                    for p, r in zip(paths, manifest)])
+    _, fwall, fcpu = timed(lambda: [fuse_clip(p, config=base.replace(strategy="fslf"))
+                                    for p in paths])
     if prepared:
         print(f"prepare: {prepared / wall:.2f} clips/s wall, {prepared / cpu:.2f} clips/CPU-s "
               f"| fuse_clip fslf on the fly: {len(paths) / fwall:.2f} clips/s wall, {len(paths) / fcpu:.2f} clips/CPU-s "

@@ -103,7 +103,6 @@ def main(argv=None):
     from official_pipeline import official_fuse
 
     from mmder_tf.config import FusionConfig, face_crop_mode
-    from mmder_tf.fusion.strategies import rfas_seed
     from mmder_tf.media.decode import decode_clip
     from mmder_tf.fusion.clip import fuse_clip, fused_function
 
@@ -133,8 +132,7 @@ def main(argv=None):
             n = config.frames_per_modality
             clip = decode_clip(path, n, sample_rate=config.sample_rate, face_crop=face_crop_mode(config.crop))
             graph = fused_function(config)
-            inputs = (clip.frames[n], clip.waveform.astype(np.float32), np.float32(clip.duration),
-                      rfas_seed(config, path.name))
+            inputs = (clip.frames[n], clip.waveform.astype(np.float32), np.float32(clip.duration))
             graph(*inputs)
             graph_s = statistics.median(
                 timed(lambda: [graph(*inputs).numpy() for _ in range(args.graph_repeats)])[1] / args.graph_repeats

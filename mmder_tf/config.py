@@ -9,6 +9,12 @@ from mmder_tf.errors import ConfigError
 STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio")
 AUDIO_VISUAL_STRATEGIES = ("cfas", "sfas", "ffls", "fslf", "ofos", "rfas")
 _HALF_FRAME_STRATEGIES = ("ffls", "fslf", "ofos", "rfas")
+SPECTROGRAMS = ("logmel", "stft", "mfcc")
+# Input normalisation of the classifier (models/layers.InputNormalization); plain values here so that
+# command lines can default them without importing Keras.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_STD = (0.225, 0.225, 0.225)  # the official MultiMAE-DER code: one std for every channel
 # Combines two seeds into one, a * SEED_MIX + b (RFAS seed and epoch, data seed and epoch, epoch and
 # step): odd and larger than any epoch or step count, so different pairs do not collide.
 SEED_MIX = 1_000_003
@@ -71,7 +77,7 @@ class FusionConfig:
     image_size: int = 224
     sample_rate: int = 16000
     crop: str = "center"  # "center" (centre square), "face" / "aligned" (tracked face, media/face.py), "none" (stretch)
-    spectrogram: str = "logmel"  # "logmel" or "mfcc"
+    spectrogram: str = "logmel"  # "logmel", "stft" (linear frequency) or "mfcc"
     n_fft: int = 512
     win_ms: float = 25.0
     hop_ms: float = 5.0
@@ -93,8 +99,8 @@ class FusionConfig:
             raise ConfigError(f"image_size must be a multiple of 32 (16-pixel patches, CFAS halves), got {self.image_size}")
         if self.crop not in CROPS:
             raise ConfigError(f"crop must be one of {CROPS}, got {self.crop!r}")
-        if self.spectrogram not in ("logmel", "mfcc"):
-            raise ConfigError(f"spectrogram must be 'logmel' or 'mfcc', got {self.spectrogram!r}")
+        if self.spectrogram not in SPECTROGRAMS:
+            raise ConfigError(f"spectrogram must be one of {', '.join(SPECTROGRAMS)}, got {self.spectrogram!r}")
         if self.colormap not in ("viridis", "gray"):
             raise ConfigError(f"colormap must be 'viridis' or 'gray', got {self.colormap!r}")
         if self.sample_rate <= 0:
@@ -125,3 +131,32 @@ class FusionConfig:
     @classmethod
     def from_json(cls, text: str) -> "FusionConfig":
         return cls.from_dict(json.loads(text))
+
+
+# ----------------------------------------------------------------------------- command-line options
+
+# FusionConfig fields a command line may set, with their flags' help. One table so
+# that every CLI (finetune, visualize, export --weights) offers the same options.
+SPECTROGRAM_OPTIONS = {
+    "spectrogram": (str, "spectrogram image: logmel (default), stft (linear frequency) or mfcc "
+                         "(each coefficient scaled over the clip)"),
+    "n_fft": (int, "FFT size in samples (default 512)"),
+    "win_ms": (float, "analysis window in ms (default 25)"),
+    "hop_ms": (float, "hop in ms (default 5)"),
+    "n_mels": (int, "mel bands for logmel / mfcc (default 128)"),
+    "n_mfcc": (int, "MFCC coefficients from c0 (default 40)"),
+    "fmin": (float, "lowest frequency in Hz (default 0)"),
+    "fmax": (float, "highest frequency in Hz (default sample_rate / 2)"),
+    "top_db": (float, "dynamic range in dB shown below the clip's peak (default 80)"),
+    "colormap": (str, "viridis (default) or gray"),
+}
+
+
+def add_spectrogram_arguments(parser):
+    """--spectrogram, --n-fft, --win-ms, ... (FusionConfig fields; unset = the FusionConfig default)."""
+    group = parser.add_argument_group("spectrogram images (FusionConfig; default: its defaults)")
+    for name, (kind, help_text) in SPECTROGRAM_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        choices = {"spectrogram": SPECTROGRAMS, "colormap": ("viridis", "gray")}.get(name)
+        group.add_argument(flag, type=kind, choices=choices, help=help_text)
+    return group

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mmder_tf.cli import quiet_tensorflow
-from mmder_tf.config import CLASSIFIER_MODES, STRATEGIES
+from mmder_tf.config import CLASSIFIER_MODES, STRATEGIES, add_spectrogram_arguments
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 from mmder_tf.training.config import (
     DATASETS, DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS, PRESETS, RAVDESS_CLASS_COUNTS, RECIPES, SELECT_CHOICES,
@@ -77,7 +77,14 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, help="default auto")
     p.add_argument("--jit-compile", choices=JIT_CHOICES, help="default auto")
     p.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, help="default none")
-    p.add_argument("--official", action="store_true", help="official preprocessing (frame choice, MFCC, SFAS wrap)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train a randomly initialised encoder on a real dataset on purpose (default mode then "
+                        "finetune); without it a real-dataset run needs --weights")
+    p.add_argument("--official", action="store_true",
+                   help="official preprocessing (frame choice, MFCC, SFAS wrap) and input std 0.225")
+    p.add_argument("--mean", help="input mean per channel, 'R,G,B' or one value (default ImageNet 0.485,0.456,0.406)")
+    p.add_argument("--std", help="input std per channel, 'R,G,B' or one value (default ImageNet 0.229,0.224,0.225; "
+                                 "--official: 0.225)")
     p.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                    help="linear probe: run the frozen encoder every epoch instead of caching its features")
     p.add_argument("--workers", type=int, help=f"prepare processes (default {default_workers()})")
@@ -95,6 +102,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
                    help="demo dataset: generate it with valence / arousal cues (data.synthetic dimensions=True)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="Keras fit verbosity (default 1 = progress bars); 2 also shows TensorFlow's own logs")
+    add_spectrogram_arguments(p)
     return p
 
 

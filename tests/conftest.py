@@ -69,3 +69,41 @@ def small_cache(small_dataset, tmp_path_factory) -> Path:
     prepare(load_manifest("ravdess", data_dir=small_dataset), out, FusionConfig(strategy="fslf", image_size=32),
             progress=False)
     return out
+
+
+# ----------------------------------------------------------------------------- the real clips as a small CSV dataset
+
+# The seven real clips with audio (six CREMA-D, one RAVDESS), as a CSV dataset with
+# three made-up subjects so that subject-independent folds exist. One cache of them
+# (default, lossless format, 64 px) serves every test that compares the training
+# path with fuse_clip, predict and the SavedModel.
+REAL_CSV_IMAGE_SIZE = 64
+_REAL_CSV_ROWS = (
+    ("1001_DFA_ANG_XX.flv", "anger", "a"), ("1001_DFA_DIS_XX.flv", "disgust", "a"),
+    ("1001_DFA_FEA_XX.flv", "fear", "b"), ("1001_DFA_HAP_XX.flv", "happy", "b"),
+    ("1001_DFA_NEU_XX.flv", "neutral", "c"), ("1001_DFA_SAD_XX.flv", "sad", "c"),
+    ("01-01-01-01-01-01-01.mp4", "neutral", "c"),
+)
+
+
+@pytest.fixture(scope="session")
+def realclips_csv(realclips, tmp_path_factory) -> Path:
+    """CSV manifest (path,label,subject) of the seven real clips with audio."""
+    root = tmp_path_factory.mktemp("realclips_csv")
+    lines = ["path,label,subject"] + [f"{realclips[name]},{label},{subject}" for name, label, subject in _REAL_CSV_ROWS]
+    path = root / "clips.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def realclips_cache(realclips_csv, tmp_path_factory) -> Path:
+    """The default (lossless) prepared cache of realclips_csv at REAL_CSV_IMAGE_SIZE px."""
+    from mmder_tf.config import FusionConfig
+    from mmder_tf.data.datasets import load_manifest
+    from mmder_tf.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("realclips_cache")
+    prepare(load_manifest("csv", manifest=realclips_csv), out, FusionConfig(image_size=REAL_CSV_IMAGE_SIZE),
+            progress=False)
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mmder_tf import finetune
+from mmder_tf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
@@ -26,10 +27,10 @@ def dataset(small_dataset):
     return small_dataset
 
 
-def _base(dataset, out, cache=None):
+def _base(dataset, out, cache=None, scratch=True):
     args = ["--dataset", "ravdess", "--data-dir", str(dataset), "--out", str(out), "--preset", "tiny",
             "--image-size", "32", "--batch-size", "4", "--verbose", "0", "--strategy", "fslf", "--workers", "1"]
-    return args + (["--cache", str(cache)] if cache else [])
+    return args + (["--cache", str(cache)] if cache else []) + (["--from-scratch"] if scratch else [])
 
 
 # --------------------------------------------------------------------------- bad arguments: clear and early
@@ -43,7 +44,7 @@ def test_unknown_strategy_is_an_argparse_error(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "ravdess"], "needs --data-dir"),
-    (["--dataset", "cremad", "--data-dir", "/nonexistent/cremad"], "no such directory"),
+    (["--dataset", "cremad", "--data-dir", "/nonexistent/cremad", "--from-scratch", "--preset", "tiny"], "no such directory"),
     (["--dataset", "csv"], "needs --manifest"),
     (["--folds", "0"], "start at 1"),
     (["--folds", "a,b"], "comma-separated"),
@@ -81,10 +82,60 @@ def test_weights_of_another_preset(dataset, tmp_path, capsys):
     (tmp_path / "other.config.json").write_text(json.dumps(
         {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(backbone)}))
     out = tmp_path / "run"
-    assert finetune.main(_base(dataset, out) + ["--weights", str(weights)]) == 2
+    assert finetune.main(_base(dataset, out, scratch=False) + ["--weights", str(weights)]) == 2
     err = capsys.readouterr().err
     assert "not preset 'tiny'" in err and "width 96" in err
     assert not (out / "cache").exists()
+
+
+# --------------------------------------------------------------------------- recipes that cannot work refuse
+
+def test_real_dataset_without_weights_refuses_unless_from_scratch(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert finetune.main(_base(dataset, out, scratch=False)) == 2
+    err = capsys.readouterr().err
+    assert "--dataset ravdess without --weights would train a randomly initialised encoder" in err
+    assert "--weights" in err and "--from-scratch" in err
+    assert not out.exists()
+    config = finetune.config_from_argv(_base(dataset, out))  # --from-scratch: accepted, and trains the encoder
+    assert config.from_scratch and config.mode == "finetune" and config.weights is None
+    weights = tmp_path / "x.weights.h5"
+    weights.write_bytes(b"")
+    assert finetune.main(_base(dataset, out) + ["--weights", str(weights)]) == 2
+    assert "--from-scratch and --weights contradict each other" in capsys.readouterr().err
+    assert finetune.config_from_argv(["--out", str(out)]).is_demo  # the generated demo needs no weights
+    with pytest.raises(ConfigError, match="without --weights"):
+        finetune.run(dataset="ravdess", data_dir=dataset, out=out)
+
+
+@pytest.mark.parametrize("preset", ["base", "large"])
+def test_paper_recipe_full_finetuning_of_a_large_encoder_refuses_without_lr(dataset, tmp_path, capsys, preset):
+    argv = _base(dataset, tmp_path / "run") + ["--mode", "finetune", "--recipe", "paper", "--preset", preset]
+    assert finetune.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--recipe paper with --mode finetune would train every parameter of the {preset} encoder" in err
+    assert "--recipe mae-dfer" in err and "--lr" in err
+    # an explicit --lr, the mae-dfer recipe, a linear probe or a small encoder are fine
+    for extra in (["--lr", "1e-4"], ["--recipe", "mae-dfer"], ["--mode", "linear_probe"], ["--preset", "small"]):
+        finetune.config_from_argv(argv + extra)
+
+
+def test_mean_std_and_spectrogram_options_reach_the_model_and_the_config(dataset, tmp_path):
+    from mmder_tf.training.config import RunConfig
+    from mmder_tf.training.model import build_classifier
+
+    config = finetune.config_from_argv(_base(dataset, tmp_path / "run") + [
+        "--std", "0.3", "--mean", "0.5,0.4,0.3", "--spectrogram", "mfcc", "--n-mfcc", "20", "--hop-ms", "10"])
+    assert config.std == (0.3, 0.3, 0.3) and config.mean == (0.5, 0.4, 0.3)
+    assert (config.fusion.spectrogram, config.fusion.n_mfcc, config.fusion.hop_ms) == ("mfcc", 20, 10.0)
+    assert RunConfig.from_json(config.to_json()) == config  # saved whole: evaluate and export rebuild the same
+    model = build_classifier(config, 3)
+    assert model.normalize.std == (0.3, 0.3, 0.3) and model.normalize.mean == (0.5, 0.4, 0.3)
+    official = finetune.config_from_argv(_base(dataset, tmp_path / "run") + ["--official"])
+    assert official.std == (0.225, 0.225, 0.225) and official.fusion.official
+    assert finetune.config_from_argv(_base(dataset, tmp_path / "run")).std == (0.229, 0.224, 0.225)
+    with pytest.raises(ConfigError, match="--std must be"):
+        finetune.config_from_argv(_base(dataset, tmp_path / "run") + ["--std", "0.2,0.3"])
 
 
 def test_run_api_rejects_bad_options_with_exceptions(tmp_path):
@@ -105,10 +156,11 @@ def test_command_line_and_python_api_build_the_same_config(tmp_path):
     from mmder_tf.training.config import RunConfig
 
     argv = ["--data-dir", str(tmp_path), "--dataset", "ravdess", "--folds", "3,1", "--official",
-            "--no-feature-cache", "--image-size", "32"]
+            "--no-feature-cache", "--image-size", "32", "--from-scratch", "--mode", "linear_probe"]
     config = finetune.config_from_argv(argv)
     assert config == RunConfig.resolve(data_dir=tmp_path, dataset="ravdess", folds=[3, 1], official=True,
-                                       feature_cache=False, epochs=None, image_size=32)
+                                       feature_cache=False, epochs=None, image_size=32, from_scratch=True,
+                                       mode="linear_probe")
     assert config.folds == (1, 3) and config.fusion.official and config.fusion.image_size == 32
     assert (config.preset, config.epochs, config.mode) == ("large", 100, "linear_probe")  # the paper's defaults
     demo = finetune.config_from_argv([])
@@ -144,6 +196,7 @@ def reference_run(small_dataset, small_cache, tmp_path_factory):
     """An uninterrupted run through finetune.run() (the notebook API) on the data with a corrupt clip."""
     out = tmp_path_factory.mktemp("reference") / "run"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
+                           from_scratch=True,
                            batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache, mode="finetune",
                            epochs=2, num_folds=2, folds=[1], lr=1e-3)
     return out, results
@@ -248,6 +301,7 @@ def test_linear_probe_with_feature_cache_and_reevaluation(small_dataset, small_c
 
     out = tmp_path / "probe"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
+                           from_scratch=True,
                            batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache,
                            mode="linear_probe", epochs=2, num_folds=2, folds="2", select="last")
     assert results["run"]["feature_cache"] is True and list(results["folds"]) == ["2"]

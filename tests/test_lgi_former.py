@@ -293,9 +293,10 @@ def test_finetune_picks_the_input_size_the_encoder_needs(tmp_path):
     config = finetune.config_from_argv(base + ["--weights", str(MAE_DFER / "pretrain_small" / "ckpt.pth")])
     assert config.fusion.image_size == 160 and config.fusion.num_frames == 16
     assert finetune.config_from_argv(base + ["--weights", str(HICMAE / "ft_small" / "ckpt.pth")]).fusion.image_size == 160
-    assert finetune.config_from_argv(base + ["--preset", "mae-dfer"]).fusion.image_size == 160
-    assert finetune.config_from_argv(base + ["--preset", "large"]).fusion.image_size == 224
-    assert finetune.config_from_argv(base + ["--preset", "mae-dfer", "--image-size", "96"]).fusion.image_size == 96
+    scratch = base + ["--from-scratch", "--mode", "linear_probe"]  # no weights: a random encoder on purpose
+    assert finetune.config_from_argv(scratch + ["--preset", "mae-dfer"]).fusion.image_size == 160
+    assert finetune.config_from_argv(scratch + ["--preset", "large"]).fusion.image_size == 224
+    assert finetune.config_from_argv(scratch + ["--preset", "mae-dfer", "--image-size", "96"]).fusion.image_size == 96
 
 
 def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_path):
@@ -305,6 +306,7 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
 
     out = tmp_path / "probe"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="mae-dfer-tiny", image_size=32,
+                           from_scratch=True,
                            batch_size=4, verbose=0, strategy="fslf", workers=1, cache=small_cache,
                            mode="linear_probe", epochs=2, num_folds=2, folds="2", select="last")
     fold = results["folds"]["2"]

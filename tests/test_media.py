@@ -412,3 +412,40 @@ def test_no_file_descriptor_leak(clip_25fps):
     for _ in range(5):
         decode_clip(clip_25fps, 8)
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def _drop_audio_packets(source, target, start, stop):
+    """Remux `source` without the audio packets whose time is in [start, stop): a clip with an audio gap."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        dropped = 0
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "audio" and start <= float(packet.pts * packet.time_base) < stop:
+                dropped += 1
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dropped
+
+
+def test_audio_after_a_gap_stays_aligned_and_the_gap_is_silence(tmp_path):
+    """Audio packets missing for 0.5 s: silence there, and the audio after the gap stays at its time
+    (without the fix it slid 0.5 s earlier than its video and the clip's audio ended 0.5 s early)."""
+    sr = 48000
+    t = np.arange(int(2.0 * sr)) / sr
+    audio = (0.3 * np.sin(2 * np.pi * (300 + 400 * t) * t)).astype(np.float32)  # a chirp: no periodic look-alikes
+    whole = write_video(tmp_path / "whole.mp4", coded_frames(50), fps=25, audio=audio, sample_rate=sr)
+    gapped = tmp_path / "gapped.mp4"
+    assert _drop_audio_packets(whole, gapped, 0.6, 1.1) >= 20  # ~23 AAC packets of 21 ms
+    rate = 16000
+    reference = decode_clip(whole, 8, sample_rate=rate).waveform
+    waveform = decode_clip(gapped, 8, sample_rate=rate).waveform
+    assert abs(len(waveform) - len(reference)) <= rate // 100
+    assert not waveform[int(0.65 * rate): int(1.05 * rate)].any()  # the gap is exact silence
+    # after the decoder has recovered (AAC frames overlap), the same samples at the same times
+    after = slice(int(1.3 * rate), int(1.9 * rate))
+    errors = {lag: np.abs(waveform[after.start + lag: after.stop + lag] - reference[after]).max()
+              for lag in range(-40, 41)}
+    assert min(errors, key=errors.get) == 0 and errors[0] < 1e-3, errors[0]

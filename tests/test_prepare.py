@@ -58,17 +58,20 @@ def test_cache_content(clips, clean):
     assert feature["subject"].bytes_list.value[0].decode() == record.subject
     assert feature["duration"].float_list.value[0] == pytest.approx(1.0, abs=0.05)
     assert feature["sample_rate"].int64_list.value[0] == 16000
-    assert len(feature["frames16"].bytes_list.value) == 16 and len(feature["frames8"].bytes_list.value) == 8
-    image = tf.io.decode_jpeg(feature["frames8"].bytes_list.value[3]).numpy()
-    assert image.shape == (64, 64, 3)
-    waveform = np.frombuffer(feature["waveform"].bytes_list.value[0], "<i2")
-    assert abs(len(waveform) - 16000) < 800 and np.abs(waveform).max() > 1000
-    # the stored frames are the decoder's aligned frames (crop + resize), up to JPEG loss
+    sets = {"frames16_64x64": 16, "frames8_64x64": 8, "frames16_32x64": 16}  # CFAS's own frames too
+    assert {k: len(feature[k].bytes_list.value) for k in sets} == sets
+    image = tf.io.decode_png(feature["frames8_64x64"].bytes_list.value[3]).numpy()
+    half = tf.io.decode_png(feature["frames16_32x64"].bytes_list.value[3]).numpy()
+    assert image.shape == (64, 64, 3) and half.shape == (32, 64, 3)
+    # lossless: exactly the decoder's aligned frames through fuse_aligned's first stage, and its waveform
     from mmder_tf.media.decode import decode_clip
     from mmder_tf.fusion.clip import prepare_frames
-    decoded = decode_clip(record.path, (16, 8)).frames[8]
-    expected = prepare_frames(decoded, CONFIG, size=(64, 64)).numpy()
-    assert np.abs(image.astype(int) - expected[3].astype(int)).mean() < 4
+    clip = decode_clip(record.path, (16, 8))
+    np.testing.assert_array_equal(image, prepare_frames(clip.frames[8], CONFIG, size=(64, 64)).numpy()[3])
+    np.testing.assert_array_equal(half, prepare_frames(clip.frames[16], CONFIG, size=(32, 64)).numpy()[3])
+    waveform = np.frombuffer(feature["waveform"].bytes_list.value[0], "<f4")
+    np.testing.assert_array_equal(waveform, clip.waveform)
+    assert abs(len(waveform) - 16000) < 800
 
 
 def test_resume_after_sigkill_is_byte_identical(clips, clean, tmp_path):
@@ -175,11 +178,10 @@ def test_crop_half_is_applied_before_resizing(clips, tmp_path):
     examples = {}
     for raw in tf.data.TFRecordDataset(str(prep.shard_path(out, 0))):
         feature = tf.train.Example.FromString(raw.numpy()).features.feature
-        examples[feature["key"].bytes_list.value[0].decode()] = tf.io.decode_jpeg(feature["frames8"].bytes_list.value[0]).numpy()
+        examples[feature["key"].bytes_list.value[0].decode()] = tf.io.decode_png(feature["frames8_64x64"].bytes_list.value[0]).numpy()
     decoded = decode_clip(source.path, (16, 8)).frames[8]
     width = decoded.shape[2]
     for half, part in (("left", decoded[:, :, : width // 2]), ("right", decoded[:, :, width // 2:])):
         expected = prepare_frames(np.ascontiguousarray(part), CONFIG.replace(crop="none"), size=(64, 64)).numpy()[0]
-        got = examples[f"{source.key}#{half}"].astype(int)
-        assert np.abs(got - expected).mean() < 4
+        np.testing.assert_array_equal(examples[f"{source.key}#{half}"], expected)
     assert np.abs(examples[f"{source.key}#left"].astype(int) - examples[f"{source.key}#right"].astype(int)).mean() > 4

@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from mmder_tf.config import AUDIO_VISUAL_STRATEGIES, STRATEGIES, FusionConfig
 from mmder_tf.errors import ConfigError, NoAudioStreamError
-from mmder_tf.fusion.strategies import rfas_seed
 from mmder_tf.media.decode import decode_clip, write_video
 from mmder_tf.fusion.clip import fuse_aligned, fuse_clip, fuse_media, fused_function, prepare_frames
 from mmder_tf.fusion.spectrogram import viridis_table
@@ -58,11 +57,11 @@ def test_all_strategies_shape_and_dtype(realclips):
     assert fuse_clip(path, "fslf", image_size=SIZE, official=True).shape == (16, SIZE, SIZE, 3)
 
 
-def test_rfas_is_fixed_per_clip_and_key(realclips):
+def test_rfas_is_fixed_per_clip_and_seed(realclips):
     path = realclips["1001_DFA_SAD_XX.flv"]
     first = fuse_clip(path, "rfas", image_size=SIZE)
     np.testing.assert_array_equal(fuse_clip(path, "rfas", image_size=SIZE), first)
-    assert not np.array_equal(fuse_clip(path, "rfas", image_size=SIZE, key="another id"), first)
+    assert not np.array_equal(fuse_clip(path, "rfas", image_size=SIZE, rfas_seed=1), first)
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +112,13 @@ def test_fuse_clip_equals_fuse_media_on_all_frames(realclips, strategy, official
     config = FusionConfig(strategy=strategy, image_size=SIZE, official=official)
     frames, times = _all_frames(path)
     waveform = decode_clip(path, config.frames_per_modality, sample_rate=config.sample_rate).waveform
-    seed = rfas_seed(config, path.name)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8), tf.TensorSpec([None], tf.float32),
-                                  tf.TensorSpec([None], tf.float32), tf.TensorSpec([2], tf.int64)], autograph=False)
-    def from_media(frames_all, timestamps, wave, rfas):
-        return fuse_media(frames_all, timestamps, wave, config, rfas)
+                                  tf.TensorSpec([None], tf.float32)], autograph=False)
+    def from_media(frames_all, timestamps, wave):
+        return fuse_media(frames_all, timestamps, wave, config)
 
-    expected = from_media(frames, times.astype(np.float32), waveform, seed).numpy()
+    expected = from_media(frames, times.astype(np.float32), waveform).numpy()
     np.testing.assert_array_equal(fuse_clip(path, config=config), expected)
 
 
@@ -175,7 +173,7 @@ def test_fused_function_traces_once():
     rng = np.random.default_rng(2)
     for h, samples in ((48, 8000), (60, 12000)):
         fn(rng.integers(0, 256, (8, h, h + 10, 3), dtype=np.uint8), rng.standard_normal(samples).astype(np.float32),
-           tf.constant(samples / 16000, tf.float32), tf.constant([1, 2], tf.int64))
+           tf.constant(samples / 16000, tf.float32))
     assert fn.experimental_get_tracing_count() == 1
 
 

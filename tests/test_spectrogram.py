@@ -13,6 +13,7 @@ from mmder_tf.fusion.spectrogram import (
     colorize,
     mel_filterbank,
     mel_power,
+    power_spectrogram,
     power_to_db,
     settings_from_config,
     spectrogram_images,
@@ -89,7 +90,7 @@ def test_one_sample_window_gives_a_defined_image():
     assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
 
 
-@pytest.mark.parametrize("kind", ["logmel", "mfcc"])
+@pytest.mark.parametrize("kind", ["logmel", "stft", "mfcc"])
 def test_silence_is_the_floor_not_nan(kind):
     settings = settings_from_config(FusionConfig(spectrogram=kind))
     values = spectrogram_values(np.zeros((4, 800), np.float32), settings).numpy()
@@ -110,7 +111,9 @@ def test_logmel_scale_shared_by_the_clip():
 def test_mfcc_shapes_and_official_recipe(speech_windows):
     ours = spectrogram_values(speech_windows, settings_from_config(FusionConfig(spectrogram="mfcc", n_mfcc=20)))
     assert ours.shape[-1] == 20
-    assert float(tf.reduce_min(ours)) == 0.0 and float(tf.reduce_max(ours)) == pytest.approx(1.0)
+    # every coefficient (c0, the log energy, included) spans the range over the clip: no row is flat
+    np.testing.assert_allclose(ours.numpy().min(axis=(0, 1)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(ours.numpy().max(axis=(0, 1)), 1.0, atol=1e-6)
     official = settings_from_config(FusionConfig(official=True))
     assert (official.kind, official.n_mels, official.n_mfcc, official.first_coefficient) == ("mfcc", 40, 13, 1)
     values = spectrogram_values(speech_windows, official).numpy()
@@ -118,6 +121,15 @@ def test_mfcc_shapes_and_official_recipe(speech_windows):
     # official: every image is scaled on its own, as matshow does
     np.testing.assert_allclose(values.min(axis=(1, 2)), 0.0, atol=1e-6)
     np.testing.assert_allclose(values.max(axis=(1, 2)), 1.0, atol=1e-6)
+
+
+def test_stft_is_the_linear_frequency_power_in_db(speech_windows):
+    settings = settings_from_config(FusionConfig(spectrogram="stft"))
+    values = spectrogram_values(speech_windows, settings).numpy()
+    assert values.shape[-1] == settings.n_fft // 2 + 1
+    power = power_spectrogram(speech_windows, settings).numpy()
+    db = np.maximum(10 * np.log10(np.maximum(power, 1e-10) / power.max()), -settings.top_db)
+    np.testing.assert_allclose(values, (db + settings.top_db) / settings.top_db, atol=1e-6)
 
 
 def test_image_orientation_low_frequencies_at_the_bottom_time_to_the_right():

@@ -101,7 +101,7 @@ def test_timeline_cli_writes_csv_json_png(exported, recording, tmp_path, capsys)
         assert sum(window["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     # each window is predicted as the clip decode_clip makes of that segment
     clip = decode_clip(recording, CONFIG.frames_per_modality, start=4.0, end=8.0)
-    fused = fuse_decoded(clip, CONFIG, "x")
+    fused = fuse_decoded(clip, CONFIG)
     expected = tf.nn.softmax(model(tf.cast(fused[None], tf.float32), training=False)).numpy()[0]
     np.testing.assert_allclose([timeline[2]["probabilities"][c] for c in CLASSES], expected, atol=2e-3)
     mean = np.mean([[w["probabilities"][c] for c in CLASSES] for w in timeline], axis=0)

@@ -217,3 +217,36 @@ def test_optimizer_and_schedule_deserialise_by_name():
         (2, 0.75, True, 0.05)
     schedule = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(R.warmup_cosine(1.0, 100, 10)))
     assert isinstance(schedule, R.WarmupCosine) and float(schedule(5)) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("strategy", ["cfas", "sfas", "ffls", "fslf", "ofos", "rfas", "video", "audio"])
+@pytest.mark.parametrize("mixup, cutmix", [(0.0, 1.0), (0.8, 0.0)])
+def test_mixing_gives_each_modality_the_label_share(strategy, mixup, cutmix):
+    """The partner clip's share of each modality's pixels equals its share of the label, for every strategy
+    (CFAS: V over A in one frame; RFAS: the two clips' frames in different orders)."""
+    from mmder_tf.config import FusionConfig
+    from mmder_tf.fusion.strategies import clip_identity, fuse, rfas_seed
+
+    config = FusionConfig(strategy=strategy, image_size=32)
+    n, (h, w) = config.frames_per_modality, config.modality_size
+    masks = []
+    for clip in range(2):  # modality of every pixel of the fused input: 1 video, 2 audio
+        video, audio = np.full((n, h, w, 3), 1, np.uint8), np.full((n, h, w, 3), 2, np.uint8)
+        video[0, 0, 0, 0] = 10 + clip  # two clips, two contents: two RFAS orders
+        seed = rfas_seed(config, clip_identity(video, audio)) if strategy == "rfas" else None
+        masks.append(fuse(video, audio, strategy, seed=seed).numpy())
+    if strategy == "rfas":
+        assert not np.array_equal(masks[0][..., 1], masks[1][..., 1])
+    # mixing clip a (all 0) with b (all 1) gives the weight of b at every pixel
+    x = np.stack([np.zeros_like(masks[0]), np.ones_like(masks[1])])
+    for step in range(6):
+        mixed, target = R.mix_batch(tf.constant(x), tf.constant([0, 1]), [3, step], 2, mixup, cutmix,
+                                    strategy=strategy)
+        weight_b = mixed.numpy()[0]  # row 0 = a mixed with the reversed batch's b
+        share_b = float(target.numpy()[0, 1])
+        for modality in (1, 2):
+            where = masks[1][..., 1] == modality if strategy != "sfas" else np.ones(masks[1].shape[:-1], bool)
+            where = where & (masks[1][..., 1] > 0)
+            if not where.any():
+                continue  # single-modality strategies
+            assert weight_b[..., 0][where].mean() == pytest.approx(share_b, abs=1e-6), (modality, step)

@@ -1,10 +1,11 @@
 """tf.data from a prepared cache: read shards, keep the split's clips, fuse, batch, prefetch.
 
-The fusion runs in the map with the same graph code as `fuse_clip` and the export
-(preprocess.fuse_aligned), on the cached frames (already cropped to
-image_size x image_size; CFAS squeezes them to image_size/2 x image_size) and the
-cached waveform, so spectrogram settings and the strategy can change freely while
-frame choice, crop, image size, sample rate and official mode are the cache's.
+The map calls fusion.clip.fuse_aligned, the one clip -> input function that
+fuse_clip, mmder-predict and the SavedModel call too, on what the cache stored
+losslessly for it (the chosen frames at the strategy's modality size, the float32
+waveform, the duration): a clip from the cache is bit-identical to the served one.
+Spectrogram settings and the strategy can change freely; frame choice, crop,
+image size, sample rate and official mode are the cache's.
 
 Order: shards are hash-mixed at prepare time, so training reads the shards in a
 seeded order, interleaves 8 of them and shuffles a buffer of clips; evaluation
@@ -23,15 +24,14 @@ from pathlib import Path
 import tensorflow as tf
 
 from mmder_tf.config import SEED_MIX, FusionConfig, needs_audio, needs_video
-from mmder_tf.data.prepare import load_index, shard_path
+from mmder_tf.data.prepare import frames_feature, load_index, shard_path
 from mmder_tf.errors import ConfigError, DatasetError
-from mmder_tf.fusion.strategies import rfas_seed
 from mmder_tf.fusion.clip import fuse_aligned
 
 _CYCLE = 8  # shards read at once in training
 
 
-def _feature_spec(frame_counts):
+def _feature_spec(frame_sets):
     spec = {
         "key": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
@@ -39,8 +39,8 @@ def _feature_spec(frame_counts):
         "waveform": tf.io.FixedLenFeature([], tf.string),
         "has_audio": tf.io.FixedLenFeature([], tf.int64),
     }
-    for n in frame_counts:
-        spec[f"frames{n}"] = tf.io.VarLenFeature(tf.string)
+    for n, height, width in frame_sets:
+        spec[frames_feature(n, height, width)] = tf.io.VarLenFeature(tf.string)
     return spec
 
 
@@ -53,9 +53,10 @@ def check_config(index: dict, config: FusionConfig):
     if different:
         detail = ", ".join(f"{k}: cache {a!r}, config {b!r}" for k, (a, b) in sorted(different.items()))
         raise ConfigError(f"the cache was prepared with other settings ({detail}); prepare again or change the config")
-    if config.frames_per_modality not in settings["frame_counts"]:
-        raise ConfigError(f"{config.strategy} needs {config.frames_per_modality} frames per modality; "
-                          f"the cache holds {settings['frame_counts']}")
+    wanted_set = [config.frames_per_modality, *config.modality_size]
+    if needs_video(config.strategy) and wanted_set not in [list(f) for f in settings["frame_sets"]]:
+        raise ConfigError(f"{config.strategy} needs {wanted_set[0]} frames of {wanted_set[1]} x {wanted_set[2]}; "
+                          f"the cache holds the frame sets {settings['frame_sets']} (num_frames differs?)")
 
 
 def resolve_records(index: dict, keys_or_records=None, warn: bool = True):
@@ -83,11 +84,12 @@ def resolve_records(index: dict, keys_or_records=None, warn: bool = True):
     return [entries[k] for k in wanted if entries[k]["status"] == "ok"], skipped
 
 
-def _decode_frames(serialized_list, count, size, frame_format):
-    if frame_format == "jpeg":
-        # Unrolled: count is static, and a Python list of decodes avoids map_fn's per-element overhead.
-        return tf.stack([tf.io.decode_jpeg(serialized_list[i], channels=3) for i in range(count)])
-    return tf.reshape(tf.io.decode_raw(serialized_list[0], tf.uint8), [count, size, size, 3])
+def _decode_frames(serialized_list, count, height, width, frame_format):
+    if frame_format == "raw":
+        return tf.reshape(tf.io.decode_raw(serialized_list[0], tf.uint8), [count, height, width, 3])
+    decode = tf.io.decode_png if frame_format == "png" else tf.io.decode_jpeg
+    # Unrolled: count is static, and a Python list of decodes avoids map_fn's per-element overhead.
+    return tf.stack([decode(serialized_list[i], channels=3) for i in range(count)])
 
 
 def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: int, *, training: bool,
@@ -113,7 +115,8 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
         if silent:
             raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
     n = config.frames_per_modality
-    size = settings["image_size"]
+    height, width = config.modality_size
+    frames_key = frames_feature(n, height, width)
     frame_format = settings["frame_format"]
     shards = sorted({e["shard"] for e in entries})
     files = [str(shard_path(cache_dir, s)) for s in shards]
@@ -123,7 +126,7 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
     keys = tf.constant([e["key"] for e in entries])
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, dtype=tf.int32)), default_value=0)
-    spec = _feature_spec(settings["frame_counts"])
+    spec = _feature_spec(settings["frame_sets"])
     epoch_value = 0 if epoch is None else int(epoch)
     # Seeds of the shard order and of the clip shuffle differ per epoch when one is given.
     shuffle_seed = int(seed) * SEED_MIX + epoch_value
@@ -147,19 +150,19 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
 
     def fuse(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
-        key = parsed["key"]
         if needs_video(strategy):
-            frames = _decode_frames(tf.sparse.to_dense(parsed[f"frames{n}"], default_value=""), n, size, frame_format)
-            frames = tf.ensure_shape(frames, [n, size, size, 3])
+            frames = _decode_frames(tf.sparse.to_dense(parsed[frames_key], default_value=""), n, height, width,
+                                    frame_format)
+            frames = tf.ensure_shape(frames, [n, height, width, 3])
         else:
             frames = tf.zeros([0, 1, 1, 3], tf.uint8)
         if needs_audio(strategy):
-            waveform = tf.cast(tf.io.decode_raw(parsed["waveform"], tf.int16, little_endian=True), tf.float32) / 32767.0
+            waveform = tf.io.decode_raw(parsed["waveform"], tf.float32, little_endian=True)
         else:
             waveform = tf.zeros([0], tf.float32)
-        fused = fuse_aligned(frames, waveform, parsed["duration"], config, seed=rfas_seed(config, key, epoch_value))
+        fused = fuse_aligned(frames, waveform, parsed["duration"], config, epoch=epoch_value)
         label = tf.cast(parsed["label"], tf.int32)
-        return (fused, label, key) if with_keys else (fused, label)
+        return (fused, label, parsed["key"]) if with_keys else (fused, label)
 
     dataset = records.map(fuse, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

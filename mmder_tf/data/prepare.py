@@ -2,12 +2,24 @@
 
     python -m mmder_tf.data.prepare --dataset ravdess --data-dir D --out CACHE \
         [--num-workers N] [--shard i/N] [--image-size 224] [--official] [--crop center|face|aligned|none]
+        [--format png|raw|jpeg [--quality 95]]
 
 What is stored per clip (one tf.train.Example): key, label, subject, duration,
-frames16 and frames8 (the frames the alignment picks for 16 and 8 frames per
-modality, cropped (the centre square, or the tracked face: media/face.py) and resized to image_size x image_size by
-preprocess.prepare_frames, JPEG q95 or raw), the mono waveform at the config's
-sample rate (int16 PCM) and its sample rate. Spectrograms are NOT stored: the
+and exactly what fusion.clip.fuse_aligned (the one clip -> input function) reads,
+so a clip from the cache is bit-identical to fuse_clip, mmder-predict and the
+SavedModel on the same file:
+
+- `frames{n}_{h}x{w}`: the n frames the alignment picks, through fuse_aligned's
+  first stage (clip.prepare_frames: crop (the centre square, or the tracked face:
+  media/face.py), one resize from the source to h x w).
+  Stored for every frame set a strategy uses: 16 and 8 frames at S x S and, for
+  CFAS, 16 frames at S/2 x S (resizing an S x S frame again would not give the
+  frame serving resizes once from the source).
+- `waveform`: the mono float32 waveform at the config's sample rate, as decoded.
+
+Frames are PNG by default (lossless; `--format raw` stores the bytes, larger and
+faster to read; `--format jpeg --quality Q` is the explicit lossy option, see the
+README for its measured size, speed and error). Spectrograms are NOT stored: the
 pipeline computes them with the same graph code, so spectrogram settings can
 change without preparing again. Frame choice, crop, image size, sample rate and
 official mode are fixed by the cache (pipeline.make_dataset checks them).
@@ -51,7 +63,8 @@ from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaE
 from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
                              describe_holder, read_json, replacing)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: lossless frames per frame set, float32 audio
+FRAME_FORMATS = ("png", "raw", "jpeg")
 SETTINGS = "settings.json"
 INDEX = "index.json"
 SKIPPED = "skipped.json"
@@ -65,7 +78,7 @@ class CacheSettings:
     crop: str
     sample_rate: int
     official: bool
-    frame_counts: tuple
+    frame_sets: tuple  # ((n, height, width), ...)
     frame_format: str
     jpeg_quality: int
     shard_size: int
@@ -76,8 +89,39 @@ class CacheSettings:
 
     def to_dict(self):
         values = dataclasses.asdict(self)
-        values["frame_counts"] = list(self.frame_counts)
+        values["frame_sets"] = [list(f) for f in self.frame_sets]
         return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CacheSettings":
+        values = dict(values)
+        values["frame_sets"] = tuple(tuple(int(v) for v in f) for f in values["frame_sets"])
+        return cls(**values)
+
+    @property
+    def frame_counts(self) -> tuple:
+        return tuple(dict.fromkeys(n for n, _, _ in self.frame_sets))
+
+
+def frame_sets(config: FusionConfig) -> tuple:
+    """(n, height, width) of every frame set the strategies need: 16 and 8 frames at S x S, 16 at S/2 x S (CFAS)."""
+    n, size = config.num_frames, config.image_size
+    return ((n, size, size), (n // 2, size, size), (n, size // 2, size))
+
+
+def frames_feature(n: int, height: int, width: int) -> str:
+    return f"frames{n}_{height}x{width}"
+
+
+def encode_frames(frames: np.ndarray, frame_format: str, jpeg_quality: int = 95) -> list[bytes]:
+    """uint8 [n, h, w, 3] -> the stored byte strings (one per frame; one for raw)."""
+    import tensorflow as tf
+
+    if frame_format == "raw":
+        return [np.ascontiguousarray(frames).tobytes()]
+    if frame_format == "png":
+        return [tf.io.encode_png(image).numpy() for image in frames]
+    return [tf.io.encode_jpeg(image, quality=jpeg_quality).numpy() for image in frames]
 
 
 def shard_assignment(manifest: Manifest, shard_size: int) -> list[list[int]]:
@@ -169,20 +213,23 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
             frames_by_count = crop_selections(images, clip.frame_indices, face)[0]
         else:
             frames_by_count = {n: np.stack([images[int(i)] for i in clip.frame_indices[n]]) for n in counts}
-    square = (settings.image_size, settings.image_size)
     if face:
         # each count's frames are cropped along their own face track (as fuse_clip does for one count)
-        resized_by_count = {n: prepare_frames(frames_by_count[n], config, size=square).numpy() for n in counts}
+        resized = {(n, h, w): prepare_frames(frames_by_count[n], config, size=(h, w)).numpy()
+                   for n, h, w in settings.frame_sets}
     else:
-        # Resize each distinct frame once: the 16- and 8-frame selections can share frames.
+        # Resize each distinct frame once per size: the 16- and 8-frame selections can share frames.
         unique = sorted({int(i) for n in counts for i in clip.frame_indices[n]})
         position = {index: p for p, index in enumerate(unique)}
         source = {}
         for n in counts:
             for frame, index in zip(frames_by_count[n], clip.frame_indices[n]):
                 source.setdefault(int(index), frame)
-        resized_all = prepare_frames(np.stack([source[i] for i in unique]), config, size=square).numpy()
-        resized_by_count = {n: resized_all[[position[int(i)] for i in clip.frame_indices[n]]] for n in counts}
+        stacked = np.stack([source[i] for i in unique])
+        by_size = {size: prepare_frames(stacked, config, size=size).numpy()
+                   for size in dict.fromkeys((h, w) for _, h, w in settings.frame_sets)}
+        resized = {(n, h, w): by_size[(h, w)][[position[int(i)] for i in clip.frame_indices[n]]]
+                   for n, h, w in settings.frame_sets}
     features = {
         "key": _bytes([record.key.encode()]),
         "label": _int64([record.label]),
@@ -191,21 +238,18 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         "sample_rate": _int64([settings.sample_rate]),
         "has_audio": _int64([int(clip.waveform is not None)]),
     }
-    for n in counts:
-        resized = resized_by_count[n]
-        if settings.frame_format == "jpeg":
-            encoded = [tf.io.encode_jpeg(image, quality=settings.jpeg_quality).numpy() for image in resized]
-        else:
-            encoded = [resized.tobytes()]
-        features[f"frames{n}"] = _bytes(encoded)
+    for n, height, width in settings.frame_sets:
+        encoded = encode_frames(resized[(n, height, width)], settings.frame_format, settings.jpeg_quality)
+        features[frames_feature(n, height, width)] = _bytes(encoded)
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
-    pcm = np.clip(np.round(waveform * 32767.0), -32768, 32767).astype("<i2")
-    features["waveform"] = _bytes([pcm.tobytes()])
+    # float32 as decoded: int16 would flush near-silence to zeros and move quiet mel bins by dB
+    waveform_bytes = np.ascontiguousarray(waveform, "<f4").tobytes()
+    features["waveform"] = _bytes([waveform_bytes])
     content = hashlib.sha256()
-    for n in counts:
-        for value in features[f"frames{n}"].bytes_list.value:
+    for n, height, width in settings.frame_sets:
+        for value in features[frames_feature(n, height, width)].bytes_list.value:
             content.update(value)
-    content.update(pcm.tobytes())
+    content.update(waveform_bytes)
     example = tf.train.Example(features=tf.train.Features(feature=features))
     return example.SerializeToString(deterministic=True), clip.waveform is not None, content.hexdigest()[:32]
 
@@ -239,9 +283,7 @@ def _prepare_shard(job):
             tf.config.threading.set_inter_op_parallelism_threads(worker_threads)
         except RuntimeError:
             pass  # already initialised in this process
-    settings_dict = dict(settings_dict)
-    settings_dict["frame_counts"] = tuple(settings_dict["frame_counts"])
-    settings = CacheSettings(**settings_dict)
+    settings = CacheSettings.from_dict(settings_dict)
     config = FusionConfig.from_dict(config_dict)
     written, skipped, no_audio, content = [], [], [], {}
     target = shard_path(out_dir, shard)
@@ -333,16 +375,15 @@ def parse_shard_spec(spec) -> tuple[int, int] | None:
 
 
 def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, shard_size: int = 32,
-            num_workers: int = 1, shard=None, frame_format: str = "jpeg", jpeg_quality: int = 95,
+            num_workers: int = 1, shard=None, frame_format: str = "png", jpeg_quality: int = 95,
             require_audio: bool = True, progress: bool = True, worker_threads: int | None = 1) -> dict:
     """Prepare (or finish preparing) the cache; returns the index (see module docstring).
 
-    Frames for config.num_frames and config.num_frames // 2 per modality are
-    stored, so one cache serves every strategy.
+    The frame sets of `frame_sets(config)` are stored, so one cache serves every strategy.
     """
     config = config if config is not None else FusionConfig()
-    if frame_format not in ("jpeg", "raw"):
-        raise ConfigError(f"frame_format must be 'jpeg' or 'raw', got {frame_format!r}")
+    if frame_format not in FRAME_FORMATS:
+        raise ConfigError(f"frame_format must be one of {', '.join(FRAME_FORMATS)}, got {frame_format!r}")
     if not 1 <= jpeg_quality <= 100:
         raise ConfigError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     if not len(manifest):
@@ -367,8 +408,8 @@ def _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_sp
                     require_audio, progress, worker_threads) -> dict:
     settings = CacheSettings(
         image_size=config.image_size, crop=config.crop, sample_rate=config.sample_rate, official=config.official,
-        frame_counts=(config.num_frames, config.num_frames // 2), frame_format=frame_format,
-        jpeg_quality=jpeg_quality, shard_size=shard_size, require_audio=require_audio,
+        frame_sets=frame_sets(config), frame_format=frame_format,
+        jpeg_quality=jpeg_quality if frame_format == "jpeg" else 0, shard_size=shard_size, require_audio=require_audio,
         manifest_fingerprint=_fingerprint(manifest), num_clips=len(manifest),
     )
     _check_settings(out_dir, settings)
@@ -529,8 +570,10 @@ def main(argv=None):
     parser.add_argument("--crop", choices=CROPS,
                         help=f"frame crop (default: {REAL_DATASET_CROP!r} for ravdess, cremad and iemocap, "
                              "'center' for csv manifests and generated data)")
-    parser.add_argument("--format", choices=("jpeg", "raw"), default="jpeg")
-    parser.add_argument("--quality", type=int, default=95)
+    parser.add_argument("--format", choices=FRAME_FORMATS, default="png",
+                        help="frames: png (lossless, default), raw (lossless, ~2x larger, cheaper to read) or "
+                             "jpeg (lossy: smaller, but the cache no longer equals what is served)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality with --format jpeg")
     parser.add_argument("--num-classes", type=int, help="RAVDESS: 7 (calm merged) or 8")
     parser.add_argument("--allow-missing-audio", action="store_true",
                         help="keep clips without audio (usable by the video-only strategy)")

@@ -1,9 +1,20 @@
 """One clip -> the fused model input uint8 [num_frames, H, W, 3].
 
-The graph cores (`prepare_frames`, `spectrogram_frames`, `fuse_aligned`,
-`fuse_media`) are plain TF ops: the prepared-cache pipeline maps them in tf.data,
-the export wraps them in SavedModel signatures and `fuse_clip` runs them in a
-cached tf.function, so training, serving and one-off calls compute the same thing.
+`fuse_aligned` is THE clip -> input function: the n frames the alignment chose,
+the mono waveform and the clip's duration become the fused input. Every path
+calls it with the same arithmetic:
+
+- `fuse_clip` / `mmder-predict`: on the frames and waveform decode_clip returns;
+- the prepared cache (data/prepare.py) stores exactly what it reads, losslessly:
+  the chosen frames after its first stage (`prepare_frames`, cropped and resized
+  to the modality size; at that size the stage is the identity) and the float32
+  waveform; the training and evaluation pipeline (data/pipeline.py) maps it over them;
+- every SavedModel signature that takes media (`from_media`, `preprocess`) runs
+  `fuse_media`, which selects the frames in-graph as the decoder does and calls it.
+
+Nothing else turns media into model input: extend this function (or its stages)
+rather than adding a path beside it. RFAS orders a clip by `clip_identity`, a
+fingerprint of its own images, so the order needs no key from any caller.
 
 Frames: crop "center" takes the centred square and resizes it to the modality
 size (for CFAS, 112 x 224 squeezes that square vertically, as the paper's
@@ -24,7 +35,6 @@ resize of whole frames without cropping (use crop="none" for that).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -32,7 +42,7 @@ import tensorflow as tf
 from mmder_tf.fusion import alignment
 from mmder_tf.config import FusionConfig, face_crop_mode, needs_audio, needs_video
 from mmder_tf.errors import ConfigError, NoAudioStreamError
-from mmder_tf.fusion.strategies import fuse, rfas_seed
+from mmder_tf.fusion.strategies import clip_identity, fuse, rfas_seed
 from mmder_tf.fusion.resize import resize_bilinear
 from mmder_tf.fusion.spectrogram import settings_from_config, spectrogram_images
 
@@ -62,14 +72,28 @@ def _resize_uint8(frames: tf.Tensor, size) -> tf.Tensor:
 
 
 def prepare_frames(frames, config: FusionConfig, size=None) -> tf.Tensor:
-    """uint8 [n, h, w, 3] of any size -> uint8 [n, H', W', 3] (default: config.modality_size)."""
+    """uint8 [n, h, w, 3] of any size -> uint8 [n, H', W', 3] (default: config.modality_size).
+
+    Frames already at (H', W') are returned as they are: this stage ran on them
+    (the prepared cache stores its output), and running it again would crop a
+    non-square frame (CFAS's S/2 x S) once more.
+    """
     frames = tf.convert_to_tensor(frames)
     if frames.dtype != tf.uint8:
         raise ConfigError(f"frames must be uint8 [n, h, w, 3], got dtype {frames.dtype.name}")
     size = _size(config, size)
-    if config.crop != "none":
-        frames = _center_square(frames)
-    out = _resize_uint8(frames, size)
+
+    def crop_and_resize():
+        cropped = _center_square(frames) if config.crop != "none" else frames
+        return _resize_uint8(cropped, size)
+
+    static = frames.shape
+    if static[1] is not None and static[2] is not None:
+        out = frames if (static[1], static[2]) == size else crop_and_resize()
+    else:
+        shape = tf.shape(frames)
+        same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
+        out = tf.cond(same, lambda: tf.identity(frames), crop_and_resize)
     out.set_shape([frames.shape[0], size[0], size[1], 3])
     return out
 
@@ -83,13 +107,8 @@ def spectrogram_frames(waveform, duration, config: FusionConfig, size=None) -> t
     return images
 
 
-def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, seed=None) -> tf.Tensor:
-    """Fuse the n already-chosen frames with the clip's audio: uint8 [num_frames, H, W, 3].
-
-    `waveform` is mono float32 at config.sample_rate with sample 0 at the first
-    frame's time; it may be empty for "video". `frames_n` is ignored for "audio".
-    `seed` (int64 [2]) orders RFAS; None uses `rfas_seed(config, "")`.
-    """
+def modality_images(frames_n, waveform, duration, config: FusionConfig):
+    """First stage of fuse_aligned: (video, audio) uint8 [n, h, w, 3] at the modality size (None where unused)."""
     strategy = config.strategy
     n = config.frames_per_modality
     video = audio = None
@@ -108,14 +127,28 @@ def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, seed=None) 
         with tf.control_dependencies([valid]):
             duration = tf.identity(duration)
         audio = spectrogram_frames(waveform, duration, config)
-    if strategy == "rfas" and seed is None:
-        seed = rfas_seed(config, "")
-    fused = fuse(video, audio, strategy, seed=seed, official=config.official)
+    return video, audio
+
+
+def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, epoch=0) -> tf.Tensor:
+    """THE clip -> model input function: uint8 [num_frames, H, W, 3].
+
+    `frames_n` are the n frames the alignment chose (any size; already at the
+    modality size they are used as they are), `waveform` is mono float32 at
+    config.sample_rate with sample 0 at the first frame's time (may be empty for
+    "video"); `frames_n` is ignored for "audio". `epoch` changes the RFAS order only
+    with config.rfas_per_epoch.
+    """
+    video, audio = modality_images(frames_n, waveform, duration, config)
+    seed = None
+    if config.strategy == "rfas":
+        seed = rfas_seed(config, clip_identity(video, audio), epoch)
+    fused = fuse(video, audio, config.strategy, seed=seed, official=config.official)
     fused.set_shape([config.num_frames, config.image_size, config.image_size, 3])
     return fused
 
 
-def fuse_media(frames_all, timestamps, waveform, config: FusionConfig, seed=None) -> tf.Tensor:
+def fuse_media(frames_all, timestamps, waveform, config: FusionConfig) -> tf.Tensor:
     """From every decoded frame and its timestamp (seconds): select the frames in-graph, then fuse_aligned.
 
     Timestamps are taken relative to the first frame, as the decoder does; the
@@ -129,18 +162,14 @@ def fuse_media(frames_all, timestamps, waveform, config: FusionConfig, seed=None
     if needs_video(config.strategy):
         index = alignment.select_frame_indices(timestamps, n, duration, official=config.official)
         frames = tf.gather(frames_all, index)
-    return fuse_aligned(frames, waveform, duration, config, seed)
+    return fuse_aligned(frames, waveform, duration, config)
 
 
 _SIGNATURE = (
     tf.TensorSpec([None, None, None, 3], tf.uint8, name="frames"),
     tf.TensorSpec([None], tf.float32, name="waveform"),
     tf.TensorSpec([], tf.float32, name="duration"),
-    tf.TensorSpec([2], tf.int64, name="seed"),
 )
-
-
-_NO_SEED = np.zeros(2, np.int64)
 
 
 class _FuseAligned:
@@ -149,8 +178,8 @@ class _FuseAligned:
     def __init__(self, config: FusionConfig):
         self.config = config
 
-    def __call__(self, frames, waveform, duration, seed):
-        return fuse_aligned(frames, waveform, duration, self.config, seed)
+    def __call__(self, frames, waveform, duration):
+        return fuse_aligned(frames, waveform, duration, self.config)
 
 
 @functools.lru_cache(maxsize=16)
@@ -170,13 +199,12 @@ def resolve_config(strategy=None, config: FusionConfig | None = None, **options)
         raise ConfigError(f"unknown option: {error}") from None
 
 
-def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None = None, key: str | None = None,
+def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None = None,
               max_seconds: float | None = None, **options) -> np.ndarray:
     """Decode one media file and fuse it: uint8 [num_frames, H, W, 3].
 
     `strategy` (default the config's, "fslf") and `options` (FusionConfig fields,
-    e.g. image_size=160, crop="face") override `config`. `key` names the clip for
-    the RFAS permutation (default: the file name). Decodes only the frames the
+    e.g. image_size=160, crop="face") override `config`. Decodes only the frames the
     alignment selects. Raises the decoder's typed MediaErrors, e.g.
     NoAudioStreamError when the strategy needs audio and the file has none, or
     ClipTooLongError past `max_seconds` (decode_clip's limit, MAX_CLIP_SECONDS by default).
@@ -190,10 +218,10 @@ def fuse_clip(path, strategy: str | None = None, *, config: FusionConfig | None 
         need_video=needs_video(config.strategy), need_audio=needs_audio(config.strategy),
         face_crop=face_crop_mode(config.crop), max_seconds=max_seconds,
     )
-    return fuse_decoded(clip, config, Path(path).name if key is None else key)
+    return fuse_decoded(clip, config)
 
 
-def fuse_decoded(clip, config: FusionConfig, key: str = "") -> np.ndarray:
+def fuse_decoded(clip, config: FusionConfig) -> np.ndarray:
     """A DecodedClip (decode_clip's, or one window of media.stream.stream_windows) -> the fused input.
 
     The clip must hold config.frames_per_modality frames (face-cropped already
@@ -204,9 +232,5 @@ def fuse_decoded(clip, config: FusionConfig, key: str = "") -> np.ndarray:
         raise NoAudioStreamError(clip.path, f"strategy {config.strategy!r} needs audio and the file has none")
     frames = clip.frames[n] if needs_video(config.strategy) else np.zeros((0, 1, 1, 3), np.uint8)
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
-    # the seed only matters (and its string hash is only worth an eager op) for rfas
-    seed = rfas_seed(config, key) if config.strategy == "rfas" else _NO_SEED
-    fused = fused_function(config)(
-        frames, np.asarray(waveform, np.float32), np.float32(clip.duration), seed
-    )
+    fused = fused_function(config)(frames, np.asarray(waveform, np.float32), np.float32(clip.duration))
     return fused.numpy()

@@ -19,10 +19,16 @@ Pipeline for a batch of windows float32 [n, L] (one clip's aligned windows):
 3. dB: 10 log10(max(P, 1e-10)) relative to the maximum over *all* windows of the
    clip (so the windows of one clip share a scale), floored at -top_db. A clip whose
    power never exceeds 1e-10 (silence) is the floor everywhere.
-4. "logmel": (dB + top_db) / top_db in [0, 1]. "mfcc":
+4. "logmel": (dB + top_db) / top_db in [0, 1]; "stft": the same on the linear-frequency
+   power spectrum (n_fft // 2 + 1 bins, no mel filters). "mfcc":
    ``tf.signal.mfccs_from_log_mel_spectrograms`` of the natural-log mel spectrum
-   (measured from the floor, so silence is 0), first n_mfcc coefficients, min-max
-   scaled over the clip (a constant clip -> 0).
+   (measured from the floor, so silence is 0), first n_mfcc coefficients, each
+   coefficient min-max scaled over the clip's windows on its own ("row" scale; a
+   constant row -> 0). One scale for all coefficients would give c0 (the log
+   energy, ~40x the spread of the others) the whole colour range and leave c1..
+   about 2.5 % of it, an almost flat image; per coefficient, every row uses the
+   range, and the windows of a clip still share each row's scale. The README
+   lists the dynamic range measured on the real clips before and after.
 5. Image: frequency (or cepstral index) runs up the image with the lowest at the
    bottom row, time runs left to right; bilinearly resized to (H, W) (antialiased
    along an axis that shrinks); mapped to
@@ -31,7 +37,7 @@ Pipeline for a batch of windows float32 [n, L] (one clip's aligned windows):
 ``official=True`` reproduces the official code's spectrogram *recipe*: MFCC from 40
 mel filters, coefficients 1..13 (c0 dropped), sinusoidal lifter 22, pre-emphasis
 0.97 (applied per window), a Hamming window, each image min-max scaled on its own
-(as matplotlib's ``matshow`` autoscales), viridis. Not reproduced: 44.1 kHz audio,
+as a whole (as matplotlib's ``matshow`` autoscales: "image" scale), viridis. Not reproduced: 44.1 kHz audio,
 its hop of about 4 samples, HTK-style unnormalised filters, the JPEG round trip and
 the axes drawn by matshow, and stereo channels interleaved into one signal.
 """
@@ -49,6 +55,7 @@ from mmder_tf.fusion.viridis import VIRIDIS_RGB
 from mmder_tf.errors import ConfigError
 
 AMIN = 1e-10
+SPECTROGRAMS = ("logmel", "stft", "mfcc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +70,13 @@ class SpectrogramSettings:
     fmin: float = 0.0
     fmax: float = 8000.0
     top_db: float = 80.0
-    kind: str = "logmel"  # "logmel" or "mfcc"
+    kind: str = "logmel"  # "logmel", "stft" or "mfcc"
     n_mfcc: int = 40
     first_coefficient: int = 0  # official drops c0
     lifter: float = 0.0
     preemphasis: float = 0.0
     window: str = "hann"  # "hann" (periodic, librosa) or "hamming" (symmetric, official)
-    per_image_scale: bool = False  # official: every image min-max scaled on its own
+    scale: str = "row"  # mfcc: "row" (each coefficient over the clip) or "image" (official: each image as a whole)
     colormap: str = "viridis"
 
     def __post_init__(self):
@@ -85,8 +92,10 @@ class SpectrogramSettings:
                 f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}, "
                 f"sample_rate={self.sample_rate}"
             )
-        if self.kind not in ("logmel", "mfcc"):
-            raise ConfigError(f"spectrogram must be 'logmel' or 'mfcc', got {self.kind!r}")
+        if self.kind not in SPECTROGRAMS:
+            raise ConfigError(f"spectrogram must be one of {', '.join(SPECTROGRAMS)}, got {self.kind!r}")
+        if self.scale not in ("row", "image"):
+            raise ConfigError(f"scale must be 'row' or 'image', got {self.scale!r}")
         if self.kind == "mfcc" and not 1 <= self.first_coefficient + self.n_mfcc <= self.n_mels:
             raise ConfigError(f"n_mfcc={self.n_mfcc} (from c{self.first_coefficient}) needs n_mels >= that many, got {self.n_mels}")
         if self.top_db <= 0:
@@ -110,7 +119,7 @@ def settings_from_config(config) -> SpectrogramSettings:
     if config.official:
         return SpectrogramSettings(
             **common, n_mels=40, kind="mfcc", n_mfcc=13, first_coefficient=1, lifter=22.0,
-            preemphasis=0.97, window="hamming", per_image_scale=True, colormap="viridis",
+            preemphasis=0.97, window="hamming", scale="image", colormap="viridis",
         )
     return SpectrogramSettings(
         **common, n_mels=int(config.n_mels), kind=config.spectrogram, n_mfcc=int(config.n_mfcc),
@@ -260,6 +269,9 @@ def _min_max(values: tf.Tensor, axis) -> tf.Tensor:
 
 def spectrogram_values(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.Tensor:
     """Per-window features scaled to [0, 1], float32 [n, frames, features] (mels or cepstral coefficients)."""
+    if settings.kind == "stft":
+        db = power_to_db(power_spectrogram(windows, settings), settings.top_db)
+        return tf.cast((db + settings.top_db) / settings.top_db, tf.float32)
     db = power_to_db(_mel_power64(windows, settings), settings.top_db)
     if settings.kind == "logmel":
         return tf.cast((db + settings.top_db) / settings.top_db, tf.float32)
@@ -272,7 +284,8 @@ def spectrogram_values(windows: tf.Tensor, settings: SpectrogramSettings) -> tf.
         index = np.arange(settings.first_coefficient, settings.first_coefficient + settings.n_mfcc)
         lift = 1.0 + (settings.lifter / 2.0) * np.sin(np.pi * index / settings.lifter)
         mfcc = mfcc * tf.constant(lift, mfcc.dtype)
-    return tf.cast(_min_max(mfcc, axis=[1, 2] if settings.per_image_scale else None), tf.float32)
+    # row: each coefficient over all windows and frames of the clip; image: each window's image as a whole
+    return tf.cast(_min_max(mfcc, axis=[1, 2] if settings.scale == "image" else [0, 1]), tf.float32)
 
 
 def viridis_table() -> tf.Tensor:

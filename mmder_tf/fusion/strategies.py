@@ -12,7 +12,11 @@ V are video frames and A spectrogram images, both uint8 [n, h, w, 3] at
 - ffls: V_1..V_n, A_1..A_n.   fslf: A_1..A_n, V_1..V_n.
 - ofos: V_1, A_1, V_2, A_2, ...: each 2-frame tubelet pairs V_i with A_i.
 - rfas: the 2n frames of ffls in a permutation drawn from a stateless seed, so the
-  same seed always gives the same order (see `rfas_seed`).
+  same seed always gives the same order. The seed comes from the clip's identity,
+  which is defined once, by `clip_identity`: a fingerprint of the clip's own video
+  frames and spectrogram images. Every path (prepared cache, fuse_clip, predict,
+  the SavedModel) computes the same images, hence the same identity and order,
+  without a file name or key to agree on.
 - video: V (n = 16).   audio: A (n = 16).
 
 Pure TF ops with dynamic shapes: usable in Dataset.map and in SavedModel signatures.
@@ -25,17 +29,29 @@ from mmder_tf.config import SEED_MIX, check_strategy
 from mmder_tf.errors import ConfigError
 
 
-def rfas_seed(config, key, epoch=0) -> tf.Tensor:
+def clip_identity(video, audio) -> tf.Tensor:
+    """THE identity of a clip for RFAS: int64 farmhash fingerprint of its video frames and spectrogram images.
+
+    Content, not a name: the cache, fuse_clip, predict and the SavedModel see the same
+    uint8 images, so they agree without a client having to pass a key, renaming a
+    file keeps its order, and two segments of one file get their own orders.
+    """
+    parts = [tf.reshape(tf.convert_to_tensor(x), [-1]) for x in (video, audio) if x is not None]
+    data = tf.concat(parts, axis=0)[tf.newaxis]
+    return tf.bitcast(tf.fingerprint(data, method="farmhash64")[0], tf.int64)
+
+
+def rfas_seed(config, identity, epoch=0) -> tf.Tensor:
     """Stateless seed int64 [2] for one clip's RFAS permutation.
 
-    `key` (a clip id, string scalar tensor or str) is hashed in-graph; `epoch` only
-    counts when `config.rfas_per_epoch` (otherwise each clip keeps one permutation
-    for the whole run, like the official code's offline shuffle).
+    `identity` is `clip_identity(video, audio)` (int64 scalar); `epoch` only counts
+    when `config.rfas_per_epoch` (otherwise each clip keeps one permutation for the
+    whole run, like the official code's offline shuffle).
     """
-    key_hash = tf.strings.to_hash_bucket_fast(tf.convert_to_tensor(key, tf.string), 2**62)
+    identity = tf.cast(tf.convert_to_tensor(identity), tf.int64)
     epoch = tf.cast(epoch, tf.int64) if config.rfas_per_epoch else tf.constant(0, tf.int64)
     base = tf.constant(int(config.rfas_seed), tf.int64) * SEED_MIX
-    return tf.stack([key_hash, base + epoch])
+    return tf.stack([identity, base + epoch])
 
 
 def rfas_permutation(size, seed) -> tf.Tensor:
@@ -112,6 +128,6 @@ def fuse(video, audio, strategy: str, *, seed=None, official: bool = False) -> t
         return fused
     # rfas
     if seed is None:
-        raise ConfigError("rfas needs a seed (int [2]); build one with fusion.rfas_seed(config, clip_id)")
+        raise ConfigError("rfas needs a seed (int [2]); build one with rfas_seed(config, clip_identity(video, audio))")
     frames = tf.concat([video, audio], axis=0)
     return tf.gather(frames, rfas_permutation(tf.shape(frames)[0], seed))

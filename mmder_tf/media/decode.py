@@ -249,7 +249,13 @@ def _check_length(path: Path, seconds: float, max_seconds: float, how: str):
 
 
 class _AudioCollector:
-    """Decodes audio packets to float mono at `rate`, remembering where the audio starts."""
+    """Decodes audio packets to float mono at `rate`, each frame placed at its timestamp.
+
+    Samples are laid out on the audio timeline from the first frame's time: where
+    packets are missing (damaged, dropped, a timestamp gap) the gap is filled with
+    silence, so the audio after it stays aligned with its video instead of sliding
+    earlier by the gap's length.
+    """
 
     def __init__(self, rate: int):
         self.rate = rate
@@ -259,26 +265,34 @@ class _AudioCollector:
         self.channels = 1
         self.mono: list[np.ndarray] = []
         self.start_time = None
+        self.expected = None  # where the next frame should start if no packet is missing (seconds)
         self.errors = 0
+        self.gaps = 0  # silences inserted for missing audio
 
     def add(self, packet):
         av = _av()
         try:
             decoded = packet.decode()
         except av.FFmpegError:
-            self.errors += 1  # a damaged audio packet leaves a short gap; real files have these
+            self.errors += 1  # a damaged audio packet leaves a gap; the next frame's timestamp places it
             return
         for frame in decoded:
             self._resample(frame)
 
     def _resample(self, frame):
         av = _av()
+        time = float(frame.time) if frame.time is not None else None
+        length = frame.samples / frame.sample_rate if frame.sample_rate else 0.0
+        # Timestamps jitter by a rounding step (1 ms in FLV); a missing packet leaves a whole frame.
         source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if (time is not None and self.expected is not None and source == self.source
+                and time - self.expected > max(0.002, 0.5 * length)):
+            self._silence(frame, int(round((time - self.expected) * frame.sample_rate)))
         if source != self.source:
             # first frame, or a stream that changes channels or rate midway (broadcast recordings)
             self._flush()
-            if self.start_time is None and frame.time is not None:
-                self.start_time = float(frame.time)
+            if self.start_time is None and time is not None:
+                self.start_time = time
             # Resample keeping the channels, then average them: swresample's own
             # stereo->mono matrix scales by 1/sqrt(2) instead of taking the mean.
             # Packed "flt": one array per frame (planar output is vstacked per frame by PyAV).
@@ -286,6 +300,21 @@ class _AudioCollector:
             self.source = source
             self.channels = len(frame.layout.channels)
         self.chunks += [out.to_ndarray().reshape(-1) for out in self.resampler.resample(frame)]
+        if time is not None:
+            self.expected = time + length
+        elif self.expected is not None:
+            self.expected += length
+
+    def _silence(self, like, samples: int):
+        """Feed `samples` of silence in the source's own format through the resampler, which keeps the
+        audio after the gap on the sample grid it would have had without the gap."""
+        av = _av()
+        silence = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=samples)
+        for plane in silence.planes:
+            plane.update(bytes(plane.buffer_size))
+        silence.sample_rate = like.sample_rate
+        self.chunks += [out.to_ndarray().reshape(-1) for out in self.resampler.resample(silence)]
+        self.gaps += 1
 
     def _flush(self):
         if self.resampler is None:
@@ -585,6 +614,8 @@ def decode_clip(
     Audio: every channel, averaged to mono, resampled to `sample_rate`, shifted
     so that sample 0 is video time 0 (zeros where the audio starts later, trimmed
     where it starts earlier); it runs to the end of the audio stream (or `end`).
+    Each decoded audio frame is placed at its timestamp: missing or damaged
+    packets become silence of their length, so later audio keeps its alignment.
     `waveform` is None when need_audio=False. With need_video=False, frame
     times and indices are still computed (from packet timestamps, no decoding)
     but `frames` is empty.

@@ -12,9 +12,8 @@ import keras
 from keras import layers, ops
 
 from mmder_tf.errors import ConfigError
+from mmder_tf.config import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_STD  # noqa: F401 (re-exported)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @functools.lru_cache(maxsize=16)
@@ -84,6 +83,10 @@ class InputNormalization(layers.Layer):
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs):
         super().__init__(**kwargs)
+        self.set_statistics(mean, std)
+
+    def set_statistics(self, mean, std):
+        """Replace mean/std (constants, not weights: e.g. a run's --std on a loaded checkpoint); before tracing."""
         mean, std = [float(m) for m in mean], [float(s) for s in std]
         if len(mean) != len(std) or not mean:
             raise ConfigError(f"mean and std need one value per channel, got {mean} and {std}")

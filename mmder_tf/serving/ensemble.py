@@ -108,8 +108,6 @@ def export_ensemble(members, export_dir, weights=None, *, overwrite=False) -> Pa
 def _build_module(members, weights, class_names, dimensions, metadata, asset_path):
     import tensorflow as tf
 
-    from mmder_tf.media.decode import MIN_DURATION, MIN_FRAMES
-
     module = tf.Module()
     module.model_variables = [getattr(v, "value", v) for m, *_ in members for v in m.variables]
     module.metadata_file = tf.saved_model.Asset(asset_path)
@@ -141,15 +139,15 @@ def _build_module(members, weights, class_names, dimensions, metadata, asset_pat
     def serve_fused(*fused):
         return combine([single._check_fused(f, c, check_range=False) for f, (_, c, *_) in zip(fused, members)])
 
-    @tf.function(input_signature=single.media_input_signature(), autograph=False)
+    # One preprocessing function per member strategy (the single export's own): the clip is fused once each.
+    preprocessors = [single.media_preprocess_function(config, metadata["max_clip_seconds"])
+                     for _, config, *_ in members]
+    media_spec = preprocessors[0][1]
+
+    @tf.function(input_signature=media_spec, autograph=False)
     def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
-        fused = []
-        for _, config, *_ in members:  # fused once per member strategy
-            rows = single._check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
-            fused.append(tf.map_fn(single._fuse_one(config, MIN_FRAMES, MIN_DURATION, metadata["max_clip_seconds"]),
-                                   tuple(rows),
-                                   fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8)))
-        return combine(fused)
+        return combine([preprocess(frames, timestamps, waveform, num_frames_valid, num_samples)["fused"]
+                        for preprocess, _ in preprocessors])
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="unused")], autograph=False)
     def metadata_fn(unused):

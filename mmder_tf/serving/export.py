@@ -17,6 +17,10 @@ Signatures (see docs/serving.md for request bodies):
   `preprocess.fuse_media` (alignment.select_frame_indices, as the decoder uses,
   then the fuse_aligned the training pipeline maps). These inputs are declared
   with unknown rank; their shapes are asserted in the graph (see `from_media` below).
+  RFAS needs no clip id: the order comes from `strategies.clip_identity`, a
+  fingerprint of the clip's own images, which every path computes identically.
+- `preprocess`: the from_media inputs -> `fused` uint8 [batch, T, S, S, 3], the
+  exact tensor from_media classifies (equal to fuse_clip and the prepared cache).
   With crop "face" or "aligned" the frames sent are face crops made on the client
   (`media.face.face_crops`): detection is a cascade of three networks with
   data-dependent candidate counts and NMS, and tracking is sequential, so in the
@@ -55,7 +59,7 @@ from mmder_tf.models.presets import PRESETS
 METADATA_ASSET = "mmder_tf.json"
 EXPORT_FORMAT = "mmder_tf.saved_model"
 EXPORT_FORMAT_VERSION = 1
-SIGNATURES = ("serving_default", "serving_float", "from_media", "metadata")
+SIGNATURES = ("serving_default", "serving_float", "from_media", "preprocess", "metadata")
 
 
 def _tf():
@@ -94,6 +98,7 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
         "inputs": {
             "serving_default": {"fused": f"uint8 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
             "serving_float": {"fused": f"float32 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
+            "preprocess": "the from_media inputs; returns fused uint8 [batch, T, S, S, 3], what from_media classifies",
             "from_media": {
                 "frames": "uint8 [batch, frames, height, width, 3] RGB, every decoded frame of the clip"
                           + (f", each already replaced by its {config.crop!r} crop: "
@@ -216,14 +221,6 @@ def _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, co
                 for x, shape in zip((frames, timestamps, waveform, num_frames_valid, num_samples), shapes)]
 
 
-def media_input_signature():
-    """from_media's inputs, of unknown rank (checked in the graph by _check_media)."""
-    tf = _tf()
-    return [tf.TensorSpec(None, tf.uint8, name="frames"), tf.TensorSpec(None, tf.float32, name="timestamps"),
-            tf.TensorSpec(None, tf.float32, name="waveform"), tf.TensorSpec(None, tf.int32, name="num_frames_valid"),
-            tf.TensorSpec(None, tf.int32, name="num_samples")]
-
-
 def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_seconds: float):
     """map_fn body: one padded row -> fused uint8 [T, S, S, 3], with the decoder's clip-length rules.
 
@@ -273,9 +270,36 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
         with tf.control_dependencies(checks):
             # everything sized from the timeline waits for the checks
             frames, times, waveform = tf.identity(frames[:count]), tf.identity(times), tf.identity(waveform[:samples])
-        return fuse_media(frames, times, waveform, config, seed=None)
+        return fuse_media(frames, times, waveform, config)
 
     return fuse
+
+
+MEDIA_SPEC_NAMES = ("frames", "timestamps", "waveform", "num_frames_valid", "num_samples")
+
+
+def media_preprocess_function(config: FusionConfig, max_seconds: float | None = None):
+    """The tf.function the `preprocess` signature exports (and `from_media` classifies the output of):
+    the from_media inputs -> {"fused": uint8 [batch, T, S, S, 3]}, each row through clip.fuse_media."""
+    tf = _tf()
+    from mmder_tf.media.decode import MAX_CLIP_SECONDS, MIN_DURATION, MIN_FRAMES
+
+    max_seconds = MAX_CLIP_SECONDS if max_seconds is None else float(max_seconds)
+    t, s = config.num_frames, config.image_size
+    # Inputs of unknown rank: grappler trusts declared shapes (folds rank asserts, drops
+    # "no-op" reshapes), so a wrong rank would surface as an obscure op error instead of
+    # the asserts' messages. The shapes are checked in the graph and listed in the metadata.
+    spec = [tf.TensorSpec(None, dtype, name=name) for name, dtype in zip(
+        MEDIA_SPEC_NAMES, (tf.uint8, tf.float32, tf.float32, tf.int32, tf.int32))]
+
+    @tf.function(input_signature=spec, autograph=False)
+    def preprocess(frames, timestamps, waveform, num_frames_valid, num_samples):
+        rows = _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
+        fused = tf.map_fn(_fuse_one(config, MIN_FRAMES, MIN_DURATION, max_seconds), tuple(rows),
+                          fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8))
+        return {"fused": fused}
+
+    return preprocess, spec
 
 
 class _ServingModule:
@@ -283,7 +307,6 @@ class _ServingModule:
 
     def __init__(self, model, config: FusionConfig, class_names, metadata: dict, asset_path: str):
         tf = _tf()
-        from mmder_tf.media.decode import MIN_DURATION, MIN_FRAMES
 
         self.module = module = tf.Module()
         # Variables only: tracking the Keras model itself would make loading depend on Keras.
@@ -322,16 +345,11 @@ class _ServingModule:
         def serve_float(fused):
             return classify(_check_fused(fused, config, check_range=True))
 
-        # Inputs of unknown rank: grappler trusts declared shapes (folds rank asserts, drops
-        # "no-op" reshapes), so a wrong rank would surface as an obscure op error instead of
-        # the asserts' messages. The shapes are checked in the graph and listed in the metadata.
-        @tf.function(input_signature=media_input_signature(), autograph=False)
+        preprocess, media_spec = media_preprocess_function(config, metadata["max_clip_seconds"])
+
+        @tf.function(input_signature=media_spec, autograph=False)
         def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
-            rows = _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
-            fused = tf.map_fn(
-                _fuse_one(config, MIN_FRAMES, MIN_DURATION, metadata["max_clip_seconds"]), tuple(rows),
-                fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8),
-            )
+            fused = preprocess(frames, timestamps, waveform, num_frames_valid, num_samples)["fused"]
             return classify(tf.cast(fused, tf.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="unused")], autograph=False)
@@ -349,11 +367,12 @@ class _ServingModule:
             }
 
         module.serve_uint8, module.serve_float = serve_uint8, serve_float
-        module.from_media, module.metadata = from_media, metadata_fn
+        module.from_media, module.preprocess, module.metadata = from_media, preprocess, metadata_fn
         self.signatures = {
             "serving_default": serve_uint8.get_concrete_function(),
             "serving_float": serve_float.get_concrete_function(),
             "from_media": from_media.get_concrete_function(),
+            "preprocess": preprocess.get_concrete_function(),
             "metadata": metadata_fn.get_concrete_function(),
         }
 

@@ -92,7 +92,7 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
                 entry["modalities"] = modalities
                 if clip.face_found is not None:
                     entry["face_found"] = bool(clip.face_found)
-                pending.append((entry, fuse_decoded(clip, config, f"{Path(path).name}@{span.start:.3f}")))
+                pending.append((entry, fuse_decoded(clip, config)))
             timeline.append(entry)
             if len(pending) >= batch_size:
                 flush()

@@ -14,7 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from mmder_tf.config import CLASSIFIER_MODES, FusionConfig, check_fields
+from mmder_tf.config import (
+    CLASSIFIER_MODES, IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_STD, SPECTROGRAM_OPTIONS, FusionConfig, check_fields,
+)
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.presets import LGI_FORMER_PRESETS, PRESETS
@@ -26,6 +28,11 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "on", "off")
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker", "tpu")
 RAVDESS_CLASS_COUNTS = (7, 8)
+# Full fine-tuning at the paper's constant lr 1e-2 (the official code's linear-probe rate)
+# diverges beyond these encoders; the paper recipe there needs an explicit lr.
+PAPER_FINETUNE_PRESETS = ("tiny", "small")
+# The fusion settings a command line sets (FusionConfig fields), besides the strategy.
+FUSION_OPTIONS = ("strategy", "image_size", "official") + tuple(SPECTROGRAM_OPTIONS)
 
 CATEGORY = "category"
 TASK_WEIGHTINGS = ("uncertainty", "fixed")
@@ -50,6 +57,35 @@ def default_workers() -> int:
 def _choice(name, value, choices):
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def parse_channels(value, name: str) -> tuple[float, float, float]:
+    """Per-channel input statistics: one number, 'R,G,B' or a sequence of three -> three floats."""
+    try:
+        if isinstance(value, str):
+            values = [float(v) for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [float(value)]
+        else:
+            values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or (name == "std" and min(values) <= 0):
+        raise ConfigError(f"--{name} must be one {'positive ' if name == 'std' else ''}number or three "
+                          f"comma-separated ones, got {value!r}")
+    return tuple(values)
+
+
+def check_recipe(recipe: str, mode: str, preset: str, lr) -> None:
+    """Refuse the recipe choice that cannot work: full fine-tuning of a large encoder at the paper's lr."""
+    if recipe == "paper" and mode == "finetune" and lr is None and preset not in PAPER_FINETUNE_PRESETS:
+        raise ConfigError(
+            f"--recipe paper with --mode finetune would train every parameter of the {preset} encoder at a "
+            "constant lr 1e-2 with weight decay on all of them: that is the official code's linear-probe rate for a "
+            "frozen encoder, and full fine-tuning diverges at it. Use --recipe mae-dfer (warm-up + cosine, "
+            "layer decay 0.75, lr 1e-3 x batch/256, no decay on norms and biases), or give --lr explicitly")
 
 
 def parse_folds(value) -> tuple[int, ...] | None:
@@ -113,6 +149,9 @@ class RunConfig:
 
     `preset=None` only with `weights`: the encoder's architecture is the checkpoint's.
     `folds=None` runs every fold of the protocol. `lr=None` takes the recipe's rate.
+    A real dataset needs `weights` unless `from_scratch` (a random encoder on purpose).
+    `mean` / `std` normalise the input (x / 255 - mean) / std; `std=None`: ImageNet's, or
+    the official code's 0.225 with `fusion.official`.
     """
 
     fusion: FusionConfig = FusionConfig()
@@ -121,6 +160,7 @@ class RunConfig:
     manifest: str | None = None
     cache: str | None = None  # None: <out>/cache
     weights: str | None = None
+    from_scratch: bool = False
     preset: str | None = "large"
     mode: str = "linear_probe"
     folds: tuple[int, ...] | None = None
@@ -129,6 +169,8 @@ class RunConfig:
     batch_size: int = 16
     lr: float | None = None
     dropout: float = 0.0
+    mean: tuple = IMAGENET_MEAN
+    std: tuple | None = None  # None: IMAGENET_STD, or OFFICIAL_STD with fusion.official
     out: str | None = None  # None: runs/<dataset>_<strategy>
     seed: int = 0
     num_classes: int | None = None
@@ -208,10 +250,22 @@ class RunConfig:
             if self.dataset not in ("ravdess", "synthetic"):
                 raise ConfigError("num_classes applies to RAVDESS only (7 or 8 classes)")
             _choice("num_classes", self.num_classes, RAVDESS_CLASS_COUNTS)
+        set_(self, "mean", parse_channels(self.mean, "mean"))
+        set_(self, "std", parse_channels(
+            self.std if self.std is not None else (OFFICIAL_STD if fusion.official else IMAGENET_STD), "std"))
         if self.dataset == "csv" and not self.manifest:
             raise ConfigError("dataset csv needs --manifest <file.csv>")
         if self.dataset not in ("synthetic", "csv") and not self.data_dir and not self.manifest:
             raise ConfigError(f"dataset {self.dataset} needs --data-dir (the folder with the clips) or --manifest")
+        if self.dataset != "synthetic" and not self.weights and not self.from_scratch:
+            raise ConfigError(
+                f"--dataset {self.dataset} without --weights would train a randomly initialised encoder (a linear "
+                "probe of random features reports near-chance numbers as results): pass --weights <converted "
+                ".weights.h5 or VideoMAE checkpoint>, or --from-scratch to train from random initialisation on purpose")
+        if self.from_scratch and self.weights:
+            raise ConfigError("--from-scratch and --weights contradict each other: give one")
+        if self.preset is not None:  # with weights alone, the protocol checks once the checkpoint is read
+            check_recipe(self.recipe, self.mode, self.preset, self.lr)
 
     # ------------------------------------------------------------------ derived
 
@@ -265,8 +319,7 @@ class RunConfig:
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """What `resolve` accepts: the fields, with the fusion settings the CLI exposes flattened."""
-        return tuple(sorted({f.name for f in dataclasses.fields(cls)} - {"fusion"}
-                            | {"strategy", "image_size", "official"}))
+        return tuple(sorted({f.name for f in dataclasses.fields(cls)} - {"fusion"} | set(FUSION_OPTIONS)))
 
     @classmethod
     def resolve(cls, **options) -> "RunConfig":
@@ -277,7 +330,7 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown option {sorted(unknown)[0]!r}; options: {', '.join(cls.option_names())}")
         given = {k: v for k, v in options.items() if v is not None}
-        for flag in ("official", "feature_cache", "synthetic_dimensions"):
+        for flag in ("official", "feature_cache", "from_scratch", "synthetic_dimensions"):
             if flag in given and not isinstance(given[flag], bool):
                 raise ConfigError(f"{flag} is a flag: pass True or False, got {given[flag]!r}")
         dataset = given.get("dataset")
@@ -290,6 +343,8 @@ class RunConfig:
             size = encoder_image_size(given.get("weights"), given.get("preset"))
             if size is not None:
                 given["image_size"] = size
+        if given.get("from_scratch") and "mode" not in given:
+            given["mode"] = "finetune"  # a frozen random encoder cannot learn
         for key in ("image_size", "epochs", "batch_size", "mode"):
             given.setdefault(key, defaults[key])
         if "preset" not in given and not given.get("weights"):
@@ -302,7 +357,7 @@ class RunConfig:
             # encoder trained end to end diverges at that rate.
             given["lr"] = DEMO_DEFAULTS["lr"]
         fusion = given.pop("fusion", None) or FusionConfig()
-        changes = {key: given.pop(key) for key in ("strategy", "image_size", "official") if key in given}
+        changes = {key: given.pop(key) for key in FUSION_OPTIONS if key in given}
         try:
             fusion = fusion.replace(**changes)
         except TypeError as error:

@@ -35,7 +35,8 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
         backbone = backbone_from_preset(config.preset, num_frames=fusion.num_frames,
                                                 image_size=fusion.image_size, drop_path_rate=drop_path, dtype=dtype)
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
-                                 class_names=class_names, dtype=dtype, targets=config.dimensions)
+                                 mean=config.mean, std=config.std, class_names=class_names, dtype=dtype,
+                                 targets=config.dimensions)
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
@@ -51,10 +52,11 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
     # A saved classifier keeps its own settings; the run's win (its head weights stay).
     model.mode = config.mode
     model.dropout.rate = model.dropout_rate = float(config.dropout)
+    model.normalize.set_statistics(config.mean, config.std)
     if config.dimensions:  # the checkpoint's encoder and category head, new regression heads beside them
         joint = EmotionClassifier(model.backbone, num_classes, mode=config.mode, dropout=config.dropout,
-                                  class_names=class_names, pooling=model.pooling, dtype=dtype,
-                                  targets=config.dimensions)
+                                  mean=config.mean, std=config.std, class_names=class_names,
+                                  pooling=model.pooling, dtype=dtype, targets=config.dimensions)
         joint.fc_norm.set_weights(model.fc_norm.get_weights())
         joint.head.set_weights(model.head.get_weights())
         model = joint

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.errors import DatasetError
-from mmder_tf.training.config import RUN_FILE, RunConfig, run_file_contents
+from mmder_tf.training.config import RUN_FILE, RunConfig, check_recipe, run_file_contents
 
 
 def log(message: str):
@@ -207,7 +207,7 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
     if soft:
         def mix(x, y, seed):
             return recipes.mix_batch(x, y, seed, num_classes, settings["mixup"], settings["cutmix"],
-                                     settings["label_smoothing"])
+                                     settings["label_smoothing"], strategy=config.strategy)
 
     def to_onehot(x, y):
         return x, tf.one_hot(tf.cast(y, tf.int32), num_classes)
@@ -445,6 +445,7 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
     with strategy.scope():
         # Fails fast on weights of another preset or a broken checkpoint, before any preprocessing.
         architecture = preset_of(build_classifier(config, len(class_names), class_names).backbone)
+    check_recipe(config.recipe, config.mode, architecture, config.lr)  # also when only --weights named the encoder
 
     if config.dimensions and (settings["mixup"] > 0 or settings["cutmix"] > 0):
         from mmder_tf.errors import ConfigError
@@ -460,7 +461,8 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
         "recipe": config.recipe, "epochs": config.epochs, "batch_size": config.batch_size, "lr": settings["lr"],
         "image_size": config.image_size, "seed": config.seed, "precision": policy, "jit_compile": jit,
         "distribute": config.distribute, "replicas": strategy.num_replicas_in_sync, "official": config.fusion.official,
-        "weights": config.weights, "select": config.select, "feature_cache": feature_cache,
+        "weights": config.weights, "from_scratch": config.from_scratch, "mean": list(config.mean),
+        "std": list(config.std), "select": config.select, "feature_cache": feature_cache,
         "num_clips": len(manifest.records), "num_subjects": len(manifest.subjects),
         "num_folds_run": len(selected), "targets": list(config.targets),
         **({"task_weighting": config.task_weighting} if config.dimensions else {}),

@@ -161,13 +161,27 @@ def _beta(seed, alpha):
     return a / (a + b)
 
 
+def modality_panes(strategy: str | None) -> int:
+    """Horizontal bands of a fused frame that hold different modalities: CFAS stacks V over A (2), else 1.
+
+    The other strategies keep a modality per whole frame (sequence strategies) or in
+    every pixel (SFAS), where one box repeated over all frames takes the same share
+    of each modality.
+    """
+    return 2 if strategy == "cfas" else 1
+
+
 def mix_batch(x, y, seed, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
-              label_smoothing: float = 0.0, switch_prob: float = 0.5):
+              label_smoothing: float = 0.0, switch_prob: float = 0.5, strategy: str | None = None):
     """timm-style mixup / cutmix of one batch with its reversed self (stateless, seeded).
 
     x: uint8 [B, T, H, W, 3]; y: int [B]. Returns float32 0..255 inputs and soft
     one-hot targets (label smoothing folded in). The cutmix box is the same for all
     T frames, like timm's video mixup; lambda is corrected to the box's true area.
+    Each modality gives the partner clip the label's share: for CFAS (`strategy`)
+    the box is drawn in the video band and repeated at the same place in the
+    spectrogram band, since one box over the whole frame would take its area from
+    either modality in any proportion.
     """
     import tensorflow as tf
 
@@ -180,6 +194,7 @@ def mix_batch(x, y, seed, num_classes: int, mixup_alpha: float, cutmix_alpha: fl
     if cutmix_alpha > 0 and mixup_alpha > 0:
         use_cutmix = tf.random.stateless_uniform([], seeds[0]) < switch_prob
     height, width = tf.shape(x)[2], tf.shape(x)[3]
+    pane = height // modality_panes(strategy)
 
     def do_mixup():
         lam = _beta(seeds[1], mixup_alpha) if mixup_alpha > 0 else tf.constant(1.0)
@@ -188,18 +203,19 @@ def mix_batch(x, y, seed, num_classes: int, mixup_alpha: float, cutmix_alpha: fl
     def do_cutmix():
         lam = _beta(seeds[2], cutmix_alpha) if cutmix_alpha > 0 else tf.constant(1.0)
         ratio = tf.sqrt(1.0 - lam)
-        cut_h = tf.cast(tf.cast(height, tf.float32) * ratio, tf.int32)
+        cut_h = tf.cast(tf.cast(pane, tf.float32) * ratio, tf.int32)
         cut_w = tf.cast(tf.cast(width, tf.float32) * ratio, tf.int32)
         centre = tf.random.stateless_uniform([2], seeds[3])
-        cy = tf.cast(centre[0] * tf.cast(height, tf.float32), tf.int32)
+        cy = tf.cast(centre[0] * tf.cast(pane, tf.float32), tf.int32)
         cx = tf.cast(centre[1] * tf.cast(width, tf.float32), tf.int32)
-        y0, y1 = tf.clip_by_value(cy - cut_h // 2, 0, height), tf.clip_by_value(cy + cut_h // 2, 0, height)
+        y0, y1 = tf.clip_by_value(cy - cut_h // 2, 0, pane), tf.clip_by_value(cy + cut_h // 2, 0, pane)
         x0, x1 = tf.clip_by_value(cx - cut_w // 2, 0, width), tf.clip_by_value(cx + cut_w // 2, 0, width)
-        rows = tf.logical_and(tf.range(height) >= y0, tf.range(height) < y1)
+        row_in_pane = tf.range(height) % pane  # the same box in every pane
+        rows = tf.logical_and(row_in_pane >= y0, row_in_pane < y1)
         cols = tf.logical_and(tf.range(width) >= x0, tf.range(width) < x1)
         box = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), tf.float32)[None, None, :, :, None]
         mixed = x * (1.0 - box) + x_flip * box
-        area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(height * width, tf.float32)
+        area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(pane * width, tf.float32)
         return mixed, 1.0 - area
 
     if isinstance(use_cutmix, bool):
