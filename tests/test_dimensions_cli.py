@@ -26,7 +26,7 @@ def targets_file(small_dataset, tmp_path_factory):
 def _run(small_dataset, small_cache, targets_file, out, **options):
     return finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
                         batch_size=4, verbose=0, workers=1, cache=small_cache, epochs=1, num_folds=2, folds="1",
-                        targets_file=targets_file, targets="category,valence,arousal", **options)
+                        targets_file=targets_file, targets="category,valence,arousal", from_scratch=True, **options)
 
 
 def test_joint_runs_report_dimensions_and_ensemble(small_dataset, small_cache, targets_file, tmp_path):
@@ -77,5 +77,6 @@ def test_dimension_options_fail_early(small_dataset, tmp_path, capsys):
     assert "must include 'category'" in capsys.readouterr().err
     assert finetune.main(base + ["--targets", "category,valence", "--task-weights", "valence=2"]) == 2
     assert "--task-weighting fixed" in capsys.readouterr().err
-    assert finetune.main(base + ["--targets", "category,dominance", "--preset", "tiny", "--verbose", "0"]) == 2
+    assert finetune.main(base + ["--targets", "category,dominance", "--preset", "tiny", "--verbose", "0",
+                                 "--from-scratch"]) == 2
     assert "not in the dataset" in capsys.readouterr().err

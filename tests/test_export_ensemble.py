@@ -84,7 +84,7 @@ def test_ensemble_fuses_once_per_strategy_and_averages(clip, tmp_path):
              "waveform": wave[None].astype(np.float32), "num_frames_valid": np.array([len(frames)], np.int32),
              "num_samples": np.array([wave.size], np.int32)}
     served = loaded.signatures["from_media"](**{k: tf.constant(v) for k, v in media.items()})
-    fused = [fuse_media(np.stack(frames), np.asarray(times, np.float32), wave, c, seed=None).numpy() for c in (FSLF, CFAS)]
+    fused = [fuse_media(np.stack(frames), np.asarray(times, np.float32), wave, c).numpy() for c in (FSLF, CFAS)]
     expected = 0.7 * keras_outputs(fslf, fused[0][None])[0][0] + 0.3 * keras_outputs(cfas, fused[1][None])[0][0]
     np.testing.assert_allclose(served["probabilities"].numpy()[0], expected, atol=1e-5)
     with pytest.raises(ConfigError, match="disagree on image_size"):
