@@ -4,6 +4,12 @@ Rebuilds each fold's classifier from the run's saved RunConfig, loads the fold's
 kept checkpoint strictly (best on validation, or last; for a cached linear probe
 the head, on the same encoder), runs the full model on the fold's test clips from
 the prepared cache and rewrites fold_N/results.json, predictions and the run reports.
+
+`--ensemble RUN_A RUN_B ...` instead combines finished runs (e.g. CFAS, FSLF and
+OFOS on the same folds) at the posterior level (reports.ensemble): the mean of
+their class posteriors, or with `--ensemble-weighting validation` weights chosen
+per fold on its validation subjects (never its test subjects), and reports the
+ensemble beside each member in <out>/results.json and results.md.
 """
 from __future__ import annotations
 
@@ -35,7 +41,8 @@ def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
     from mmder_tf.training import engine
     from mmder_tf.training.config import read_run_file
     from mmder_tf.training.model import finished_folds, load_fold
-    from mmder_tf.training.protocol import clip_dataset, summarize_run
+    from mmder_tf.training.multitask import dimension_arrays, split_outputs
+    from mmder_tf.training.protocol import clip_dataset, in_order, summarize_run
 
     run_dir = Path(run_dir)
     config, saved = read_run_file(run_dir)
@@ -64,15 +71,20 @@ def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
         test = [r for r in manifest.records if r.subject in test_subjects and r.key in kept]
         predictions = engine.predict(
             trained.model, clip_dataset(cache_dir, test, config.fusion, config.batch_size, with_keys=True), jit)
-        rank = {k: i for i, k in enumerate(predictions.keys)}
-        order = [rank[r.key] for r in test]
-        y_true, logits = predictions.labels[order], predictions.outputs[order]
+        dimensions = config.dimensions
+        y_true, logits, predicted = in_order(test, predictions.keys, predictions.labels,
+                                             *split_outputs(predictions.outputs, dimensions))
         result = dict(previous)
         result.update(metrics_lib.evaluate_predictions(y_true, logits, class_names=class_names))
         result["evaluated_by"] = "mmder_tf.evaluate (full model on the prepared test clips)"
+        extra = dimension_arrays(test, predicted, dimensions) if dimensions else {}
+        if dimensions:
+            result["dimensions"] = {d: metrics_lib.evaluate_regression(extra[f"true_{d}"], extra[f"pred_{d}"])
+                                    for d in dimensions}
+            result["uncertainty"] = trained.task_weights
         fold_dir = run_dir / f"fold_{number}"
         atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true,
-                        logits=logits)
+                        logits=logits, **extra)
         atomic_write_json(fold_dir / "results.json", result)
         fold_results[number] = result
         if verbose:
@@ -91,15 +103,42 @@ def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
     return results
 
 
+def evaluate_ensemble(run_dirs, out=None, weighting: str = "mean", verbose: bool = True) -> dict:
+    """Posterior-level ensemble of finished runs (reports.ensemble.ensemble_runs), written to `out`."""
+    from mmder_tf.reports.ensemble import ensemble_runs, format_ensemble
+
+    if len(run_dirs) < 2:
+        raise ConfigError("--ensemble needs at least two runs")
+    if out is None:
+        out = Path("runs") / ("ensemble_" + "_".join(Path(r).name for r in run_dirs))
+    results = ensemble_runs(run_dirs, out, weighting=weighting)
+    if verbose:
+        print(format_ensemble(results))
+        print(f"-> {Path(out) / 'results.md'}")
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mmder-evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="run folder written by mmder-finetune (--out)")
+    parser.add_argument("--run", help="run folder written by mmder-finetune (--out)")
     parser.add_argument("--cache", help="prepared cache (default: the one the run used)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
+    parser.add_argument("--ensemble", nargs="+", metavar="RUN",
+                        help="combine these finished runs (same folds, e.g. different strategies) at the posterior level")
+    parser.add_argument("--ensemble-weighting", choices=("mean", "validation"), default="mean",
+                        help="mean of the posteriors, or weights chosen per fold on its validation subjects")
+    parser.add_argument("--out", help="--ensemble: folder for results.json / results.md (default runs/ensemble_<runs>)")
     args = parser.parse_args(argv)
     quiet_tensorflow(args.verbose)
     try:
+        if args.ensemble:
+            if args.run:
+                raise ConfigError("give --run (re-evaluate one run) or --ensemble RUN ... (combine runs), not both")
+            evaluate_ensemble(args.ensemble, args.out, args.ensemble_weighting)
+            return 0
+        if not args.run:
+            raise ConfigError("give --run RUN or --ensemble RUN_A RUN_B ...")
         evaluate_run(args.run, args.cache, args.batch_size)
     except (ConfigError, DatasetError, CheckpointError) as error:
         print(f"mmder-evaluate: error: {error}", file=sys.stderr)

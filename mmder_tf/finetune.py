@@ -91,6 +91,15 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--synthetic-dir", help="where the demo dataset is generated (default ~/.cache/mmder_tf/synthetic)")
     p.add_argument("--synthetic-actors", type=int, help="demo dataset: actors (default 24)")
     p.add_argument("--synthetic-clips", type=int, help="demo dataset: clips per actor and class (default 1)")
+    p.add_argument("--targets", help="what to learn: 'category' (default) plus emotion dimensions, e.g. "
+                                     "category,valence,arousal (IEMOCAP: valence/arousal/dominance; RAVDESS, "
+                                     "CREMA-D: intensity; CSV: numeric columns; any: --targets-file)")
+    p.add_argument("--task-weighting", choices=("uncertainty", "fixed"),
+                   help="joint loss: learned per-task uncertainty (log-variance) weights (default), or fixed")
+    p.add_argument("--task-weights", help="--task-weighting fixed: e.g. category=1,valence=0.5 (default 1 each)")
+    p.add_argument("--targets-file", help="CSV key,<dimension>,... adding dimensions to the dataset's clips")
+    p.add_argument("--synthetic-dimensions", action="store_true",
+                   help="demo dataset: generate it with valence / arousal cues (data.synthetic dimensions=True)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="Keras fit verbosity (default 1 = progress bars); 2 also shows TensorFlow's own logs")
     add_spectrogram_arguments(p)

@@ -212,3 +212,73 @@ def test_manifest_validation():
         Manifest([ClipRecord("/x/b.mp4", 1, "joy", "s1")], ("joy", "anger"))
     with pytest.raises(DatasetError, match="not after start"):
         ClipRecord("/x/a.mp4", 0, "joy", "s1", start=2.0, end=1.0)
+
+
+# ----------------------------------------------------------------------------- dimensional targets
+
+def test_iemocap_valence_arousal_dominance(tmp_path):
+    make_iemocap_tree(tmp_path)
+    evaluation = tmp_path / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    evaluation.write_text("% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
+                          "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 3.0000, 3.5000]\n"
+                          "C-E2:\tNeutral;\t()\nA-E1:\tval 3; act 2; dom  3;\t()\n\n"
+                          "[10.0100 - 11.3925]\tSes01F_impro01_M001\tang\t[1.5000, 4.5000, ]\n")
+    manifest = load_manifest("iemocap", tmp_path)
+    records = {r.meta["utterance"]: r for r in manifest}
+    assert records["Ses01F_impro01_F000"].targets == {"valence": 2.5, "arousal": 3.0, "dominance": 3.5}
+    # an empty value is missing (None), never zero
+    assert records["Ses01F_impro01_M001"].targets == {"valence": 1.5, "arousal": 4.5, "dominance": None}
+    assert manifest.target_names == ("valence", "arousal", "dominance")
+    table = datasets.target_matrix([records["Ses01F_impro01_M001"]], manifest.target_names)
+    assert table[0, :2].tolist() == [1.5, 4.5] and str(table[0, 2]) == "nan"
+
+
+def test_ravdess_and_cremad_intensity(tmp_path):
+    make_ravdess_tree(tmp_path / "r", actors=(1,), decoys=False)
+    ravdess = load_manifest("ravdess", tmp_path / "r").by_key()
+    assert ravdess["Actor_01/01-01-05-02-01-01-01.mp4"].targets == {"intensity": 1.0}  # strong
+    assert ravdess["Actor_01/01-01-05-01-01-01-01.mp4"].targets == {"intensity": 0.0}  # normal
+    root = tmp_path / "c"
+    (root / "VideoFlash").mkdir(parents=True)
+    for level in ("LO", "MD", "HI", "XX"):
+        (root / "VideoFlash" / f"1001_{'IEO' if level != 'XX' else 'DFA'}_ANG_{level}.flv").touch()
+    cremad = load_manifest("cremad", root)
+    levels = {r.meta["level"]: r.targets["intensity"] for r in cremad}
+    assert levels == {"LO": 0.0, "MD": 0.5, "HI": 1.0, "XX": None}  # XX: unspecified, masked
+    assert str(datasets.target_matrix(list(cremad), ("intensity",))[[r.meta["level"] for r in cremad].index("XX"), 0]) \
+        == "nan"
+
+
+def test_csv_numeric_columns_are_targets_and_round_trip(tmp_path):
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).touch()
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("path,label,subject,valence,arousal,comment\n"
+                        "a.mp4,joy,s1,0.5,-1e-1,fine\nb.mp4,anger,s2,,0.9,3\nc.mp4,joy,s2,n/a,0.2,\n")
+    manifest = load_manifest("csv", manifest=csv_path)
+    by_key = manifest.by_key()
+    assert manifest.target_names == ("valence", "arousal")  # 'comment' holds text: not a target
+    assert by_key["a.mp4"].targets == {"valence": 0.5, "arousal": -0.1}
+    assert by_key["b.mp4"].targets == {"valence": None, "arousal": 0.9}
+    assert by_key["c.mp4"].targets["valence"] is None
+    manifest.to_csv(tmp_path / "again.csv")
+    again = load_manifest("csv", manifest=tmp_path / "again.csv")
+    assert [r.targets for r in again] == [r.targets for r in manifest]
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    assert [r.targets for r in Manifest.from_json(manifest.to_json())] == [r.targets for r in manifest]
+
+
+def test_attach_targets_by_key(tmp_path):
+    make_ravdess_tree(tmp_path, actors=(2,), decoys=False)
+    manifest = load_manifest("ravdess", tmp_path)
+    keys = [r.key for r in manifest][:2]
+    (tmp_path / "dims.csv").write_text(f"key,valence,arousal\n{keys[0]},0.25,-0.5\n{keys[1]},,1\nnot/a/clip.mp4,1,1\n")
+    attached = datasets.attach_targets(manifest, tmp_path / "dims.csv")
+    by_key = attached.by_key()
+    assert by_key[keys[0]].targets == {"intensity": by_key[keys[0]].targets["intensity"], "valence": 0.25, "arousal": -0.5}
+    assert by_key[keys[1]].targets["valence"] is None and by_key[keys[1]].targets["arousal"] == 1.0
+    other = [r for r in attached if r.key not in keys][0]
+    assert other.targets["valence"] is None and other.targets["arousal"] is None  # absent: missing, not zero
+    (tmp_path / "bad.csv").write_text("clip,valence\nx,1\n")
+    with pytest.raises(DatasetError, match="'key' column"):
+        datasets.attach_targets(manifest, tmp_path / "bad.csv")

@@ -194,3 +194,41 @@ def test_stale_folder_is_regenerated(tmp_path):
     synthetic.generate(tmp_path, actors=[3], clips_per_class=1, seed=0, size=32, seconds=0.6, emotions=("01",))
     assert paths[0].stat().st_mtime_ns != before
     assert json.loads((tmp_path / "synthetic.json").read_text())["version"] == synthetic.GENERATOR_VERSION
+
+
+def test_dimension_cues_are_opt_in_and_carried_by_both_modalities():
+    plain = synthetic.render_clip(3, "05", 1, seed=2, size=64, seconds=0.8)
+    cued = synthetic.render_clip(3, "05", 1, seed=2, size=64, seconds=0.8, dimensions=True)
+    values = synthetic.clip_dimensions(3, "05", 1, seed=2)
+    assert {k: cued[2][k] for k in synthetic.DIMENSIONS} == values and "valence" not in plain[2]
+    assert all(-1 <= v <= 1 for v in values.values())
+    # video: only the two edge strips change, to 128 + 100 x value; the face (class cue) is untouched
+    strip = 64 // 16
+    np.testing.assert_array_equal(cued[0][:, strip:-strip], plain[0][:, strip:-strip])
+    assert np.all(cued[0][:, :strip] == round(128 + 100 * values["valence"]))
+    assert np.all(cued[0][:, -strip:] == round(128 + 100 * values["arousal"]))
+    # audio: the voice plus two tones whose levels follow the values (-48 dB at -1 .. -12 dB at +1)
+    spectrum = np.abs(np.fft.rfft(cued[1].astype(np.float64))) / (cued[1].size / 2)
+    freqs = np.fft.rfftfreq(cued[1].size, 1 / 16000)
+    scale = 1 / max(1.0, np.abs(plain[1] + synthetic.dimension_tones(values, 0.8, 16000)).max() / 0.95)
+    for tone, name in zip((6200.0, 7300.0), synthetic.DIMENSIONS):
+        level = spectrum[np.argmin(np.abs(freqs - tone))]
+        assert 20 * np.log10(level / scale) == pytest.approx(-30 + 18 * values[name], abs=1.0)
+    # the values spread within every class (not a function of the class alone)
+    spread = [synthetic.clip_dimensions(a, "03", i)["valence"] for a in range(1, 13) for i in range(2)]
+    assert np.std(spread) > 0.25 and np.mean(spread) > 0.1
+
+
+def test_dimensions_table_matches_the_manifest(tmp_path):
+    from mmder_tf.data.datasets import attach_targets
+
+    synthetic.generate(tmp_path, actors=[4], clips_per_class=1, seed=1, size=32, seconds=0.6,
+                       emotions=("01", "03"), dimensions=True)
+    manifest = attach_targets(load_manifest("ravdess", tmp_path), tmp_path / synthetic.DIMENSIONS_TABLE)
+    for record in manifest:
+        code, index = record.meta["emotion_code"], 0
+        assert {k: record.targets[k] for k in synthetic.DIMENSIONS} == \
+            pytest.approx(synthetic.clip_dimensions(4, code, index, seed=1))
+    # the same folder asked for without the cues is regenerated and loses its table
+    synthetic.generate(tmp_path, actors=[4], clips_per_class=1, seed=1, size=32, seconds=0.6, emotions=("01", "03"))
+    assert not (tmp_path / synthetic.DIMENSIONS_TABLE).exists()

@@ -20,6 +20,15 @@ Protocols (see /work/shared/REFERENCE.md section 1, 4):
   dialog videos Session*/dialog/avi/DivX/<dialog>.avi; 4 classes (excitement
   merged into happiness); subject = session + speaker gender ("Ses01F").
 - CSV: columns path,label,subject[,start,end]; paths relative to the CSV.
+
+Dimensional targets (`ClipRecord.targets`, name -> float, None = missing: masked
+out of losses and metrics, never read as zero):
+- IEMOCAP: valence, arousal, dominance, the evaluators' mean on 1..5 from the
+  EmoEvaluation line ``[START - END] TURN EMOTION [V, A, D]``.
+- RAVDESS: intensity 0 (normal) or 1 (strong) from the file name.
+- CREMA-D: intensity 0 (LO), 0.5 (MD), 1 (HI); XX (unspecified) is missing.
+- CSV: every numeric column besides the reserved ones; empty cells are missing.
+- Any dataset: `attach_targets(manifest, table.csv)` adds a key,name,... table.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -55,6 +65,7 @@ class ClipRecord:
     end: float | None = None
     meta: dict = dataclasses.field(default_factory=dict, hash=False)
     key: str = ""
+    targets: dict = dataclasses.field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         object.__setattr__(self, "path", str(self.path))
@@ -68,6 +79,7 @@ class ClipRecord:
             raise DatasetError(f"{self.path}: segment end {self.end} is not after start {self.start}")
         if not self.key:
             object.__setattr__(self, "key", _segment_key(Path(self.path).name, self.start, self.end))
+        object.__setattr__(self, "targets", {str(k): _target_value(v) for k, v in (self.targets or {}).items()})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +87,42 @@ class ClipRecord:
     @classmethod
     def from_dict(cls, values: dict) -> "ClipRecord":
         return cls(**values)
+
+
+_MISSING_TOKENS = {"", "nan", "na", "n/a", "none", "null", "-", "?"}
+
+
+def _target_value(value):
+    """A dimensional target as float, or None when missing (None, NaN, inf, an empty or 'n/a' cell)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _MISSING_TOKENS):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"target value {value!r} is not a number") from None
+    return number if math.isfinite(number) else None
+
+
+def target_names(records) -> tuple:
+    """Names of the dimensional targets of `records`, in order of first appearance."""
+    names = {}
+    for record in records:
+        for name in record.targets:
+            names.setdefault(name, None)
+    return tuple(names)
+
+
+def target_matrix(records, names) -> "np.ndarray":
+    """float32 [len(records), len(names)]; NaN where a record lacks the target (masked downstream)."""
+    import numpy as np
+
+    table = np.full((len(records), len(names)), np.nan, np.float32)
+    for i, record in enumerate(records):
+        for j, name in enumerate(names):
+            value = record.targets.get(name)
+            if value is not None:
+                table[i, j] = value
+    return table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +194,10 @@ class Manifest:
         counts = Counter(r.label_name for r in self.records)
         return {name: counts.get(name, 0) for name in self.class_names}
 
+    @property
+    def target_names(self) -> tuple:
+        return target_names(self.records)
+
     def subject_counts(self) -> dict:
         counts = Counter(r.subject for r in self.records)
         return {s: counts[s] for s in sorted(counts)}
@@ -199,7 +251,8 @@ class Manifest:
         """CSV with the full record (meta as JSON); readable back by `from_csv` and by the CSV adapter."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "label", "subject", "start", "end", "key", "meta"])
+        targets = self.target_names
+        writer.writerow(["path", "label", "subject", "start", "end", "key", "meta", *targets])
         base = Path(path).resolve().parent if path is not None else None
         for r in self.records:
             shown = r.path
@@ -209,7 +262,8 @@ class Manifest:
                 except ValueError:
                     pass
             writer.writerow([shown, r.label_name, r.subject, "" if r.start is None else repr(r.start),
-                             "" if r.end is None else repr(r.end), r.key, json.dumps(r.meta, sort_keys=True)])
+                             "" if r.end is None else repr(r.end), r.key, json.dumps(r.meta, sort_keys=True),
+                             *("" if r.targets.get(t) is None else repr(r.targets[t]) for t in targets)])
         text = buffer.getvalue()
         if path is not None:
             atomic_write_text(path, text)
@@ -250,6 +304,7 @@ RAVDESS_CLASSES_8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "dis
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(\w+)$")
 _RAVDESS_MODALITY = {"01": "audio-video", "02": "video-only", "03": "audio-only"}
 _RAVDESS_CHANNEL = {"01": "speech", "02": "song"}
+RAVDESS_INTENSITY = {"01": 0.0, "02": 1.0}  # normal, strong (neutral has normal only)
 
 
 def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_channels=("01",)) -> Manifest:
@@ -289,7 +344,7 @@ def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_chann
             meta={"emotion_code": emotion, "intensity": intensity, "statement": statement,
                   "repetition": repetition, "modality": modality, "vocal_channel": channel,
                   "gender": "male" if int(actor) % 2 else "female"},
-            key=_relative(path, root),
+            key=_relative(path, root), targets={"intensity": RAVDESS_INTENSITY.get(intensity)},
         ))
     return _finish(records, classes, "ravdess", root, skipped)
 
@@ -297,6 +352,7 @@ def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_chann
 # ---------------------------------------------------------------- CREMA-D
 CREMAD_CODES = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 CREMAD_CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
+CREMAD_INTENSITY = {"LO": 0.0, "MD": 0.5, "HI": 1.0, "XX": None}  # XX: unspecified -> masked
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 
@@ -326,7 +382,7 @@ def scan_cremad(data_dir) -> Manifest:
         records.append(ClipRecord(
             path=str(path), label=label, label_name=CREMAD_CLASSES[label], subject=actor,
             meta={"sentence": sentence, "level": level, "emotion_code": emotion},
-            key=_relative(path, root),
+            key=_relative(path, root), targets={"intensity": CREMAD_INTENSITY.get(level)},
         ))
     return _finish(records, CREMAD_CLASSES, "cremad", root, skipped)
 
@@ -334,7 +390,8 @@ def scan_cremad(data_dir) -> Manifest:
 # ---------------------------------------------------------------- IEMOCAP
 IEMOCAP_CLASSES = ("angry", "happy", "sad", "neutral")
 IEMOCAP_LABELS = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", "neu": "neutral"}
-_IEMOCAP_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\d\d[FM]_\S+)\s+(\w+)\s+\[")
+_IEMOCAP_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(Ses\d\d[FM]_\S+)\s+(\w+)\s+\[([^\]]*)\]")
+IEMOCAP_DIMENSIONS = ("valence", "arousal", "dominance")
 _IEMOCAP_UTTERANCE = re.compile(r"^(Ses(\d\d)([FM])_.+)_([FM])\d+$")
 
 
@@ -351,6 +408,18 @@ def iemocap_crop_half(utterance_id: str) -> str:
     if not match:
         raise DatasetError(f"not an IEMOCAP utterance id: {utterance_id!r}")
     return "left" if match.group(3) == match.group(4) else "right"
+
+
+def _iemocap_dimensions(text: str) -> dict:
+    """'2.5000, 3.5000, 2.0000' -> valence, arousal, dominance; a missing or unreadable value is None."""
+    values = [v.strip() for v in text.split(",")]
+    out = {}
+    for i, name in enumerate(IEMOCAP_DIMENSIONS):
+        try:
+            out[name] = _target_value(values[i]) if i < len(values) else None
+        except DatasetError:
+            out[name] = None
+    return out
 
 
 def scan_iemocap(data_dir, video_dir="dialog/avi/DivX") -> Manifest:
@@ -374,7 +443,7 @@ def scan_iemocap(data_dir, video_dir="dialog/avi/DivX") -> Manifest:
                 match = _IEMOCAP_LINE.match(line)
                 if not match:
                     continue  # headers, per-annotator lines, blank lines
-                start, end, utterance, code = match.groups()
+                start, end, utterance, code, dimensions = match.groups()
                 where = f"{txt}:{number} {utterance}"
                 name = IEMOCAP_LABELS.get(code)
                 if name is None:
@@ -396,6 +465,7 @@ def scan_iemocap(data_dir, video_dir="dialog/avi/DivX") -> Manifest:
                         meta={"utterance": utterance, "dialog": dialog, "emotion_code": code,
                               "session": int(parts.group(2)), "crop_half": iemocap_crop_half(utterance)},
                         key=_segment_key(_relative(video, root), None, None, utterance),
+                        targets=_iemocap_dimensions(dimensions),
                     )
                 except DatasetError as exc:
                     skipped.append(Skip(where, str(exc)))
@@ -428,13 +498,60 @@ def _read_csv(csv_path, required, layout: str):
     return csv_path, csv_path.resolve().parent, rows
 
 
+CSV_RESERVED_COLUMNS = ("path", "label", "subject", "start", "end", "key", "meta")
+
+
+def numeric_columns(rows, columns) -> tuple:
+    """The columns whose every non-empty cell is a number ('', 'nan', 'n/a', ... count as missing)."""
+    numeric = []
+    for column in columns:
+        try:
+            values = [_target_value(row.get(column)) for row in rows]
+        except DatasetError:
+            continue  # a text column (comments, file names): not a target
+        if any(v is not None for v in values):
+            numeric.append(column)
+    return tuple(numeric)
+
+
+def attach_targets(manifest: Manifest, table) -> Manifest:
+    """Add (or replace) dimensional targets from a CSV with a `key` column and numeric columns.
+
+    Records whose key the table lacks get those targets as missing (masked, never
+    zero); rows whose key is not in the manifest are ignored. Any dataset works:
+    e.g. your own valence ratings for RAVDESS clips keyed as in the manifest.
+    """
+    table = Path(table)
+    if not table.is_file():
+        raise DatasetError(f"targets table not found: {table}")
+    with open(table, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    if "key" not in columns:
+        raise DatasetError(f"{table}: needs a 'key' column (the manifest's clip keys) and numeric target columns")
+    names = numeric_columns(rows, [c for c in columns if c != "key"])
+    if not names:
+        raise DatasetError(f"{table}: no numeric target column besides 'key'")
+    by_key = {row["key"]: row for row in rows}
+    records = []
+    for record in manifest.records:
+        row = by_key.get(record.key, {})
+        records.append(dataclasses.replace(record, targets={**record.targets, **{n: row.get(n) for n in names}}))
+    return dataclasses.replace(manifest, records=tuple(records))
+
+
 def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Manifest:
     """CSV with columns path,label,subject[,start,end][,key][,meta]; labels are class names.
+
+    Every other column whose cells are numbers (or empty: missing) is a
+    dimensional target (`ClipRecord.targets`); text columns are ignored.
 
     Class ids follow `class_names` when given (a label outside it is an error naming
     the label), else the sorted unique labels. Missing files are reported skips.
     """
     csv_path, base, rows = _read_csv(csv_path, ("path", "label", "subject"), "path,label,subject[,start,end]")
+    columns = list(rows[0]) if rows else []
     rows = [(number, r) for number, r in enumerate(rows, 2) if r.get("path")]
     if not rows:
         raise DatasetError(f"{csv_path}: no rows")
@@ -444,6 +561,7 @@ def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Man
         raise DatasetError(f"{csv_path}: empty label on line(s) {lines}; every clip needs a class name "
                            "(remove unlabelled rows)")
     numbered, rows = rows, [r for _, r in rows]
+    target_columns = numeric_columns(rows, [c for c in columns if c not in CSV_RESERVED_COLUMNS])
     labels = sorted({r["label"] for r in rows})
     if class_names is None:
         class_names = tuple(labels)
@@ -470,6 +588,7 @@ def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Man
                 path=str(path), label=class_names.index(row["label"]), label_name=row["label"],
                 subject=row["subject"], start=start, end=end, meta=meta,
                 key=row.get("key") or _segment_key(relative, start, end),
+                targets={name: row.get(name) for name in target_columns},
             ))
         except (ValueError, json.JSONDecodeError) as exc:
             raise DatasetError(f"{csv_path}:{number}: {exc}") from exc

@@ -1,4 +1,9 @@
-"""Emotion classifier: pixels 0..255 -> encoder (VideoMAE or LGI-Former) -> pooling -> fc_norm -> dropout -> head."""
+"""Emotion classifier: pixels 0..255 -> encoder (VideoMAE or LGI-Former) -> pooling -> fc_norm -> dropout -> head.
+
+With `targets` (emotion dimensions, e.g. ("valence", "arousal")) a regression head
+on the same features predicts them beside the category; the outputs are then
+{"category": logits [B, C], <dimension>: value [B], ...} (models.multitask).
+"""
 from __future__ import annotations
 
 import keras
@@ -9,6 +14,7 @@ from mmder_tf.errors import ConfigError
 from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
+from mmder_tf.models.multitask import CATEGORY, TargetScaling
 
 MODES = CLASSIFIER_MODES
 BACKBONES = (VideoMAEBackbone, LGIFormerBackbone)
@@ -41,6 +47,7 @@ class EmotionClassifier(keras.Model):
         class_names=None,
         input_dtype="float32",
         pooling=None,
+        targets=(),
         dtype=None,
         **kwargs,
     ):
@@ -58,6 +65,9 @@ class EmotionClassifier(keras.Model):
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        targets = tuple(str(t) for t in (targets or ()))
+        if len(set(targets)) != len(targets) or CATEGORY in targets:
+            raise ConfigError(f"targets must be distinct dimension names other than {CATEGORY!r}, got {targets}")
         dtype = dtype if dtype is not None else backbone.dtype_policy
 
         normalize = InputNormalization(mean, std, dtype=dtype, name="normalize")
@@ -71,8 +81,14 @@ class EmotionClassifier(keras.Model):
         h, w = _pair(backbone.image_size, "image_size")
         inputs = keras.Input(shape=(backbone.num_frames, h, w, 3), dtype=input_dtype, name="pixels")
         pooled = pool(backbone(normalize(inputs)))
-        logits = head(drop(fc_norm(pooled)))
-        super().__init__(inputs=inputs, outputs=logits, dtype=dtype, **kwargs)
+        dimension_head = scaling = None
+        if targets:
+            dimension_head = layers.Dense(len(targets), dtype="float32", name="dimension_head")
+            scaling = TargetScaling(len(targets), dtype="float32", name="target_scaling")
+        self._targets = targets
+        outputs = self._heads(pooled, drop, fc_norm, head, dimension_head, scaling)
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        self.dimension_head, self.target_scaling = dimension_head, scaling
 
         self.backbone, self.normalize, self.pool = backbone, normalize, pool
         self.fc_norm, self.dropout, self.head = fc_norm, drop, head
@@ -83,8 +99,17 @@ class EmotionClassifier(keras.Model):
         self.class_names = class_names
         self.pixel_dtype = input_dtype
         self.pooling = pooling
+        self.targets = targets
         self._mode = None
         self.mode = mode
+
+    def _heads(self, pooled, drop, fc_norm, head, dimension_head, scaling):
+        features = drop(fc_norm(pooled))
+        logits = head(features)
+        if dimension_head is None:
+            return logits
+        values = scaling(dimension_head(features))
+        return {CATEGORY: logits, **{name: values[:, i] for i, name in enumerate(self._targets)}}
 
     @property
     def mode(self) -> str:
@@ -110,10 +135,12 @@ class EmotionClassifier(keras.Model):
         return model.predict(x, batch_size=batch_size, verbose=0)
 
     def head_model(self) -> keras.Model:
-        """Pooled features [B, D] -> logits [B, C]; its weights ARE this model's fc_norm and head."""
+        """Pooled features [B, D] -> logits [B, C] (or the outputs dict with targets); its weights ARE this
+        model's fc_norm and heads."""
         features = keras.Input(shape=(self.backbone.hidden_dim,), name="features")
-        logits = self.head(self.dropout(self.fc_norm(features)))
-        return keras.Model(features, logits, name=f"{self.name}_head")
+        outputs = self._heads(features, self.dropout, self.fc_norm, self.head, self.dimension_head,
+                              self.target_scaling)
+        return keras.Model(features, outputs, name=f"{self.name}_head")
 
     def get_config(self):
         return {
@@ -130,6 +157,7 @@ class EmotionClassifier(keras.Model):
             "class_names": self.class_names,
             "input_dtype": self.pixel_dtype,
             "pooling": self.pooling,
+            "targets": list(self.targets),
         }
 
     @classmethod

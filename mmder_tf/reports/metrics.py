@@ -133,3 +133,88 @@ def summarize_folds(fold_results: dict, class_names=None) -> dict:
             np.concatenate(pooled_true), np.concatenate(pooled_pred), class_names=class_names
         )
     return summary
+
+
+# ----------------------------------------------------------------------------- emotion dimensions
+
+REGRESSION_METRICS = ("ccc", "pearson_r", "rmse")
+
+
+def _paired(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    """Float vectors with the pairs whose target is missing (NaN: masked, never zero) dropped."""
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ConfigError(f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}")
+    known = np.isfinite(y_true)
+    if not np.all(np.isfinite(y_pred[known])):
+        raise ConfigError("predictions contain NaN or inf where the target is known")
+    return y_true[known], y_pred[known]
+
+
+def ccc(y_true, y_pred) -> float:
+    """Lin's (1989) concordance correlation coefficient 2 s_xy / (s_x^2 + s_y^2 + (m_x - m_y)^2).
+
+    Moments with 1/N as in Lin's paper (the AVEC / MuSe convention); pairs with a
+    missing target are left out. NaN for fewer than two pairs or two constant,
+    equal vectors (0/0).
+    """
+    y_true, y_pred = _paired(y_true, y_pred)
+    if y_true.size < 2:
+        return float("nan")
+    mean_t, mean_p = y_true.mean(), y_pred.mean()
+    covariance = np.mean((y_true - mean_t) * (y_pred - mean_p))
+    denominator = y_true.var() + y_pred.var() + (mean_t - mean_p) ** 2
+    return float(2.0 * covariance / denominator) if denominator > 0 else float("nan")
+
+
+def pearson_r(y_true, y_pred) -> float:
+    """Pearson correlation of the known pairs; NaN when either side is constant."""
+    y_true, y_pred = _paired(y_true, y_pred)
+    if y_true.size < 2:
+        return float("nan")
+    dt, dp = y_true - y_true.mean(), y_pred - y_pred.mean()
+    scale = np.sqrt(np.sum(dt ** 2) * np.sum(dp ** 2))
+    return float(np.sum(dt * dp) / scale) if scale > 0 else float("nan")
+
+
+def rmse(y_true, y_pred) -> float:
+    y_true, y_pred = _paired(y_true, y_pred)
+    return float(np.sqrt(np.mean((y_true - y_pred) ** 2))) if y_true.size else float("nan")
+
+
+def evaluate_regression(y_true, y_pred) -> dict:
+    """CCC, Pearson r, RMSE and the count of known targets of one dimension, JSON-ready."""
+    known, _ = _paired(y_true, y_pred)
+    return {"n": int(known.size), "ccc": ccc(y_true, y_pred), "pearson_r": pearson_r(y_true, y_pred),
+            "rmse": rmse(y_true, y_pred)}
+
+
+def summarize_dimensions(fold_values: dict) -> dict:
+    """Per dimension: metrics per fold, across-fold mean ± std and metrics pooled over all test clips.
+
+    fold_values: {fold: {dimension: {"y_true": [...], "y_pred": [...]}}} (NaN targets masked).
+    Returns {dimension: {"folds": {fold: {...}}, "ccc_mean", "ccc_std", ..., "pooled": {...}}}.
+    """
+    if not fold_values:
+        raise ConfigError("no fold results to summarize")
+    folds = sorted(fold_values, key=lambda k: (str(type(k)), k))
+    names = []
+    for fold in folds:
+        names += [n for n in fold_values[fold] if n not in names]
+    summary = {}
+    for name in names:
+        per_fold, pooled_true, pooled_pred = {}, [], []
+        for fold in folds:
+            if name not in fold_values[fold]:
+                continue
+            values = fold_values[fold][name]
+            per_fold[fold] = evaluate_regression(values["y_true"], values["y_pred"])
+            pooled_true.append(np.asarray(values["y_true"], np.float64).reshape(-1))
+            pooled_pred.append(np.asarray(values["y_pred"], np.float64).reshape(-1))
+        entry = {"folds": per_fold}
+        for key in REGRESSION_METRICS:
+            entry[f"{key}_mean"], entry[f"{key}_std"] = mean_std([per_fold[f][key] for f in per_fold])
+        entry["pooled"] = evaluate_regression(np.concatenate(pooled_true), np.concatenate(pooled_pred))
+        summary[name] = entry
+    return summary

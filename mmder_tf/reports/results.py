@@ -144,6 +144,56 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def format_dimensions_table(results: dict) -> str:
+    """Per emotion dimension: CCC per fold, mean ± std, and CCC / Pearson r / RMSE pooled over the folds."""
+    dimensions = results.get("dimensions") or {}
+    if not dimensions:
+        return ""
+    folds = sorted({f for d in dimensions.values() for f in d.get("folds", {})}, key=lambda f: int(f))
+    lines = ["| dimension | " + " | ".join(f"CCC fold {f}" for f in folds) +
+             " | CCC mean ± std | pooled CCC | pooled r | pooled RMSE | clips |",
+             "|---|" + "---|" * (len(folds) + 5)]
+
+    def number(value):
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+    for name, entry in dimensions.items():
+        pooled = entry.get("pooled", {})
+        cells = [number(entry["folds"].get(f, {}).get("ccc")) for f in folds]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {number(entry.get('ccc_mean'))} ± "
+                     f"{number(entry.get('ccc_std'))} | {number(pooled.get('ccc'))} | {number(pooled.get('pearson_r'))} "
+                     f"| {number(pooled.get('rmse'))} | {pooled.get('n', '-')} |")
+    return "\n".join(lines)
+
+
+def plot_dimension_scatter(values: dict, path, title: str = "") -> Path:
+    """Predicted against true values of one dimension, one colour per fold, with the identity line.
+
+    values: {fold: (y_true, y_pred)}; clips whose target is missing are left out.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    low, high = np.inf, -np.inf
+    for fold, (y_true, y_pred) in sorted(values.items(), key=lambda kv: int(kv[0])):
+        y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+        known = np.isfinite(y_true)
+        axes.scatter(y_true[known], y_pred[known], s=10, alpha=0.7, label=f"fold {fold}")
+        if known.any():
+            low = min(low, y_true[known].min(), y_pred[known].min())
+            high = max(high, y_true[known].max(), y_pred[known].max())
+    if np.isfinite(low):
+        axes.plot([low, high], [low, high], color="black", linewidth=1, linestyle="--", label="predicted = true")
+    axes.set_xlabel("true")
+    axes.set_ylabel("predicted")
+    axes.set_title(title)
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    try:
+        return _atomic_savefig(figure, path)
+    finally:
+        plt.close(figure)
+
+
 def write_markdown(results: dict, path) -> Path:
     run = results.get("run", {})
     parts = ["# MultiMAE-DER results", ""]
@@ -152,6 +202,16 @@ def write_markdown(results: dict, path) -> Path:
     if results.get("epoch_policy"):
         parts += [f"Epoch policy: {results['epoch_policy']}", ""]
     parts += [format_table(results), ""]
+    if results.get("dimensions"):
+        parts += ["## Emotion dimensions", "", format_dimensions_table(results), ""]
+    if results.get("uncertainty"):
+        parts += ["## Multi-task weights (learned per fold)", "", "| fold | task | log variance | sigma | weight |",
+                  "|---|---|---|---|---|"]
+        for fold, tasks in sorted(results["uncertainty"].items(), key=lambda kv: int(kv[0])):
+            for task, entry in tasks.items():
+                cells = [entry.get(k) for k in ("log_variance", "sigma", "weight")]
+                parts.append(f"| {fold} | {task} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+        parts.append("")
     pooled = results.get("pooled")
     if pooled:
         parts += ["## Per-class recall (pooled over folds)", "", "| class | support | recall % |", "|---|---|---|"]
@@ -183,6 +243,19 @@ def write_run_report(out_dir, results: dict, plots: bool = True) -> dict:
             curve = plot_history(history, plot_dir / f"curves_fold{fold}.png", f"fold {fold}")
             if curve:
                 written[f"curves_fold{fold}"] = curve
+        for name in results.get("dimensions") or {}:
+            values = {}
+            for fold in results.get("folds", {}):
+                path = out_dir / f"fold_{fold}" / "predictions.npz"
+                if path.exists():
+                    with np.load(path) as data:
+                        if f"true_{name}" in data.files:
+                            values[fold] = (data[f"true_{name}"], data[f"pred_{name}"])
+            if values:
+                pooled_ccc = results["dimensions"][name].get("pooled", {}).get("ccc")
+                written[f"scatter_{name}"] = plot_dimension_scatter(
+                    values, plot_dir / f"scatter_{name}.png",
+                    f"{name}: pooled CCC {'-' if pooled_ccc is None else f'{pooled_ccc:.3f}'}")
         pooled = results.get("pooled")
         if pooled and names:
             written["confusion_pooled"] = plot_confusion(

@@ -26,6 +26,10 @@ Signatures (see docs/serving.md for request bodies):
   data-dependent candidate counts and NMS, and tracking is sequential, so in the
   graph it would cost every request a detector and tie the SavedModel to one; on
   the client, the same code that prepares the training cache makes the crops.
+- A model trained with emotion dimensions (`--targets category,valence,...`) adds
+  one float32 [batch] output per dimension, named after it, to the three signatures
+  above (in the targets' own units, e.g. IEMOCAP valence on 1..5); the metadata
+  lists them under "dimensions".
 - `metadata`: one ignored int32 scalar `unused` -> strategy, preset, class names,
   sample rate, frame count, image size, the FusionConfig JSON and everything as
   one JSON string. The input exists because `saved_model_cli run` refuses a
@@ -81,6 +85,7 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
         "strategy": config.strategy,
         "class_names": list(class_names),
         "num_classes": len(class_names),
+        "dimensions": list(getattr(model, "targets", ()) or ()),
         "preset": preset or "custom",
         "dataset": dataset,  # what it was trained on (mmder-predict --timeline sizes its windows by it)
         "sample_rate": config.sample_rate,
@@ -112,6 +117,7 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
             "probabilities": "float32 [batch, num_classes] softmax of the logits",
             "labels": "string [batch] top-1 class name",
             "class_names": "string [batch, num_classes] the class of each probability column",
+            **{name: f"float32 [batch] predicted {name}" for name in getattr(model, "targets", ()) or ()},
         },
         "source": None if source is None else str(source),
         "mmder_tf_version": mmder_tf.__version__,
@@ -316,14 +322,19 @@ class _ServingModule:
         # Python control flow here, and converting the preprocessing modules costs seconds.
         @tf.function(input_signature=[tf.TensorSpec([None, t, s, s, 3], tf.float32)], autograph=False)
         def classify(fused_float):
-            logits = model(fused_float, training=False)
-            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            outputs = model(fused_float, training=False)
+            dimensions = {}
+            if isinstance(outputs, dict):  # a model trained with emotion dimensions
+                dimensions = {k: tf.cast(v, tf.float32) for k, v in outputs.items() if k != "category"}
+                outputs = outputs["category"]
+            probabilities = tf.nn.softmax(tf.cast(outputs, tf.float32), axis=-1)
             top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             batch = tf.shape(probabilities)[0]
             return {
                 "probabilities": probabilities,
                 "labels": tf.gather(names, top),
                 "class_names": tf.tile(names[tf.newaxis, :], [batch, 1]),
+                **dimensions,
             }
 
         @tf.function(input_signature=[tf.TensorSpec([None, t, s, s, 3], tf.uint8, name="fused")], autograph=False)
@@ -411,7 +422,10 @@ def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, 
     class_names = [str(c) for c in class_names]
     if not class_names or len(set(class_names)) != len(class_names):
         raise ConfigError(f"class_names must be non-empty and unique, got {class_names}")
-    num_classes = int(model.output_shape[-1])
+    if getattr(model, "targets", ()):  # category + emotion dimensions: a dict of outputs
+        num_classes = int(model.num_classes)
+    else:
+        num_classes = int(model.output_shape[-1])
     if num_classes != len(class_names):
         raise ConfigError(f"{len(class_names)} class names for a model with {num_classes} outputs")
     expected = (None, config.num_frames, config.image_size, config.image_size, 3)
@@ -522,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="fused frame size (with --weights)")
     p.add_argument("--num-frames", type=int, help="fused frame count (with --weights)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN",
+                   help="export the same --fold of these runs (different strategies) as one ensemble SavedModel")
+    p.add_argument("--ensemble-weights", help="comma-separated member weights summing to 1 (default: the mean), "
+                                              "e.g. the validation-chosen ones from mmder-evaluate --ensemble")
     p.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     return p
 
@@ -576,6 +594,25 @@ def warn_training_mismatch(weights, config: FusionConfig) -> list[str]:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)
+    if args.ensemble:
+        from mmder_tf.serving.ensemble import SIGNATURES as ENSEMBLE_SIGNATURES, export_ensemble_runs
+
+        try:
+            if args.run or args.weights:
+                raise ConfigError("--ensemble takes the run folders itself; drop RUN / --weights")
+            weights = None
+            if args.ensemble_weights:
+                try:
+                    weights = [float(w) for w in args.ensemble_weights.split(",")]
+                except ValueError:
+                    raise ConfigError(f"--ensemble-weights must be numbers, got {args.ensemble_weights!r}") from None
+            out = export_ensemble_runs(args.ensemble, args.output, args.fold, weights, overwrite=args.overwrite)
+        except MMDERError as error:
+            print(f"mmder-export: error: {error}", file=sys.stderr)
+            return 2
+        print(f"exported an ensemble of {len(args.ensemble)} runs to {out}")
+        print(f"signatures: {', '.join(ENSEMBLE_SIGNATURES)}; metadata: {out / 'assets' / METADATA_ASSET}")
+        return 0
     try:
         if args.weights:
             if args.run:

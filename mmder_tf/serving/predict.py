@@ -59,6 +59,11 @@ class ExportedModel:
             self.class_names = [str(name) for name in self.metadata["class_names"]]
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{self.path}: damaged metadata ({type(error).__name__}: {error})") from None
+        self.dimensions = list(self.metadata.get("dimensions") or [])
+        from mmder_tf.serving.ensemble import member_configs
+
+        # An ensemble export takes one fused input per member strategy (fused_0, fused_1, ...).
+        self.member_configs = member_configs(self.metadata)
         try:
             loaded = tf.saved_model.load(str(self.path))
         except Exception as error:  # noqa: BLE001 - a damaged variables file raises IndexError, KeyError, ...
@@ -71,21 +76,46 @@ class ExportedModel:
         self._loaded = loaded  # the signature functions need their object alive
         self._serve = loaded.signatures["serving_default"]
 
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.member_configs)
+
     def fuse(self, path):
+        """The clip fused for the model: [T, S, S, 3], or for an ensemble [members, T, S, S, 3] (once per strategy)."""
+        import numpy as np
+
         from mmder_tf.fusion.clip import fuse_clip
 
+        if self.is_ensemble:
+            return np.stack([fuse_clip(path, config=config, max_seconds=self.max_seconds)
+                             for config in self.member_configs])
         return fuse_clip(path, config=self.config, max_seconds=self.max_seconds)
 
     def probabilities(self, fused_batch):
         import numpy as np
         import tensorflow as tf
 
-        out = self._serve(fused=tf.constant(np.asarray(fused_batch, np.uint8)))
-        return out["probabilities"].numpy()
+        return self.predict(fused_batch)[0]
+
+    def predict(self, fused_batch):
+        """(probabilities [B, C], {dimension: values [B]}) of a fused uint8 batch."""
+        import numpy as np
+        import tensorflow as tf
+
+        fused_batch = np.asarray(fused_batch, np.uint8)
+        if self.is_ensemble:
+            if fused_batch.ndim != 6 or fused_batch.shape[1] != len(self.member_configs):
+                raise ConfigError(f"{self.path} is an ensemble of {len(self.member_configs)} strategies: send "
+                                  "[batch, members, T, S, S, 3] (ExportedModel.fuse fuses once per member)")
+            out = self._serve(**{f"fused_{i}": tf.constant(fused_batch[:, i]) for i in range(fused_batch.shape[1])})
+        else:
+            out = self._serve(fused=tf.constant(fused_batch))
+        return out["probabilities"].numpy(), {d: out[d].numpy() for d in self.dimensions}
 
 
 def predict_clips(model: ExportedModel, paths, batch_size: int = 8, progress: bool | None = None):
-    """One result dict per clip, in input order: {"path", "probabilities": {name: p}} or {"path", "error"}."""
+    """One result dict per clip, in input order: {"path", "probabilities": {name: p}} (plus "dimensions":
+    {name: value} for a model trained with emotion dimensions) or {"path", "error"}."""
     import numpy as np
     from tqdm import tqdm
 
@@ -96,12 +126,14 @@ def predict_clips(model: ExportedModel, paths, batch_size: int = 8, progress: bo
     def flush():
         if not pending:
             return
-        probabilities = model.probabilities(np.stack([fused for _, fused in pending]))
-        for (index, _), row in zip(pending, probabilities):
+        probabilities, dimensions = model.predict(np.stack([fused for _, fused in pending]))
+        for i, ((index, _), row) in enumerate(zip(pending, probabilities)):
             results[index] = {
                 "path": items[index][0],
                 "probabilities": {name: float(p) for name, p in zip(model.class_names, row)},
             }
+            if dimensions:
+                results[index]["dimensions"] = {d: float(v[i]) for d, v in dimensions.items()}
         pending.clear()
 
     bar = tqdm(items, desc="clips", unit="clip", disable=progress is False if progress is not None else None,
@@ -136,7 +168,11 @@ def format_table(results, k: int) -> str:
             rows.append((result["path"], "error: " + (reason[len(prefix):] if reason.startswith(prefix) else reason),
                          *([""] * (k - 1))))
         else:
-            rows.append((result["path"], *(f"{name} {p:.1%}" for name, p in top_k(result["probabilities"], k))))
+            dimensions = "  ".join(f"{d} {v:.3f}" for d, v in result.get("dimensions", {}).items())
+            rows.append((result["path"], *(f"{name} {p:.1%}" for name, p in top_k(result["probabilities"], k)),
+                         *([dimensions] if dimensions else [])))
+    if any(len(row) > len(rows[0]) for row in rows):
+        rows = [row + ("",) * (k + 2 - len(row)) for row in [rows[0] + ("dimensions",)] + rows[1:]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -182,6 +218,9 @@ def main(argv=None) -> int:
         return 2
     k = min(args.top_k, len(model.class_names))
     progress = False if args.no_progress else None
+    if args.timeline and model.is_ensemble:
+        print("mmder-predict: error: --timeline takes a single-strategy export, not an ensemble", file=sys.stderr)
+        return 2
     if args.timeline:
         from mmder_tf.serving.timeline import predict_recordings
 

@@ -34,6 +34,11 @@ PAPER_FINETUNE_PRESETS = ("tiny", "small")
 # The fusion settings a command line sets (FusionConfig fields), besides the strategy.
 FUSION_OPTIONS = ("strategy", "image_size", "official") + tuple(SPECTROGRAM_OPTIONS)
 
+CATEGORY = "category"
+TASK_WEIGHTINGS = ("uncertainty", "fixed")
+# Names a dimension cannot take: they are outputs or arrays of their own in exports and predictions.
+RESERVED_OUTPUTS = ("probabilities", "labels", "class_names", "logits", "key", "y_true", "posteriors")
+
 RUN_FILE = "run.json"
 RUN_FORMAT = "mmder_tf.run"
 RUN_FORMAT_VERSION = 2
@@ -101,6 +106,42 @@ def parse_folds(value) -> tuple[int, ...] | None:
     return tuple(sorted(numbers))
 
 
+def parse_targets(value) -> tuple[str, ...]:
+    """'category,valence,arousal' (or a sequence) -> ("category", "valence", "arousal"), checked."""
+    names = [t.strip() for t in (value.split(",") if isinstance(value, str) else value or ()) if str(t).strip()]
+    names = [str(n) for n in names] or [CATEGORY]
+    if CATEGORY not in names:
+        raise ConfigError(f"--targets must include {CATEGORY!r} (the model always classifies), got {value!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--targets lists a name twice: {value!r}")
+    bad = [n for n in names if n in RESERVED_OUTPUTS or not n.replace("_", "").isalnum()]
+    if bad:
+        raise ConfigError(f"--targets: {bad} cannot name a dimension (reserved, or not letters, digits and _)")
+    return (CATEGORY,) + tuple(n for n in names if n != CATEGORY)
+
+
+def parse_task_weights(value) -> tuple[tuple[str, float], ...]:
+    """'category=1,valence=0.5' (or a dict, or pairs) -> (("category", 1.0), ("valence", 0.5))."""
+    if isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            if part.strip():
+                name, sep, weight = part.partition("=")
+                pairs.append((name.strip(), weight if sep else "missing"))
+    else:
+        pairs = list(value.items()) if isinstance(value, dict) else [tuple(p) for p in value or ()]
+    out = []
+    for name, weight in pairs:
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not weight >= 0:
+            raise ConfigError(f"--task-weights wants task=weight pairs with weights >= 0, got {name}={weight}")
+        out.append((str(name), weight))
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One cross-validated training run. Build it with `RunConfig.resolve(...)` (the CLI's defaults)
@@ -145,6 +186,12 @@ class RunConfig:
     synthetic_actors: int = 24
     synthetic_clips: int = 1
     verbose: int = 1
+    # Emotion dimensions learned beside the category (models.multitask), and how their losses combine.
+    targets: tuple[str, ...] = (CATEGORY,)
+    task_weighting: str = "uncertainty"
+    task_weights: tuple[tuple[str, float], ...] = ()  # fixed weighting only; unnamed tasks weigh 1
+    targets_file: str | None = None  # CSV key,<dimension>,... adding dimensions to the dataset's clips
+    synthetic_dimensions: bool = False  # the demo dataset with valence / arousal cues
 
     def __post_init__(self):
         fusion = self.fusion
@@ -154,7 +201,15 @@ class RunConfig:
             raise ConfigError(f"fusion must be a FusionConfig, got {type(fusion).__name__}")
         set_ = object.__setattr__
         set_(self, "fusion", fusion)
-        for name in ("data_dir", "manifest", "cache", "weights", "out", "synthetic_dir"):
+        set_(self, "targets", parse_targets(self.targets))
+        set_(self, "task_weights", parse_task_weights(self.task_weights))
+        _choice("task_weighting", self.task_weighting, TASK_WEIGHTINGS)
+        if self.task_weights and self.task_weighting != "fixed":
+            raise ConfigError("--task-weights apply to --task-weighting fixed (uncertainty weights are learned)")
+        unknown = sorted({name for name, _ in self.task_weights} - set(self.targets))
+        if unknown:
+            raise ConfigError(f"--task-weights name {unknown}, not among --targets {','.join(self.targets)}")
+        for name in ("data_dir", "manifest", "cache", "weights", "out", "synthetic_dir", "targets_file"):
             value = getattr(self, name)
             if value is not None:
                 set_(self, name, str(value))
@@ -223,6 +278,11 @@ class RunConfig:
         return self.fusion.image_size
 
     @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The emotion dimensions trained beside the category (empty: category only)."""
+        return tuple(t for t in self.targets if t != CATEGORY)
+
+    @property
     def is_demo(self) -> bool:
         """The embedded demo: the generated dataset, made on demand in `demo_data_dir`."""
         return self.dataset == "synthetic" and self.data_dir is None and self.manifest is None
@@ -234,7 +294,8 @@ class RunConfig:
         if self.synthetic_dir:
             return Path(self.synthetic_dir)
         root = Path(os.environ.get("MMDER_CACHE", Path.home() / ".cache" / "mmder_tf"))
-        return root / "synthetic" / f"a{self.synthetic_actors}_c{self.synthetic_clips}_s{self.seed}"
+        suffix = "_dims" if self.synthetic_dimensions else ""
+        return root / "synthetic" / f"a{self.synthetic_actors}_c{self.synthetic_clips}_s{self.seed}{suffix}"
 
     @property
     def cache_dir(self) -> Path:
@@ -249,6 +310,8 @@ class RunConfig:
             raise ConfigError(f"--manifest {self.manifest}: no such file")
         if self.weights and not Path(self.weights).exists():
             raise ConfigError(f"--weights {self.weights}: no such file")
+        if self.targets_file and not Path(self.targets_file).is_file():
+            raise ConfigError(f"--targets-file {self.targets_file}: no such file")
         return self
 
     # ------------------------------------------------------------------ building
@@ -267,7 +330,7 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown option {sorted(unknown)[0]!r}; options: {', '.join(cls.option_names())}")
         given = {k: v for k, v in options.items() if v is not None}
-        for flag in ("official", "feature_cache", "from_scratch"):
+        for flag in ("official", "feature_cache", "from_scratch", "synthetic_dimensions"):
             if flag in given and not isinstance(given[flag], bool):
                 raise ConfigError(f"{flag} is a flag: pass True or False, got {given[flag]!r}")
         dataset = given.get("dataset")
@@ -310,6 +373,8 @@ class RunConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["fusion"] = self.fusion.to_dict()
         values["folds"] = None if self.folds is None else list(self.folds)
+        values["targets"] = list(self.targets)
+        values["task_weights"] = [list(pair) for pair in self.task_weights]
         return values
 
     @classmethod

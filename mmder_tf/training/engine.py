@@ -320,7 +320,7 @@ def fit_resumable(model, *, fold_dir, epoch_dataset, steps_per_epoch: int, epoch
 class Predictions(NamedTuple):
     keys: list  # clip keys when the dataset yields (x, y, key), else empty
     labels: np.ndarray  # int64 [N]
-    outputs: np.ndarray  # float32 [N, ...]
+    outputs: np.ndarray  # float32 [N, ...]; a dict of them for a model with emotion dimensions
 
 
 def predict(model, dataset, jit_compile: bool = False) -> Predictions:
@@ -336,10 +336,17 @@ def predict(model, dataset, jit_compile: bool = False) -> Predictions:
     keys, labels, outputs = [], [], []
     for element in dataset:
         x, y = element[0], element[1]
-        outputs.append(np.asarray(tf.cast(forward(x), tf.float32)))
+        out = forward(x)
+        # A model with emotion dimensions returns {"category": logits, dimension: values}.
+        outputs.append({k: np.asarray(tf.cast(v, tf.float32)) for k, v in out.items()} if isinstance(out, dict)
+                       else np.asarray(tf.cast(out, tf.float32)))
         labels.append(np.asarray(y))
         if len(element) > 2:
             keys.extend(k.decode() for k in np.asarray(element[2]))
     if not outputs:
         return Predictions([], np.zeros((0,), np.int64), np.zeros((0, 0), np.float32))
-    return Predictions(keys, np.concatenate(labels).astype(np.int64), np.concatenate(outputs))
+    if isinstance(outputs[0], dict):
+        merged = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    else:
+        merged = np.concatenate(outputs)
+    return Predictions(keys, np.concatenate(labels).astype(np.int64), merged)

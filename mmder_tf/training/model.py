@@ -35,7 +35,8 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
         backbone = backbone_from_preset(config.preset, num_frames=fusion.num_frames,
                                                 image_size=fusion.image_size, drop_path_rate=drop_path, dtype=dtype)
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
-                                 mean=config.mean, std=config.std, class_names=class_names, dtype=dtype)
+                                 mean=config.mean, std=config.std, class_names=class_names, dtype=dtype,
+                                 targets=config.dimensions)
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
@@ -52,6 +53,13 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
     model.mode = config.mode
     model.dropout.rate = model.dropout_rate = float(config.dropout)
     model.normalize.set_statistics(config.mean, config.std)
+    if config.dimensions:  # the checkpoint's encoder and category head, new regression heads beside them
+        joint = EmotionClassifier(model.backbone, num_classes, mode=config.mode, dropout=config.dropout,
+                                  mean=config.mean, std=config.std, class_names=class_names,
+                                  pooling=model.pooling, dtype=dtype, targets=config.dimensions)
+        joint.fc_norm.set_weights(model.fc_norm.get_weights())
+        joint.head.set_weights(model.head.get_weights())
+        model = joint
     return model
 
 
@@ -122,6 +130,7 @@ class TrainedFold:
     checkpoint: Path
     result: dict  # fold_N/results.json
     run: dict  # the whole run.json
+    task_weights: dict | None = None  # joint runs: the learned (or fixed) weight of each task
 
     @property
     def fusion(self) -> FusionConfig:
@@ -167,8 +176,16 @@ def load_fold(run_dir, fold: int | None = None, *, dtype=None, config: RunConfig
     checkpoint = fold_dir / f"{result.get('checkpoint', 'last')}.weights.h5"
     class_names = tuple(run["class_names"])
     model = build_classifier(config, len(class_names), list(class_names), dtype=dtype)
+    loaded = model.head_model() if result.get("weights_kind") == "head" else model
+    task_weights = None
+    if result.get("weights_wrapper") == "multitask":
+        # A joint run's checkpoint holds MultiTaskModel(model): the model's weights and the task log-variances.
+        from mmder_tf.models.multitask import MultiTaskModel
+
+        loaded = MultiTaskModel(loaded, config.dimensions, weighting=config.task_weighting,
+                                task_weights=dict(config.task_weights))
     if result.get("weights_kind") == "head":
-        load_weights_strict(model.head_model(), checkpoint)
+        load_weights_strict(loaded, checkpoint)
         recorded = result.get("feature_fingerprint")
         found = feature_key(config, model.backbone, run["run"]["precision"], run["cache_dir"])
         if recorded is not None and recorded != found:
@@ -176,5 +193,7 @@ def load_fold(run_dir, fold: int | None = None, *, dtype=None, config: RunConfig
                 f"{fold_dir}: the frozen encoder rebuilt from the run's config (weights {config.weights}) is not "
                 "the one this fold's head was trained on (the weights file changed?)")
     else:
-        load_weights_strict(model, checkpoint)
-    return TrainedFold(model, config, class_names, int(fold), checkpoint, result, run)
+        load_weights_strict(loaded, checkpoint)
+    if loaded is not model and hasattr(loaded, "uncertainty_report"):
+        task_weights = loaded.uncertainty_report()
+    return TrainedFold(model, config, class_names, int(fold), checkpoint, result, run, task_weights)

@@ -27,10 +27,12 @@ def log(message: str):
 
 # ----------------------------------------------------------------------------- data
 
-def generate_demo_data(directory, actors: int, clips: int, seed: int, progress: bool = False) -> Path:
+def generate_demo_data(directory, actors: int, clips: int, seed: int, progress: bool = False,
+                       dimensions: bool = False) -> Path:
     from mmder_tf.data import synthetic
 
-    synthetic.generate(directory, actors=actors, clips_per_class=clips, seed=seed, progress=progress)
+    synthetic.generate(directory, actors=actors, clips_per_class=clips, seed=seed, progress=progress,
+                       dimensions=dimensions)
     return Path(directory)
 
 
@@ -48,17 +50,29 @@ def ensure_demo_data(directory=None, actors: int | None = None, clips: int | Non
 
 def load_run_manifest(config: RunConfig):
     """The manifest of the run; for the demo, generates the dataset first (kept between runs)."""
-    from mmder_tf.data.datasets import load_manifest
+    from mmder_tf.data.datasets import attach_targets, load_manifest
 
     if config.dataset == "synthetic":
+        from mmder_tf.data.synthetic import DIMENSIONS_TABLE
+
         directory = Path(config.data_dir) if config.data_dir else config.demo_data_dir
         if config.data_dir is None:
             log(f"generating the synthetic audio-visual dataset in {directory} (kept for later runs)")
             generate_demo_data(directory, config.synthetic_actors, config.synthetic_clips, config.seed,
-                               config.verbose > 0)
-        return load_manifest("ravdess", data_dir=directory)
-    options = {"num_classes": config.num_classes} if config.num_classes else {}
-    return load_manifest(config.dataset, data_dir=config.data_dir, manifest=config.manifest, **options)
+                               config.verbose > 0, dimensions=config.synthetic_dimensions)
+        manifest = load_manifest("ravdess", data_dir=directory)
+        if (directory / DIMENSIONS_TABLE).is_file():  # generated with valence / arousal
+            manifest = attach_targets(manifest, directory / DIMENSIONS_TABLE)
+    else:
+        options = {"num_classes": config.num_classes} if config.num_classes else {}
+        manifest = load_manifest(config.dataset, data_dir=config.data_dir, manifest=config.manifest, **options)
+    if config.targets_file:
+        manifest = attach_targets(manifest, config.targets_file)
+    if config.dimensions:
+        from mmder_tf.training.multitask import check_dimensions
+
+        check_dimensions(manifest, config.dimensions)
+    return manifest
 
 
 def run_folds(config: RunConfig, manifest):
@@ -203,6 +217,32 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         drop_path = settings["drop_path"] if config.mode == "finetune" else 0.0
         classifier = build_classifier(config, num_classes, state.class_names, drop_path=drop_path)
         loss, metric_list = recipes.make_loss_and_metrics(soft)
+    dimensions = config.dimensions
+    target_statistics = None
+    if dimensions:
+        from mmder_tf.training import multitask as MT
+
+        # Standardised on the training clips only; the test fold's targets are never looked at.
+        target_statistics = MT.set_target_statistics(classifier, train, dimensions)
+
+    def trainable(model):
+        """The model fit_resumable trains: itself, or inside the joint multi-task loss."""
+        return MT.wrap(model, config, soft) if dimensions else model
+
+    def compile_model(model, optimizer):
+        if dimensions:
+            optimizer.exclude_from_weight_decay(var_names=["log_variances"])
+            model.compile(optimizer=optimizer, jit_compile=state.jit)
+        else:
+            model.compile(optimizer=optimizer, loss=loss, metrics=metric_list, jit_compile=state.jit)
+
+    def predict(model, batches):
+        """(keys or None, labels, logits, {dimension: values})."""
+        found = engine.predict(model, batches, state.jit)
+        if dimensions:
+            return (found.keys, found.labels, *MT.split_outputs(found.outputs, dimensions))
+        return found.keys, found.labels, found.outputs, {}
+
     monitor = None if config.select == "last" or not val else config.select
     started = time.time()
     fit = dict(fold_dir=fold_dir, steps_per_epoch=steps, epochs=config.epochs, monitor=monitor, seed=config.seed,
@@ -221,45 +261,74 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
 
         train_x, train_y = rows(train)
         test_x, test_y = rows(test)
+        if dimensions:
+            train_y = MT.target_dict(train, train_y, dimensions, num_classes if soft else None)
 
         def epoch_dataset(epoch):
             order = epoch_order(len(train_x), config.seed, epoch)
-            return tf.data.Dataset.from_tensor_slices((train_x[order], train_y[order])).batch(batch)
+            labels = {k: v[order] for k, v in train_y.items()} if dimensions else train_y[order]
+            return tf.data.Dataset.from_tensor_slices((train_x[order], labels)).batch(batch)
 
         val_data = None
         if val:
-            val_data = tf.data.Dataset.from_tensor_slices(rows(val)).batch(batch)
-            val_data = engine.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
+            val_x, val_y = rows(val)
+            if dimensions:
+                val_data = engine.with_data_sharding(tf.data.Dataset.from_tensor_slices(
+                    (val_x, MT.target_dict(val, val_y, dimensions, num_classes if soft else None))).batch(batch))
+            else:
+                val_data = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch)
+                val_data = engine.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
         with strategy.scope():
-            model = classifier.head_model()
+            model = trainable(classifier.head_model())
             optimizer = recipes.make_optimizer(settings, steps, config.epochs, classifier.backbone.depth)
-            model.compile(optimizer=optimizer, loss=loss, metrics=metric_list, jit_compile=state.jit)
+            compile_model(model, optimizer)
         # Mixup on pooled features is not mixup of clips: feature caching is only used without it.
         info = engine.fit_resumable(model, epoch_dataset=epoch_dataset, val_data=val_data, **fit)
-        test_ds = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch)
-        predictions = engine.predict(model, test_ds, jit_compile=state.jit)
-        y_true, logits = predictions.labels, predictions.outputs
+        predictor = model.task_model if dimensions else model
+        _, y_true, logits, predicted = predict(predictor, tf.data.Dataset.from_tensor_slices((test_x, test_y))
+                                               .batch(batch))
+        if val:
+            _, val_true, val_logits, val_predicted = predict(
+                predictor, tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch))
     else:
         def epoch_dataset(epoch):
             # Order fixed by (seed, epoch): a resumed run replays the same batches.
+            if dimensions:
+                return MT.with_targets(state.clips(train, training=True, epoch=epoch, with_keys=True), train,
+                                       dimensions, num_classes if soft else None)
             return state.clips(train, training=True, epoch=epoch)
 
         val_data = None
         if val:
-            val_data = state.clips(val)
-            val_data = engine.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
+            if dimensions:
+                val_data = engine.with_data_sharding(MT.with_targets(
+                    state.clips(val, with_keys=True), val, dimensions, num_classes if soft else None))
+            else:
+                val_data = state.clips(val)
+                val_data = engine.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
         with strategy.scope():
+            model = trainable(classifier)
             optimizer = recipes.make_optimizer(settings, steps, config.epochs, classifier.backbone.depth)
-            classifier.compile(optimizer=optimizer, loss=loss, metrics=metric_list, jit_compile=state.jit)
-        info = engine.fit_resumable(classifier, epoch_dataset=epoch_dataset, val_data=val_data, mix=mix, **fit)
-        predictions = engine.predict(classifier, state.clips(test, with_keys=True), state.jit)
-        order = {k: i for i, k in enumerate(predictions.keys)}
-        rank = [order[r.key] for r in test]  # back to manifest order
-        y_true, logits = predictions.labels[rank], predictions.outputs[rank]
+            compile_model(model, optimizer)
+        info = engine.fit_resumable(model, epoch_dataset=epoch_dataset, val_data=val_data, mix=mix, **fit)
+        keys, y_true, logits, predicted = predict(classifier, state.clips(test, with_keys=True))
+        y_true, logits, predicted = in_order(test, keys, y_true, logits, predicted)  # back to manifest order
+        if val:
+            keys, val_true, val_logits, val_predicted = predict(classifier, state.clips(val, with_keys=True))
+            val_true, val_logits, val_predicted = in_order(val, keys, val_true, val_logits, val_predicted)
     expected = np.array([r.label for r in test], np.int64)
     if not np.array_equal(y_true, expected):
         raise DatasetError(f"fold {number}: test labels from the cache disagree with the manifest")
     result = metrics_lib.evaluate_predictions(y_true, logits, class_names=state.class_names)
+    extra = {}
+    if dimensions:
+        extra = MT.dimension_arrays(test, predicted, dimensions)
+        result["dimensions"] = {d: metrics_lib.evaluate_regression(extra[f"true_{d}"], extra[f"pred_{d}"])
+                                for d in dimensions}
+        result["uncertainty"] = model.uncertainty_report()
+        result["task_weighting"] = config.task_weighting
+        result["target_statistics"] = target_statistics
+        result["weights_wrapper"] = "multitask"  # checkpoints hold MultiTaskModel(model) weights
     result.update(
         fold=number, test_subjects=list(fold.test_subjects), val_subjects=list(fold.val_subjects),
         train_subjects=list(fold.train_subjects), n_train=len(train), n_val=len(val),
@@ -269,11 +338,24 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         resumed_from_epoch=info["resumed_from"], train_seconds_this_session=round(time.time() - started, 2),
         history=info["history"], feature_fingerprint=feature_fp,
     )
-    atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true, logits=logits)
+    if val:  # for ensembles whose weights are chosen on the validation subjects
+        val_extra = MT.dimension_arrays(val, val_predicted, dimensions) if dimensions else {}
+        atomic_save_npz(fold_dir / "val_predictions.npz", keys=np.array([r.key for r in val]), y_true=val_true,
+                        logits=val_logits, **val_extra)
+    atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true, logits=logits,
+                    **extra)
     atomic_write_json(fold_result_path(fold_dir), result)  # last: marks the fold finished
-    log(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}  ({result['epoch_policy']}, "
-        f"epoch {result['selected_epoch']})")
+    ccc = "".join(f"  CCC {d} {v['ccc']:.3f}" for d, v in result.get("dimensions", {}).items())
+    log(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}{ccc}  "
+        f"({result['epoch_policy']}, epoch {result['selected_epoch']})")
     return result
+
+
+def in_order(records, keys, labels, logits, predicted):
+    """Predictions back in the records' (manifest) order."""
+    order = {k: i for i, k in enumerate(keys)}
+    rank = [order[r.key] for r in records]
+    return labels[rank], logits[rank], {d: v[rank] for d, v in predicted.items()}
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -282,10 +364,15 @@ def summarize_run(work_dir, fold_results: dict, class_names, run_info: dict, ski
     """results.json of a run from its finished folds' results and predictions."""
     from mmder_tf.reports import metrics as metrics_lib
 
-    raw = {}
+    from mmder_tf.training.multitask import read_dimension_arrays
+
+    raw, dimension_values = {}, {}
     for number in fold_results:
         with np.load(Path(work_dir) / f"fold_{number}" / "predictions.npz") as data:
             raw[number] = {"y_true": data["y_true"], "y_pred": data["logits"]}
+            found = read_dimension_arrays(data)
+            if found:
+                dimension_values[number] = found
     summary = metrics_lib.summarize_folds(raw, class_names=class_names)
     folds = {str(number): {k: v for k, v in result.items() if k != "history"}
              for number, result in fold_results.items()}
@@ -296,6 +383,9 @@ def summarize_run(work_dir, fold_results: dict, class_names, run_info: dict, ski
         "war_mean": summary["war_mean"], "war_std": summary["war_std"],
         "pooled": summary.get("pooled"), "epoch_policy": "; ".join(policies),
         "skipped_clips": skipped, "std": "sample standard deviation across folds (ddof=1)",
+        **({"dimensions": metrics_lib.summarize_dimensions(dimension_values),
+            "uncertainty": {str(n): r["uncertainty"] for n, r in fold_results.items() if r.get("uncertainty")}}
+           if dimension_values else {}),
     }
 
 
@@ -357,6 +447,11 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
         architecture = preset_of(build_classifier(config, len(class_names), class_names).backbone)
     check_recipe(config.recipe, config.mode, architecture, config.lr)  # also when only --weights named the encoder
 
+    if config.dimensions and (settings["mixup"] > 0 or settings["cutmix"] > 0):
+        from mmder_tf.errors import ConfigError
+
+        raise ConfigError(f"--recipe {config.recipe} mixes clips (mixup / CutMix), which would need mixed dimension "
+                          "targets: train emotion dimensions with --recipe paper")
     augmentation = settings["mixup"] > 0 or settings["cutmix"] > 0 or (
         config.strategy == "rfas" and config.fusion.rfas_per_epoch)
     # Caching is exact only when the frozen encoder sees each clip the same way every epoch.
@@ -369,7 +464,8 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
         "weights": config.weights, "from_scratch": config.from_scratch, "mean": list(config.mean),
         "std": list(config.std), "select": config.select, "feature_cache": feature_cache,
         "num_clips": len(manifest.records), "num_subjects": len(manifest.subjects),
-        "num_folds_run": len(selected),
+        "num_folds_run": len(selected), "targets": list(config.targets),
+        **({"task_weighting": config.task_weighting} if config.dimensions else {}),
     }
     log("run: " + ", ".join(f"{k}={v}" for k, v in run_info.items()))
     cache_dir, records, skipped = prepare_cache(config, manifest)
@@ -387,6 +483,10 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
     if is_chief:
         write_run_report(out, results)
     log("\n" + format_table(results))
+    if results.get("dimensions"):
+        from mmder_tf.reports.results import format_dimensions_table
+
+        log("\n" + format_dimensions_table(results))
     log(f"\n{config.strategy}: UAR {100 * results['uar_mean']:.2f} ± {100 * results['uar_std']:.2f}  "
         f"WAR {100 * results['war_mean']:.2f} ± {100 * results['war_std']:.2f}  -> {out / 'results.md'}")
     return results

@@ -1,0 +1,84 @@
+"""Posterior-level ensembles: averaging, validation-chosen weights, and that the test fold never leaks in."""
+import numpy as np
+import pytest
+
+from mmder_tf.errors import ConfigError
+from mmder_tf.reports import ensemble
+
+
+def _member(rng, labels, accuracy, val_labels, val_accuracy, classes=4, test=("s1", "s2"), val=("s3",)):
+    def logits(y, acc):
+        out = rng.normal(size=(len(y), classes))
+        right = rng.random(len(y)) < acc
+        out[np.arange(len(y)), np.where(right, y, (y + 1) % classes)] += 3.0
+        return out
+    return {"keys": [f"t{i}" for i in range(len(labels))], "y_true": labels, "logits": logits(labels, accuracy),
+            "test_subjects": list(test), "val_keys": [f"v{i}" for i in range(len(val_labels))],
+            "val_y_true": val_labels, "val_logits": logits(val_labels, val_accuracy), "val_subjects": list(val)}
+
+
+def test_combine_is_the_weighted_mean_of_softmax_posteriors():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    pa, pb = np.exp(a) / np.exp(a).sum(1, keepdims=True), np.exp(b) / np.exp(b).sum(1, keepdims=True)
+    np.testing.assert_allclose(ensemble.softmax(a), pa)
+    np.testing.assert_allclose(ensemble.combine([pa, pb]), (pa + pb) / 2)
+    np.testing.assert_allclose(ensemble.combine([pa, pb], [0.3, 0.7]), 0.3 * pa + 0.7 * pb)
+    with pytest.raises(ConfigError):
+        ensemble.combine([pa, pb], [0.5, 0.6])
+    grid = ensemble.simplex_grid(3, 0.1)
+    assert grid.shape == (66, 3) and np.allclose(grid.sum(1), 1)
+
+
+def test_validation_weights_prefer_the_member_right_on_validation():
+    rng = np.random.default_rng(1)
+    labels, val_labels = rng.integers(0, 4, 200), rng.integers(0, 4, 120)
+    members = {"good": _member(rng, labels, 0.9, val_labels, 0.95),
+               "bad": _member(rng, labels, 0.3, val_labels, 0.2),
+               "ok": _member(rng, labels, 0.6, val_labels, 0.6)}
+    result = ensemble.ensemble_fold(members, 1, weighting="validation")
+    assert result["weights"]["good"] > result["weights"]["bad"]
+    assert sum(result["weights"].values()) == pytest.approx(1.0)
+    # the grid holds every single member (its vertices): on validation the choice is never worse than any
+    val_posteriors = [ensemble.softmax(m["val_logits"]) for m in members.values()]
+    chosen = ensemble.combine(val_posteriors, list(result["weights"].values())).argmax(1)
+    assert np.mean(chosen == val_labels) >= max(np.mean(p.argmax(1) == val_labels) for p in val_posteriors)
+    mean = ensemble.ensemble_fold(members, 1, weighting="mean")
+    assert list(mean["weights"].values()) == pytest.approx([1 / 3] * 3)
+
+
+def test_weights_never_see_the_test_fold():
+    rng = np.random.default_rng(2)
+    labels, val_labels = rng.integers(0, 4, 80), rng.integers(0, 4, 60)
+    members = {n: _member(rng, labels, acc, val_labels, vacc)
+               for n, acc, vacc in (("cfas", 0.8, 0.7), ("fslf", 0.7, 0.8), ("ofos", 0.6, 0.5))}
+    chosen = ensemble.ensemble_fold(members, 1, weighting="validation")["weights"]
+    # Any change of the test predictions, even ones that would favour another weighting, leaves the weights alone
+    for seed in range(3):
+        scrambled = {n: dict(m, logits=np.random.default_rng(seed).normal(size=m["logits"].shape) * 10)
+                     for n, m in members.items()}
+        scrambled["ofos"]["logits"][np.arange(80), labels] += 100.0  # ofos perfect on test now
+        assert ensemble.ensemble_fold(scrambled, 1, weighting="validation")["weights"] == chosen
+    # ... while a change of the validation predictions does move them
+    moved = {n: dict(m) for n, m in members.items()}
+    moved["ofos"]["val_logits"] = moved["ofos"]["val_logits"].copy()
+    moved["ofos"]["val_logits"][np.arange(60), val_labels] += 100.0
+    assert ensemble.ensemble_fold(moved, 1, weighting="validation")["weights"] != chosen
+    # validation subjects that are test subjects are refused
+    leaky = {n: dict(m, val_subjects=["s3", "s1"]) for n, m in members.items()}
+    with pytest.raises(ConfigError, match="test subjects"):
+        ensemble.ensemble_fold(leaky, 1, weighting="validation")
+
+
+def test_members_must_share_the_folds():
+    rng = np.random.default_rng(3)
+    labels, val_labels = rng.integers(0, 4, 10), rng.integers(0, 4, 6)
+    a = _member(rng, labels, 0.8, val_labels, 0.8)
+    b = _member(rng, labels, 0.8, val_labels, 0.8, test=("s1", "s9"))
+    with pytest.raises(ConfigError, match="not the same folds"):
+        ensemble.ensemble_fold({"a": a, "b": b}, 2)
+    c = dict(_member(rng, labels, 0.8, val_labels, 0.8), keys=[f"x{i}" for i in range(10)])
+    with pytest.raises(ConfigError, match="different test clips"):
+        ensemble.ensemble_fold({"a": a, "c": c}, 2)
+    with pytest.raises(ConfigError, match="at least two"):
+        ensemble.ensemble_fold({"a": a}, 2)
