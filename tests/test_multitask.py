@@ -81,7 +81,7 @@ def test_fixed_weights_and_uncertainty_optimum():
     fixed = MultiTaskModel(make(), TARGETS, weighting="fixed", task_weights={"category": 1.0, "valence": 2.0,
                                                                             "arousal": 0.5})
     out = fixed(x)
-    ce, mse_v, mse_a = (float(l) for l, _ in fixed.task_losses(y, out))
+    ce, mse_v, mse_a = (float(loss) for loss, _ in fixed.task_losses(y, out))
     assert float(fixed.compute_loss(x, y, out)) == pytest.approx(ce + 2.0 * mse_v + 0.5 * mse_a, rel=1e-5)
     assert fixed.uncertainty_report()["valence"] == {"weight": 2.0}
     with pytest.raises(ConfigError, match="unknown task"):
@@ -89,7 +89,7 @@ def test_fixed_weights_and_uncertainty_optimum():
     # Uncertainty weighting: the loss is stationary in s exactly at s_c = log(2 CE), s_t = log(MSE_t)
     trainer = MultiTaskModel(make(), TARGETS)
     out = trainer(x)
-    ce, mse_v, mse_a = (float(l) for l, _ in trainer.task_losses(y, out))
+    ce, mse_v, mse_a = (float(loss) for loss, _ in trainer.task_losses(y, out))
     trainer.log_variances.assign(np.log([2 * ce, mse_v, mse_a]).astype("float32"))
     with tf.GradientTape() as tape:
         loss = trainer.compute_loss(x, y, trainer(x))

@@ -112,7 +112,7 @@ def target_names(records) -> tuple:
     return tuple(names)
 
 
-def target_matrix(records, names) -> "np.ndarray":
+def target_matrix(records, names):
     """float32 [len(records), len(names)]; NaN where a record lacks the target (masked downstream)."""
     import numpy as np
 

@@ -92,9 +92,6 @@ class ExportedModel:
         return fuse_clip(path, config=self.config, max_seconds=self.max_seconds)
 
     def probabilities(self, fused_batch):
-        import numpy as np
-        import tensorflow as tf
-
         return self.predict(fused_batch)[0]
 
     def predict(self, fused_batch):
