@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from mmder_tf import EmotionClassifier, LGIFormerBackbone, convert_checkpoint, load_pretrained  # noqa: E402
 from mmder_tf.errors import CheckpointError, ConfigError  # noqa: E402

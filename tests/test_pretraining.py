@@ -7,7 +7,7 @@ convert.py) and must give the same predictions and loss for the same mask.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 from transformers import VideoMAEConfig, VideoMAEForPreTraining  # noqa: E402
 
 import mmder_tf  # noqa: E402
