@@ -40,7 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from mmder_tf.fusion import alignment
-from mmder_tf.config import FusionConfig, face_crop_mode, needs_audio, needs_video
+from mmder_tf.config import (
+    PLACEHOLDER_RGB, FusionConfig, check_modalities, face_crop_mode, needs_audio, needs_video,
+)
 from mmder_tf.errors import ConfigError, NoAudioStreamError
 from mmder_tf.fusion.strategies import clip_identity, fuse, rfas_seed
 from mmder_tf.fusion.resize import resize_bilinear
@@ -107,30 +109,91 @@ def spectrogram_frames(waveform, duration, config: FusionConfig, size=None) -> t
     return images
 
 
-def modality_images(frames_n, waveform, duration, config: FusionConfig):
-    """First stage of fuse_aligned: (video, audio) uint8 [n, h, w, 3] at the modality size (None where unused)."""
+def placeholder_images(n: int, size, strategy: str = "fslf") -> tf.Tensor:
+    """The stand-in for a missing modality: n uniform PLACEHOLDER_RGB images, uint8 [n, h, w, 3].
+
+    SFAS adds the two images, so its placeholder is black: a uniform image min-max
+    normalises to 0 and adds 0 to the official wrapped sum, so the missing modality
+    contributes nothing and the input is the present one's alone.
+    """
+    height, width = size
+    colour = tf.constant((0, 0, 0) if strategy == "sfas" else PLACEHOLDER_RGB, tf.uint8)
+    return tf.broadcast_to(colour, [n, int(height), int(width), 3])
+
+
+def presence(modalities=None):
+    """(video present, audio present), each a Python bool or a scalar bool tensor.
+
+    `modalities`: None (both), names ("video", "audio", "audio_video", ("video",), ...)
+    or a bool tensor [2] (video, audio) decided in-graph, as the export's signatures do.
+    """
+    if modalities is None:
+        return True, True
+    if isinstance(modalities, (str, tuple, list)) and all(isinstance(m, str) for m in
+                                                         ([modalities] if isinstance(modalities, str) else modalities)):
+        names = check_modalities(modalities)
+        return "video" in names, "audio" in names
+    flags = tf.reshape(tf.cast(modalities, tf.bool), [2])
+    return flags[0], flags[1]
+
+
+def _or_placeholder(present, make, n, size, strategy):
+    """make() where the modality is present, else the placeholder; one branch runs (tf.cond in graphs)."""
+    if present is True:
+        return make()
+    if present is False:
+        return placeholder_images(n, size, strategy)
+    out = tf.cond(present, make, lambda: placeholder_images(n, size, strategy))
+    out.set_shape([n, *size, 3])
+    return out
+
+
+def modality_images(frames_n, waveform, duration, config: FusionConfig, modalities=None):
+    """First stage of fuse_aligned: (video, audio) uint8 [n, h, w, 3] at the modality size (None where unused).
+
+    A modality absent from `modalities` (see `presence`) is the placeholder image;
+    its input (frames_n or waveform) is then not read and may be empty.
+    """
     strategy = config.strategy
     n = config.frames_per_modality
+    size = config.modality_size
+    has_video, has_audio = presence(modalities)
+    for name, flag, needed in (("video", has_video, needs_video(strategy)), ("audio", has_audio, needs_audio(strategy))):
+        if flag is False and needed and strategy in ("video", "audio"):
+            raise ConfigError(f"strategy {strategy!r} is its {name} alone: it cannot take an input without {name}")
     video = audio = None
     if needs_video(strategy):
         frames_n = tf.convert_to_tensor(frames_n)
-        if frames_n.shape.rank is not None and frames_n.shape[0] not in (None, n):
+        if has_video is True and frames_n.shape.rank is not None and frames_n.shape[0] not in (None, n):
             raise ConfigError(f"{strategy} needs {n} frames per modality, got {frames_n.shape[0]}")
-        video = tf.ensure_shape(prepare_frames(frames_n, config), [n, *config.modality_size, 3])
+
+        def make_video():
+            if frames_n.shape.rank is not None and frames_n.shape[0] not in (None, n):
+                # only reachable with an in-graph presence flag (e.g. an empty frames input traced as such)
+                failed = tf.debugging.Assert(False, [f"video is present but the input has {frames_n.shape[0]} "
+                                                     f"frames, not {n}"])
+                with tf.control_dependencies([failed]):
+                    return tf.identity(placeholder_images(n, size, strategy))
+            return tf.ensure_shape(prepare_frames(frames_n, config), [n, *size, 3])
+
+        video = _or_placeholder(has_video, make_video, n, size, strategy)
     if needs_audio(strategy):
-        duration = tf.cast(duration, tf.float32)
-        # a NaN or negative duration would size the window gather from garbage
-        valid = tf.debugging.Assert(
-            tf.logical_and(tf.math.is_finite(duration), duration > 0.0),
-            ["clip duration must be finite and positive, got", duration],
-        )
-        with tf.control_dependencies([valid]):
-            duration = tf.identity(duration)
-        audio = spectrogram_frames(waveform, duration, config)
+        def make_audio():
+            seconds = tf.cast(duration, tf.float32)
+            # a NaN or negative duration would size the window gather from garbage
+            valid = tf.debugging.Assert(
+                tf.logical_and(tf.math.is_finite(seconds), seconds > 0.0),
+                ["clip duration must be finite and positive, got", seconds],
+            )
+            with tf.control_dependencies([valid]):
+                seconds = tf.identity(seconds)
+            return spectrogram_frames(waveform, seconds, config)
+
+        audio = _or_placeholder(has_audio, make_audio, n, size, strategy)
     return video, audio
 
 
-def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, epoch=0) -> tf.Tensor:
+def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, epoch=0, modalities=None) -> tf.Tensor:
     """THE clip -> model input function: uint8 [num_frames, H, W, 3].
 
     `frames_n` are the n frames the alignment chose (any size; already at the
@@ -138,8 +201,14 @@ def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, epoch=0) ->
     config.sample_rate with sample 0 at the first frame's time (may be empty for
     "video"); `frames_n` is ignored for "audio". `epoch` changes the RFAS order only
     with config.rfas_per_epoch.
+
+    `modalities` (default both; see `presence`): a missing modality's images are
+    replaced by the placeholder image BEFORE fusion, so every strategy places it
+    where that modality's images go (CFAS's band, FSLF's half, OFOS's pair slots,
+    RFAS's shuffled frames) and SFAS's sum gets nothing from it (its placeholder
+    is black, see `placeholder_images`).
     """
-    video, audio = modality_images(frames_n, waveform, duration, config)
+    video, audio = modality_images(frames_n, waveform, duration, config, modalities)
     seed = None
     if config.strategy == "rfas":
         seed = rfas_seed(config, clip_identity(video, audio), epoch)
