@@ -133,14 +133,23 @@ def test_learned_placeholder_replaces_only_whole_placeholder_tubelets():
     np.testing.assert_array_equal(out[~replaced], normalized[~replaced])
 
 
-def test_run_with_modality_dropout_reports_three_inputs(small_dataset, small_cache, tmp_path):
+@pytest.fixture(scope="module")
+def dropout_run(small_dataset, small_cache, tmp_path_factory):
+    """A tiny CFAS run with modality dropout and the learned placeholder (1 epoch, 32 px), and its export."""
     from mmder_tf import finetune
+    from mmder_tf.serving.export import export_run
 
-    out = tmp_path / "run"
+    root = tmp_path_factory.mktemp("dropout_run")
+    out = root / "run"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="tiny", image_size=32,
                            from_scratch=True, batch_size=4, verbose=0, strategy="cfas", workers=1, cache=small_cache,
                            mode="finetune", epochs=1, num_folds=2, folds=[1], lr=1e-3, modality_dropout="0.3",
                            placeholder="learned")
+    return out, results, export_run(out, root / "export", fold=1)
+
+
+def test_run_with_modality_dropout_reports_three_inputs(dropout_run):
+    out, results, _ = dropout_run
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["modalities"]) == {"audio_video", "video", "audio"}
     assert saved["modalities"]["audio_video"]["war_mean"] == saved["war_mean"]  # the AV keys stay as they were
@@ -153,3 +162,64 @@ def test_run_with_modality_dropout_reports_three_inputs(small_dataset, small_cac
     assert "| video only |" in report and "| audio only |" in report
     assert (out / "plots" / "confusion_pooled_audio.png").is_file()
     assert results["run"]["modality_dropout"] == {"video": 0.3, "audio": 0.3}
+
+
+def _silent_and_voice_clips(directory):
+    """A small video without an audio stream, and an audio-only wav."""
+    from mmder_tf.media.decode import write_video
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
+    video = write_video(directory / "silent.mp4", frames, fps=20)
+    tone = (0.3 * np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+    audio = write_video(directory / "voice.wav", None, audio=tone, sample_rate=16000, audio_codec="pcm_s16le")
+    return video, audio
+
+
+def test_served_model_equals_in_process_without_audio_or_video(dropout_run, tmp_path):
+    import av
+
+    from mmder_tf.fusion.clip import decode_for, fuse_clip
+    from mmder_tf.serving.export import read_metadata
+    from mmder_tf.serving.predict import ExportedModel, predict_clips
+    from mmder_tf.training.model import load_fold
+
+    _, _, export_dir = dropout_run
+    meta = read_metadata(export_dir)
+    assert meta["modality_dropout"] == {"video": 0.3, "audio": 0.3}
+    assert meta["input_kinds"] == ["audio_video", "video", "audio"]
+    trained = load_fold(dropout_run[0], 1, dtype="float32")
+    config = trained.fusion
+    silent, voice = _silent_and_voice_clips(tmp_path)
+    served = tf.saved_model.load(str(export_dir))
+    with av.open(str(silent)) as container:
+        frames, times = zip(*[(f.to_ndarray(format="rgb24"), f.time) for f in container.decode(video=0)])
+    times = np.asarray(times, np.float32) - times[0]
+    waveform = decode_for(voice, config, allow_missing=True).waveform
+    requests = {
+        ("video",): dict(frames=np.stack(frames)[None], timestamps=times[None], waveform=np.zeros((1, 0), np.float32),
+                         num_frames_valid=np.array([len(frames)], np.int32), num_samples=np.array([0], np.int32)),
+        ("audio",): dict(frames=np.zeros((1, 0, 1, 1, 3), np.uint8), timestamps=np.zeros((1, 0), np.float32),
+                         waveform=waveform[None], num_frames_valid=np.array([0], np.int32),
+                         num_samples=np.array([len(waveform)], np.int32)),
+    }
+    for (path, kind) in ((silent, ("video",)), (voice, ("audio",))):
+        fused, modalities = fuse_clip(path, config=config, allow_missing=True, with_modalities=True)
+        assert modalities == kind
+        in_process = tf.nn.softmax(trained.model(fused[None].astype(np.float32), training=False)).numpy()[0]
+        request = {k: tf.constant(v) for k, v in requests[kind].items()}
+        np.testing.assert_array_equal(served.signatures["preprocess"](**request)["fused"].numpy()[0], fused)
+        got = served.signatures["from_media"](**request)["probabilities"].numpy()[0]
+        assert np.abs(got - in_process).max() <= 1e-5
+    results = predict_clips(ExportedModel(export_dir), [silent, voice], progress=False)
+    assert [r["modalities"] for r in results] == [["video"], ["audio"]]
+
+
+def test_model_without_modality_dropout_refuses_missing_audio_in_graph():
+    from mmder_tf.serving.export import media_preprocess_function
+
+    preprocess, _ = media_preprocess_function(FusionConfig(strategy="fslf", image_size=SIZE))
+    frames = np.random.default_rng(1).integers(0, 255, (1, 10, 24, 24, 3), dtype=np.uint8)
+    times = (np.arange(10, dtype=np.float32) / 10)[None]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="without modality dropout"):
+        preprocess(frames, times, np.zeros((1, 0), np.float32), np.array([10], np.int32), np.array([0], np.int32))
