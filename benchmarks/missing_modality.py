@@ -2,7 +2,7 @@
 
     python benchmarks/missing_modality.py [--strategies cfas,sfas,ffls,fslf,ofos,rfas]
         [--placeholders image] [--learned-strategies fslf,cfas] [--modality-dropout 0.25]
-        [--folds all] [--short-folds 1,2,3] [--epochs 12] [--work DIR]
+        [--folds all] [--short-folds 1,2,3] [--epochs 12] [--dropout-epochs 24] [--work DIR]
 
 On the generated dataset (data.synthetic: every class a (face, voice) pair, so video
 alone reaches at most 4/7 and audio alone 2/7 of the clips) with the embedded demo's
@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from av_vs_single import add_demo_arguments, demo_argv  # noqa: E402  (this folder is on sys.path)
 from mmder_tf import finetune  # noqa: E402
 
 KINDS = ("audio_video", "video", "audio")
@@ -52,34 +53,17 @@ def main(argv=None):
     parser.add_argument("--learned-strategies", default="fslf,cfas",
                         help="also trained with the learned placeholder ('' for none)")
     parser.add_argument("--modality-dropout", default="0.25")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--folds", default="all")
+    parser.add_argument("--dropout-epochs", type=int,
+                        help="epochs of the modality-dropout models (default --epochs): each sees every input kind "
+                             "in only part of its clips")
     parser.add_argument("--short-folds", help="folds for strategies other than fslf and cfas (default: --folds)")
-    parser.add_argument("--num-folds", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", help="folder for the runs (default: a temporary one); finished runs are reused")
-    parser.add_argument("--synthetic-dir")
-    parser.add_argument("--synthetic-actors", type=int, default=24)
-    parser.add_argument("--synthetic-clips", type=int, default=1)
+    add_demo_arguments(parser, folds="all")
     opts = parser.parse_args(argv)
     work = Path(opts.work or tempfile.mkdtemp(prefix="mmder_missing_"))
 
-    def train(name, strategy, folds, extra=()):
-        argv = ["--strategy", strategy, "--preset", opts.preset, "--mode", "finetune",
-                "--image-size", str(opts.image_size), "--epochs", str(opts.epochs), "--lr", str(opts.lr),
-                "--batch-size", str(opts.batch_size), "--folds", folds, "--seed", str(opts.seed),
-                "--cache", str(work / "cache"), "--out", str(work / name), "--verbose", "0",
-                "--synthetic-actors", str(opts.synthetic_actors), "--synthetic-clips", str(opts.synthetic_clips),
-                *extra]
-        if opts.num_folds:
-            argv += ["--num-folds", str(opts.num_folds)]
-        if opts.synthetic_dir:
-            argv += ["--synthetic-dir", opts.synthetic_dir]
+    def train(name, strategy, folds, extra=(), epochs=None):
         started = time.perf_counter()
+        argv = demo_argv(opts, strategy, work / name, work, folds, epochs) + list(extra)
         results = finetune.run_protocol(finetune.config_from_argv(argv))
         return results, time.perf_counter() - started
 
@@ -101,7 +85,8 @@ def main(argv=None):
     for name, strategy, placeholder in plans:
         folds_arg = opts.folds if strategy in ("fslf", "cfas") or not opts.short_folds else opts.short_folds
         results, seconds = train(name, strategy, folds_arg,
-                                 ["--modality-dropout", opts.modality_dropout, "--placeholder", placeholder])
+                                 ["--modality-dropout", opts.modality_dropout, "--placeholder", placeholder],
+                                 epochs=opts.dropout_epochs or opts.epochs)
         folds = sorted(results["folds"], key=int)
         cells, ok = [], True
         for kind in KINDS:
@@ -120,7 +105,8 @@ def main(argv=None):
         print("RESULT " + line, flush=True)
     (work / "missing_modality.json").write_text(json.dumps(rows, indent=1))
     print(f"\nmissing modality: modality dropout {opts.modality_dropout}, {opts.preset}, {opts.image_size}px, "
-          f"{opts.epochs} epochs, lr {opts.lr}, folds {opts.folds} (short {opts.short_folds}); -> {work}")
+          f"{opts.epochs} epochs (dropout models {opts.dropout_epochs or opts.epochs}), lr {opts.lr}, "
+          f"folds {opts.folds} (short {opts.short_folds}); -> {work}")
     for row in rows:
         print(f"{row['strategy']:4s} {row['placeholder']:7s} " + "  ".join(
             f"{k} {row['war'][k]:6.2f}/{row['specialised_war'][k]:6.2f}" for k in KINDS) +

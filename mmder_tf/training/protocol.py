@@ -320,6 +320,10 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
                     state.clips(val, with_keys=True), val, dimensions, num_classes if soft else None))
             else:
                 val_data = state.clips(val)
+                if config.handles_missing:
+                    # the epoch is chosen for all three inputs the model is trained for, not for AV alone
+                    for kind in SINGLE_MODALITY_KINDS:
+                        val_data = val_data.concatenate(state.clips(val, modalities=kind))
                 val_data = engine.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
         with strategy.scope():
             model = trainable(classifier)
