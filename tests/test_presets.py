@@ -83,7 +83,9 @@ def test_preprocessing_round_trips_and_travels_with_the_model(tmp_path):
     assert checkpoint_input(tmp_path / "a") == {"num_frames": 4, "image_size": 32}
 
 
-def test_builtin_name_gives_the_architecture_with_random_weights():
+def test_builtin_name_gives_the_architecture_with_random_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()  # a folder of that name that is no preset does not hide the built-in
     model = EmotionClassifier.from_preset("tiny", num_classes=7, num_frames=4, image_size=32)
     assert isinstance(model.backbone, VideoMAEBackbone) and (model.backbone.hidden_dim, model.backbone.depth) == (64, 2)
     assert isinstance(LGIFormerBackbone.from_preset("mae-dfer-tiny"), LGIFormerBackbone)

@@ -55,21 +55,14 @@ class VideoBackbone(keras.Model, PresetIO):
         return (self.num_frames // self.tubelet_size) * (height // self.patch_size) * (width // self.patch_size)
 
     def get_config(self):
-        config = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
-        }
+        config = self._base_config()
         for key, value in self._arguments.items():
             config[key] = list(value) if isinstance(value, tuple) else value
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**cls._from_config_arguments(config))
 
     @classmethod
     def from_builtin(cls, name: str, **overrides):

@@ -63,11 +63,17 @@ def is_preset(path) -> bool:
 
 
 def looks_like_path(preset) -> bool:
-    """A preset argument meant as a folder (it exists, or is spelled as a path), not a built-in name."""
+    """A preset argument meant as a folder, not a built-in name: a Path, a string spelled as a path, a
+    preset folder, or an existing path that is no built-in name (a folder "base" in the working directory
+    does not hide the built-in "base" unless it is a preset)."""
+    from mmder_tf.models.presets import PRESETS
+
     if isinstance(preset, os.PathLike):
         return True
     text = str(preset)
-    return Path(text).exists() or os.sep in text or text.startswith(".")
+    if os.sep in text or text.startswith(".") or is_preset(text):
+        return True
+    return Path(text).exists() and text.lower() not in PRESETS
 
 
 # ----------------------------------------------------------------------------- writing
@@ -347,6 +353,31 @@ class PresetIO:
     """
 
     preprocessing = None  # the FusionConfig of a task model's inputs, when it came from a preset that has one
+
+    def _base_config(self) -> dict:
+        """What every config here starts with: Keras' own name, trainable flag and dtype policy."""
+        import keras
+
+        return {"name": self.name, "trainable": self.trainable,
+                "dtype": keras.saving.serialize_keras_object(self.dtype_policy)}
+
+    @staticmethod
+    def _from_config_arguments(config, nested=(), dtype_to_nested=False) -> dict:
+        """Constructor arguments of a config: the models under `nested` keys built, the dtype policy read.
+        `dtype_to_nested`: the nested models are built under the model's policy (a functional backbone
+        serialises float32 for itself even when its layers ran mixed)."""
+        import keras
+
+        config = dict(config)
+        for key in nested:
+            spec = config.get(key)
+            if isinstance(spec, dict):
+                if dtype_to_nested and config.get("dtype") is not None and isinstance(spec.get("config"), dict):
+                    spec = {**spec, "config": {**spec["config"], "dtype": config["dtype"]}}
+                config[key] = keras.saving.deserialize_keras_object(spec)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return config
 
     def save_to_preset(self, directory, preprocessing=None, *, source=None) -> Path:
         """Write this model (config, weights and, for a task model, the FusionConfig of its inputs) as a

@@ -484,9 +484,7 @@ class VideoMAEPretrainer(keras.Model, PresetIO):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            **self._base_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "mask_ratio": self.mask_ratio,
@@ -499,17 +497,7 @@ class VideoMAEPretrainer(keras.Model, PresetIO):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("backbone", "decoder"):
-            if isinstance(config.get(key), dict):
-                spec = config[key]
-                if config.get("dtype") is not None and isinstance(spec.get("config"), dict):
-                    # A functional backbone serialises float32 for itself even when its layers ran mixed.
-                    spec = {**spec, "config": {**spec["config"], "dtype": config["dtype"]}}
-                config[key] = keras.saving.deserialize_keras_object(spec)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**cls._from_config_arguments(config, nested=("backbone", "decoder"), dtype_to_nested=True))
 
 
 def _concrete_batch(pixels):
