@@ -52,7 +52,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding the dataset's clips")
     p.add_argument("--manifest", help="manifest JSON/CSV instead of scanning --data-dir")
     p.add_argument("--cache", help="prepared TFRecord cache (default <out>/cache; prepared on demand)")
-    p.add_argument("--weights", help="converted .weights.h5 or a VideoMAE checkpoint (converted on the fly)")
+    p.add_argument("--weights", help="a preset folder (mmder-convert, save_to_preset, an mmder-pretrain run) or a "
+                                     "VideoMAE / MAE-DFER checkpoint (converted on the fly)")
     p.add_argument("--preset", choices=PRESETS,
                    help="backbone size (default large; tiny for the demo; with --weights: the checkpoint's)")
     p.add_argument("--mode", choices=CLASSIFIER_MODES,

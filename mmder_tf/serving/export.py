@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -53,7 +52,7 @@ from pathlib import Path
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
-from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, temp_path
+from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
 from mmder_tf.models.presets import PRESETS
 
 METADATA_ASSET = "mmder_tf.json"
@@ -444,17 +443,6 @@ def _check_target(export_dir: Path, overwrite: bool) -> bool:
     return True
 
 
-def _replace_dir(new: Path, target: Path):
-    """Move a finished export into place; the old one is only removed after the new one is there."""
-    if target.exists():
-        old = temp_path(target)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
-
-
 def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, preset=None, source=None,
                        overwrite=False, dataset=None, modality_dropout=(0.0, 0.0)) -> Path:
     """Write `model` (an EmotionClassifier for `config`) as a SavedModel at `export_dir`; returns the path.
@@ -503,7 +491,7 @@ def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, 
             tf.saved_model.save(built.module, str(saved), signatures=built.signatures)
             if not (saved / "assets" / METADATA_ASSET).is_file():
                 raise CheckpointError(f"{export_dir}: the metadata asset was not written")
-            _replace_dir(saved, export_dir)
+            replace_dir(saved, export_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
@@ -532,7 +520,7 @@ def build_classifier(preset: str, config: FusionConfig, class_names, weights=Non
     """A float32 EmotionClassifier of `preset` for `config`, with an EmotionClassifier .weights.h5 loaded strictly."""
     from mmder_tf.models import presets
     from mmder_tf.models.classifier import EmotionClassifier
-    from mmder_tf.training.model import load_weights_strict
+    from mmder_tf.models.preset_io import load_weights_strict
 
     backbone = presets.backbone_from_preset(preset, num_frames=config.num_frames, image_size=config.image_size,
                                             dtype="float32")
@@ -582,7 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True,
                    help="SavedModel folder to create; for TF Serving use <model_base>/<version>, e.g. models/mmder/1")
     p.add_argument("--fold", type=int, help="which finished fold's checkpoint (needed when the run has several)")
-    p.add_argument("--weights", help="EmotionClassifier .weights.h5 (instead of a run folder)")
+    p.add_argument("--weights", help="an EmotionClassifier preset folder (save_to_preset: its class names and "
+                                     "preprocessing come with it), or a bare .weights.h5 with --preset and "
+                                     "--class-names (instead of a run folder)")
     p.add_argument("--preset", choices=PRESETS, help="backbone preset of --weights")
     p.add_argument("--class-names", help="comma-separated class names in logit order (with --weights)")
     p.add_argument("--num-classes", type=int, help="checked against --class-names")
@@ -599,7 +589,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_preset_classifier(path):
+    """(model, config, class_names, preset, source) of an EmotionClassifier preset folder, in float32: the
+    inputs are made with the preset's own preprocessing settings."""
+    from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.models.presets import preset_of
+
+    model = EmotionClassifier.from_preset(path, dtype="float32")
+    if model.preprocessing is None:
+        raise ConfigError(f"{path}: the preset has no preprocessing.json (how its inputs are fused); save it with "
+                          "save_to_preset(DIR, preprocessing=FusionConfig(...))")
+    if not model.class_names:
+        raise ConfigError(f"{path}: the preset's classifier has no class names")
+    return model, model.preprocessing, list(model.class_names), preset_of(model.backbone), str(path)
+
+
 def _explicit(args):
+    from mmder_tf.models.preset_io import is_preset
+
+    if is_preset(args.weights):
+        for flag in ("preset", "class_names", "num_classes", "strategy", "fusion_config", "image_size", "num_frames"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')}: the preset {args.weights} carries its own settings")
+        return load_preset_classifier(args.weights)
     if not args.preset or not args.class_names:
         raise ConfigError("--weights needs --preset and --class-names")
     class_names = [c.strip() for c in args.class_names.split(",") if c.strip()]

@@ -299,7 +299,7 @@ class RunConfig:
             raise ConfigError(
                 f"--dataset {self.dataset} without --weights would train a randomly initialised encoder (a linear "
                 "probe of random features reports near-chance numbers as results): pass --weights <converted "
-                ".weights.h5 or VideoMAE checkpoint>, or --from-scratch to train from random initialisation on purpose")
+                "preset folder or VideoMAE checkpoint>, or --from-scratch to train from random initialisation on purpose")
         if self.from_scratch and self.weights:
             raise ConfigError("--from-scratch and --weights contradict each other: give one")
         if self.preset is not None:  # with weights alone, the protocol checks once the checkpoint is read
