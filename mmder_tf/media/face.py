@@ -1,10 +1,20 @@
 """Faces found, tracked and cropped across one clip, the way the field crops them.
 
 Detection: MTCNN (the `mtcnn` package: TensorFlow, MIT licence, its three small
-networks' weights ship inside the wheel, nothing is downloaded) on a copy of each
-chosen frame downscaled to DETECT_WIDTH; it gives a box, a score and five
-landmarks per face. OpenCV's Haar cascade (`detector="haar"`, boxes only) stays
-for comparison: benchmarks/face.py measures both on the real clips.
+networks' weights ship inside the wheel, nothing is downloaded); it gives a box, a
+score and five landmarks per face. The full cascade (an image pyramid through
+P-Net, then R-Net and O-Net) runs on a copy of a frame downscaled to DETECT_WIDTH,
+but only on keyframes: the first frame of the sequence and every frame where a
+followed face is lost. On the other frames each face of the keyframe is refined
+where it was (`_refine`): a search window of SEARCH x the face around its keyframe
+box, proposals on a small grid of shifts and scales through R-Net, the best one
+squared through O-Net, as the cascade's last two stages treat P-Net's proposals.
+A refinement counts when O-Net's score passes MIN_SCORE and the box stays inside
+the window; otherwise the frame becomes a keyframe. So every face the detector
+reports is an O-Net box with an O-Net score, at ~1/4 of the cost of running the
+pyramid on every frame (benchmarks/face.py measures both, and how far the boxes
+of `detect(..., follow=False)`, the full cascade on every frame, are from them).
+OpenCV's Haar cascade (`detector="haar"`, boxes only) stays for comparison.
 
 Tracking (`track`): one identity per clip. The anchor is the most prominent face
 of the clip (largest, most central, over all frames); from the anchor's frame the
@@ -41,6 +51,14 @@ DEFAULT_MARGIN = 1.3  # crop side / tracked face side (MTCNN's box height: brows
 DETECT_WIDTH = 240  # faces of a 720p frame stay >= ~40 px at this width; MTCNN's cost grows with pixels
 MIN_FACE = 20  # px at DETECT_WIDTH (MTCNN's own default)
 MIN_SCORE = 0.9  # MTCNN confidence below this is treated as no face
+# Refinement around a keyframe face (see the module doc): the window's side over
+# the face's, the window's pixels (the face at ~O-Net's 48 px input) and the
+# proposals, as (x shift, y shift, scale) of the face's side: a 3 x 3 x 3 grid
+# that R-Net's box regression (trained on proposals off by up to ~0.3 side) closes.
+SEARCH = 2.0
+WINDOW = 96
+PROPOSALS = ((0.0, 0.0, 1.0),)
+RNET_SCORE = 0.7  # the cascade's own R-Net threshold
 # Eye centres in an aligned crop, as fractions of its side: the mean positions in a
 # "face" crop measured on the real clips (eye distance 0.33 x box height, eyes
 # 0.39 of the box height from its top), so "face" and "aligned" frame alike.
@@ -91,18 +109,77 @@ class FaceTrack:
 
 @functools.lru_cache(maxsize=1)
 def _mtcnn():
+    """(the package's detector with traced networks, its (P-Net, R-Net, O-Net) Keras models)."""
     import tensorflow as tf
     from mtcnn import MTCNN
 
     detector = MTCNN(device="CPU:0")
+    networks = tuple(stage._model for stage in detector.stages)
     # The package calls its three Keras networks eagerly: ~80 ms of per-call overhead
     # for a few ms of convolutions. Traced (shapes relaxed after the first ones), the
     # same networks give the same boxes at ~1/3 of the CPU time (benchmarks/face.py).
-    for stage in detector.stages:
-        network = stage._model
+    for stage, network in zip(detector.stages, networks):
         stage._model = tf.function(lambda x, network=network: network(x, training=False),
                                    reduce_retracing=True, autograph=False)
-    return detector
+    return detector, networks
+
+
+def _adjusted(boxes, offsets):
+    # the package's box regression (mtcnn.utils.bboxes.adjust_bboxes): x1 y1 x2 y2 moved by offsets x (w, h)
+    import tensorflow as tf
+
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    return boxes + offsets * tf.stack([w, h, w, h], axis=-1)
+
+
+def _squared(boxes):
+    # mtcnn.utils.bboxes.resize_to_square: the longer edge, same centre
+    import tensorflow as tf
+
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = tf.maximum(w, h)
+    x1, y1 = boxes[:, 0] + (w - side) / 2, boxes[:, 1] + (h - side) / 2
+    return tf.stack([x1, y1, x1 + side, y1 + side], axis=-1)
+
+
+@functools.lru_cache(maxsize=1)
+def _refine_function():
+    """R-Net then O-Net on proposals in search windows, one traced call for all windows of a sequence.
+
+    windows uint8 [m, WINDOW, WINDOW, 3], proposals float32 [m, p, 4] (x1 y1 x2 y2,
+    window pixels) -> per window: O-Net box [4], landmarks [10] (x1..x5, y1..y5),
+    O-Net score, the best R-Net score. Fixed window size: traced once.
+    """
+    import tensorflow as tf
+
+    _, (_, rnet, onet) = _mtcnn()
+
+    def crops(images, boxes, index, size):
+        # mtcnn.utils.images.extract_patches: [y1 x1 y2 x2] / the image size
+        normalised = tf.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3], boxes[:, 2]], axis=-1) / WINDOW
+        return tf.image.crop_and_resize(images, normalised, index, (size, size))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, WINDOW, WINDOW, 3], tf.uint8),
+                                  tf.TensorSpec([None, None, 4], tf.float32)], autograph=False)
+    def refine(windows, proposals):
+        images = (tf.cast(windows, tf.float32) - 127.5) / 128.0
+        m, p = tf.shape(proposals)[0], tf.shape(proposals)[1]
+        flat = tf.reshape(proposals, [-1, 4])
+        index = tf.repeat(tf.range(m), p)
+        offsets, scores = rnet(crops(images, flat, index, 24), training=False)
+        boxes = tf.reshape(_adjusted(flat, offsets), [m, p, 4])
+        scores = tf.reshape(scores[:, 1], [m, p])
+        best = tf.argmax(scores, axis=1, output_type=tf.int32)
+        chosen = _squared(tf.gather(boxes, best, batch_dims=1))
+        offsets, landmarks, face = onet(crops(images, chosen, tf.range(m), 48), training=False)
+        w = chosen[:, 2:3] - chosen[:, 0:1] + 1
+        h = chosen[:, 3:4] - chosen[:, 1:2] + 1
+        # mtcnn.utils.landmarks.adjust_landmarks
+        landmarks = tf.concat([w * landmarks[:, :5] + chosen[:, 0:1] - 1, h * landmarks[:, 5:] + chosen[:, 1:2] - 1], -1)
+        return _adjusted(chosen, offsets), landmarks, face[:, 1], tf.reduce_max(scores, axis=1)
+
+    return refine
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,20 +217,17 @@ def _downscaled(frames: np.ndarray) -> tuple[list, float]:
 
 
 def _detect_mtcnn(small: list, scale: float) -> list:
-    results = _mtcnn().detect_faces(small, min_face_size=MIN_FACE)
-    if len(small) == 1 and (not results or isinstance(results[0], dict)):
-        results = [results]  # the package unwraps one-image batches
-    frames = []
-    for faces in results:
-        found = []
-        for face in faces:
-            if face["confidence"] < MIN_SCORE:
-                continue
-            x, y, w, h = (float(v) / scale for v in face["box"])
-            points = face["keypoints"]
-            eyes = sorted((tuple(float(v) / scale for v in points[k]) for k in ("left_eye", "right_eye")))
-            found.append(Detection(x + w / 2, y + h / 2, max(w, h), float(face["confidence"]), tuple(eyes)))
-        frames.append(found)
+    """The full cascade on each (downscaled) image; boxes and landmarks unrounded, in frame pixels."""
+    detector, _ = _mtcnn()
+    # rows: image, x1, y1, w, h, score, landmarks x1..x5, y1..y5 (eyes first)
+    rows = np.asarray(detector.detect_faces(small, min_face_size=MIN_FACE, output_type="numpy"), np.float64)
+    frames = [[] for _ in small]
+    for row in rows.reshape(-1, 16):
+        if row[5] < MIN_SCORE:
+            continue
+        x, y, w, h = row[1:5] / scale
+        eyes = sorted(((row[6] / scale, row[11] / scale), (row[7] / scale, row[12] / scale)))
+        frames[int(row[0])].append(Detection(x + w / 2, y + h / 2, max(w, h), float(row[5]), tuple(eyes)))
     return frames
 
 
@@ -172,11 +246,94 @@ def _detect_haar(small: list, scale: float) -> list:
     return frames
 
 
-def detect(frames, detector: str = "mtcnn") -> list:
-    """Faces in each RGB frame (uint8 [n, h, w, 3]): a list (per frame) of Detections, full-resolution pixels."""
+def _search_window(frame: np.ndarray, face: Detection) -> tuple[np.ndarray, float, float, float]:
+    """(WINDOW x WINDOW crop of SEARCH x the face around it, black outside the frame; its scale, x0, y0)."""
+    import cv2
+
+    height, width = frame.shape[:2]
+    side = SEARCH * face.side
+    x0, y0 = face.cx - side / 2, face.cy - side / 2
+    left, top = int(np.floor(x0)), int(np.floor(y0))
+    right, bottom = left + int(np.ceil(side)), top + int(np.ceil(side))
+    region = frame[max(top, 0): min(bottom, height), max(left, 0): min(right, width)]
+    region = cv2.copyMakeBorder(region, max(-top, 0), max(bottom - height, 0), max(-left, 0), max(right - width, 0),
+                                cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    scale = WINDOW / region.shape[0]
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(region, (WINDOW, WINDOW), interpolation=interpolation), scale, float(left), float(top)
+
+
+def _refine(frames: np.ndarray, targets: list) -> list:
+    """Each (frame index, keyframe face) refined in its search window: a Detection, or None when lost."""
+    import tensorflow as tf
+
+    if not targets:
+        return []
+    height, width = frames.shape[1:3]
+    windows, places = [], []
+    for t, face in targets:
+        window, scale, x0, y0 = _search_window(frames[t], face)
+        windows.append(window)
+        places.append((scale, x0, y0))
+    grid = np.asarray(PROPOSALS, np.float32)
+    half = WINDOW / (2 * SEARCH) * grid[:, 2:3]  # the keyframe face is WINDOW / SEARCH px wide in its window
+    centres = WINDOW / 2 + WINDOW / SEARCH * grid[:, :2]
+    proposals = np.tile(np.concatenate([centres - half, centres + half], -1)[None], (len(targets), 1, 1))
+    boxes, landmarks, scores, rnet_scores = (
+        v.numpy() for v in _refine_function()(tf.constant(np.stack(windows)), tf.constant(proposals)))
+    found = []
+    for (scale, x0, y0), box, points, score, rnet_score in zip(places, boxes, landmarks, scores, rnet_scores):
+        inside = box[0] >= 0 and box[1] >= 0 and box[2] <= WINDOW and box[3] <= WINDOW
+        if score < MIN_SCORE or rnet_score < RNET_SCORE or not inside:
+            found.append(None)
+            continue
+        # back to frame pixels, clipped to the frame as the package clips its boxes
+        x1, x2 = np.clip(box[[0, 2]] / scale + x0, 0, width - 1)
+        y1, y2 = np.clip(box[[1, 3]] / scale + y0, 0, height - 1)
+        xs, ys = points[:5] / scale + x0, points[5:] / scale + y0
+        eyes = sorted(((float(xs[0]), float(ys[0])), (float(xs[1]), float(ys[1]))))
+        found.append(Detection(float(x1 + x2) / 2, float(y1 + y2) / 2, float(max(x2 - x1, y2 - y1)), float(score),
+                               tuple(eyes)))
+    return found
+
+
+def _detect_followed(frames: np.ndarray) -> list:
+    """MTCNN on keyframes, refinement elsewhere (module doc); a list (per frame) of Detections."""
+    n = len(frames)
+    detections: list = [None] * n
+    key = None
+    for t in range(n):  # keyframes until the first face
+        detections[t] = _detect_mtcnn(*_downscaled(frames[t: t + 1]))[0]
+        if detections[t]:
+            key = t
+            break
+    if key is not None:
+        # the keyframe's own faces are refined too, so every box of the sequence comes from the same step
+        faces, detections[key] = detections[key], None
+        targets = [(u, face) for u in range(key, n) for face in faces]
+        refined = _refine(frames, targets)
+        lost = sorted({u for (u, _), r in zip(targets, refined) if r is None and u != key})
+        for (u, face), r in zip(targets, refined):
+            if r is not None or u == key:
+                detections[u] = (detections[u] or []) + [face if r is None else r]
+        if lost:  # keyframes again: every face of these frames from the full cascade
+            for u, found in zip(lost, _detect_mtcnn(*_downscaled(frames[lost]))):
+                detections[u] = found
+    return [d or [] for d in detections]
+
+
+def detect(frames, detector: str = "mtcnn", follow: bool = True) -> list:
+    """Faces in each RGB frame (uint8 [n, h, w, 3], time order): a list (per frame) of Detections, frame pixels.
+
+    With MTCNN and `follow` (the default), the full cascade runs on keyframes and the
+    keyframe's faces are refined on the other frames (module doc); `follow=False`
+    runs the full cascade on every frame (the reference benchmarks/face.py compares with).
+    """
     frames = _check_frames(frames)
     if detector not in DETECTORS:
         raise ConfigError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if detector == "mtcnn" and follow:
+        return _detect_followed(frames)
     small, scale = _downscaled(frames)
     return _detect_mtcnn(small, scale) if detector == "mtcnn" else _detect_haar(small, scale)
 
@@ -326,15 +483,11 @@ def crop_selections(images: dict, selection: dict, mode: str, detector: str = "m
     """Face crops of several frame selections of one clip: ({n: uint8 [n, S_n, S_n, 3]}, {n: FaceTrack}).
 
     `images` maps frame index -> frame, `selection` count -> frame indices (time
-    order). Faces are detected once per distinct frame; each selection is tracked
-    and cropped on its own, so its crops do not depend on the other selections.
+    order). Each selection is detected (keyframes and refinement follow its own
+    frames), tracked and cropped on its own, so its crops do not depend on the
+    other selections.
     """
-    order = sorted({int(i) for indices in selection.values() for i in indices})
-    frames = _check_frames(np.stack([images[i] for i in order]))
-    found = dict(zip(order, detect(frames, detector)))
     crops, tracks = {}, {}
     for n, indices in selection.items():
-        chosen = np.stack([images[int(i)] for i in indices])
-        tracks[n] = track([found[int(i)] for i in indices], *frames.shape[1:3])
-        crops[n] = crop_frames(chosen, mode, tracks[n], margin)
+        crops[n], tracks[n] = face_crops(np.stack([images[int(i)] for i in indices]), mode, detector, margin)
     return crops, tracks
