@@ -79,7 +79,10 @@ def main(argv=None):
         results[weighting] = ensemble.ensemble_runs([work / f"{s}_joint" for s in strategies],
                                                     work / f"ensemble_{weighting}", weighting=weighting)
         s = results[weighting]
-        per_fold = "  ".join(f"{f}: {100 * e['war']:.2f} (best member {100 * e['best_member_war']:.2f})"
+        per_fold = "  ".join(f"{f}: {100 * e['war']:.2f} (best member {100 * e['best_member_war']:.2f}"
+                             + (f"; {e['weight_choice']['used']}, +{e['weight_choice']['gained']}/"
+                                f"-{e['weight_choice']['lost']} val clips, p {e['weight_choice']['p_value']:.2g}"
+                                if "weight_choice" in e else "") + ")"
                              for f, e in sorted(s["folds"].items(), key=lambda kv: int(kv[0])))
         print(f"ensemble ({weighting}) of {','.join(strategies)}: WAR {100 * s['war_mean']:.2f}  "
               f"UAR {100 * s['uar_mean']:.2f}  worst fold vs best member "

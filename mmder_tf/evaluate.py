@@ -103,7 +103,8 @@ def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
     return results
 
 
-def evaluate_ensemble(run_dirs, out=None, weighting: str = "mean", verbose: bool = True) -> dict:
+def evaluate_ensemble(run_dirs, out=None, weighting: str = "mean", verbose: bool = True,
+                      significance: float | None = None) -> dict:
     """Posterior-level ensemble of finished runs (reports.ensemble.ensemble_runs), written to `out`."""
     from mmder_tf.reports.ensemble import ensemble_runs, format_ensemble
 
@@ -111,7 +112,10 @@ def evaluate_ensemble(run_dirs, out=None, weighting: str = "mean", verbose: bool
         raise ConfigError("--ensemble needs at least two runs")
     if out is None:
         out = Path("runs") / ("ensemble_" + "_".join(Path(r).name for r in run_dirs))
-    results = ensemble_runs(run_dirs, out, weighting=weighting)
+    from mmder_tf.reports.ensemble import SIGNIFICANCE
+
+    results = ensemble_runs(run_dirs, out, weighting=weighting,
+                            significance=SIGNIFICANCE if significance is None else significance)
     if verbose:
         print(format_ensemble(results))
         print(f"-> {Path(out) / 'results.md'}")
@@ -127,7 +131,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ensemble", nargs="+", metavar="RUN",
                         help="combine these finished runs (same folds, e.g. different strategies) at the posterior level")
     parser.add_argument("--ensemble-weighting", choices=("mean", "validation"), default="mean",
-                        help="mean of the posteriors, or weights chosen per fold on its validation subjects")
+                        help="mean of the posteriors, or weights chosen per fold on its validation subjects "
+                        "(kept only where they beat the mean on validation by a sign test)")
+    parser.add_argument("--ensemble-significance", type=float, default=None, metavar="P",
+                        help="validation weighting: level of the one-sided sign test against the mean (default "
+                        "0.05; 1 always takes the validation candidate)")
     parser.add_argument("--out", help="--ensemble: folder for results.json / results.md (default runs/ensemble_<runs>)")
     args = parser.parse_args(argv)
     quiet_tensorflow(args.verbose)
@@ -135,7 +143,8 @@ def main(argv=None) -> int:
         if args.ensemble:
             if args.run:
                 raise ConfigError("give --run (re-evaluate one run) or --ensemble RUN ... (combine runs), not both")
-            evaluate_ensemble(args.ensemble, args.out, args.ensemble_weighting)
+            evaluate_ensemble(args.ensemble, args.out, args.ensemble_weighting,
+                              significance=args.ensemble_significance)
             return 0
         if not args.run:
             raise ConfigError("give --run RUN or --ensemble RUN_A RUN_B ...")

@@ -52,18 +52,22 @@ def test_weights_never_see_the_test_fold():
     labels, val_labels = rng.integers(0, 4, 80), rng.integers(0, 4, 60)
     members = {n: _member(rng, labels, acc, val_labels, vacc)
                for n, acc, vacc in (("cfas", 0.8, 0.7), ("fslf", 0.7, 0.8), ("ofos", 0.6, 0.5))}
-    chosen = ensemble.ensemble_fold(members, 1, weighting="validation")["weights"]
+    first = ensemble.ensemble_fold(members, 1, weighting="validation")
+    chosen, choice = first["weights"], first["choice"]
     # Any change of the test predictions, even ones that would favour another weighting, leaves the weights alone
     for seed in range(3):
         scrambled = {n: dict(m, logits=np.random.default_rng(seed).normal(size=m["logits"].shape) * 10)
                      for n, m in members.items()}
         scrambled["ofos"]["logits"][np.arange(80), labels] += 100.0  # ofos perfect on test now
-        assert ensemble.ensemble_fold(scrambled, 1, weighting="validation")["weights"] == chosen
+        again = ensemble.ensemble_fold(scrambled, 1, weighting="validation")
+        assert again["weights"] == chosen and again["choice"] == choice
     # ... while a change of the validation predictions does move them
     moved = {n: dict(m) for n, m in members.items()}
     moved["ofos"]["val_logits"] = moved["ofos"]["val_logits"].copy()
     moved["ofos"]["val_logits"][np.arange(60), val_labels] += 100.0
-    assert ensemble.ensemble_fold(moved, 1, weighting="validation")["weights"] != chosen
+    # (the candidate moves; whether it replaces the mean depends on the sign test)
+    assert (ensemble.ensemble_fold(moved, 1, weighting="validation")["choice"]["candidate"]
+            != ensemble.ensemble_fold(members, 1, weighting="validation")["choice"]["candidate"])
     # validation subjects that are test subjects are refused
     leaky = {n: dict(m, val_subjects=["s3", "s1"]) for n, m in members.items()}
     with pytest.raises(ConfigError, match="test subjects"):
@@ -82,3 +86,58 @@ def test_members_must_share_the_folds():
         ensemble.ensemble_fold({"a": a, "c": c}, 2)
     with pytest.raises(ConfigError, match="at least two"):
         ensemble.ensemble_fold({"a": a}, 2)
+
+
+def test_sign_test_matches_the_binomial_tail():
+    assert ensemble.sign_test_p(0, 0) == 1.0
+    assert ensemble.sign_test_p(1, 0) == 0.5
+    assert ensemble.sign_test_p(5, 0) == pytest.approx(1 / 32)
+    # P(X >= 8 | n = 10): (45 + 10 + 1) / 1024
+    assert ensemble.sign_test_p(8, 2) == pytest.approx(56 / 1024)
+    # P(X >= 2 | n = 10) = 1 - (1 + 10) / 1024
+    assert ensemble.sign_test_p(2, 8) == pytest.approx(1 - 11 / 1024)
+
+
+def _two_member_validation(gains: int, clips: int = 14):
+    """Validation posteriors [2][clips, 2]: the mean and the candidate `a` differ only on `gains` clips."""
+    labels = np.zeros(clips, np.int64)
+    a = np.tile([0.9, 0.1], (clips, 1))
+    b = np.tile([0.9, 0.1], (clips, 1))
+    # on `gains` clips a is barely right and b confidently wrong: the mean is wrong there, a alone right
+    a[:gains] = [0.55, 0.45]
+    b[:gains] = [0.05, 0.95]
+    return [a, b], labels
+
+
+def test_a_lucky_validation_clip_keeps_the_mean():
+    # one clip gained on 14 (the generated data's 2 validation actors): p = 0.5, no evidence -> mean
+    posteriors, labels = _two_member_validation(gains=1)
+    weights, choice = ensemble.select_weights(posteriors, labels)
+    assert choice["gained"] == 1 and choice["lost"] == 0 and choice["p_value"] == 0.5
+    assert choice["used"] == "mean" and weights.tolist() == [0.5, 0.5]
+    assert choice["candidate"][0] > 0.5  # the grid did prefer member a
+    # the same gain is taken when the caller accepts any gain
+    weights, choice = ensemble.select_weights(posteriors, labels, significance=1.0)
+    assert choice["used"] == "validation" and weights[0] > 0.5
+
+
+def test_a_clear_validation_gain_moves_the_weights():
+    posteriors, labels = _two_member_validation(gains=6, clips=40)
+    weights, choice = ensemble.select_weights(posteriors, labels)
+    assert choice["gained"] == 6 and choice["lost"] == 0 and choice["p_value"] == pytest.approx(1 / 64)
+    assert choice["used"] == "validation" and weights[0] > 0.5
+    with pytest.raises(ConfigError, match="significance"):
+        ensemble.select_weights(posteriors, labels, significance=0.0)
+
+
+def test_the_weight_choice_is_reported_per_fold():
+    rng = np.random.default_rng(4)
+    labels, val_labels = rng.integers(0, 4, 30), rng.integers(0, 4, 14)
+    members = {n: _member(rng, labels, acc, val_labels, vacc)
+               for n, acc, vacc in (("cfas", 0.8, 0.9), ("fslf", 0.7, 0.6), ("ofos", 0.9, 0.7))}
+    result = ensemble.ensemble_fold(members, 1, weighting="validation")
+    choice = result["choice"]
+    assert set(choice["candidate"]) == {"cfas", "fslf", "ofos"} and choice["val_clips"] == 14
+    expected = list(choice["candidate"].values()) if choice["used"] == "validation" else [1 / 3] * 3
+    assert list(result["weights"].values()) == pytest.approx(expected)
+    assert ensemble.ensemble_fold(members, 1, weighting="mean")["choice"] is None

@@ -63,6 +63,28 @@ def test_more_folds_than_subjects(dataset, tmp_path, capsys):
     assert not (out / "cache").exists()  # nothing was prepared
 
 
+def test_an_out_folder_of_foreign_files_is_refused_and_left_alone(dataset, tmp_path, capsys):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("mine")
+    assert finetune.main(_base(dataset, out)) == 2
+    err = capsys.readouterr().err
+    assert "chapter1.tex" in err and "not a mmder-finetune run" in err
+    assert sorted(p.name for p in out.iterdir()) == ["chapter1.tex"]
+    (out / "chapter1.tex").unlink()
+    from mmder_tf.training.protocol import check_run_folder
+
+    check_run_folder(out)  # empty: a new run may start there
+    (out / "cache").mkdir()
+    (out / "cache" / "settings.json").write_text("{}")
+    check_run_folder(out)  # a run interrupted while preparing its cache resumes
+    (out / "notes.txt").write_text("x")
+    check_run_folder(out)  # a run's folder stays the user's to annotate
+    (out / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_run_folder(out / "file")
+
+
 def test_fold_number_beyond_protocol(dataset, tmp_path, capsys):
     assert finetune.main(_base(dataset, tmp_path / "run") + ["--num-folds", "2", "--folds", "3"]) == 2
     assert "only 2 folds" in capsys.readouterr().err

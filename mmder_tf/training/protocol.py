@@ -405,6 +405,31 @@ def check_protocol(manifest):
         log(f"warning: no clip of class(es) {', '.join(absent)}: the model still has their outputs, never trained")
 
 
+def check_run_folder(out) -> None:
+    """Refuse an --out that holds files a run did not write (a dataset, another tool's results).
+
+    A run resumes into its own folder, so a folder is accepted when it is empty, or
+    holds run.json, a prepared cache, fold or worker folders or a run's lock (a run
+    interrupted before it wrote run.json leaves its cache). Anything else would get
+    run files mixed into it, and a later cleanup of the run would take the user's files.
+    """
+    from mmder_tf.errors import ConfigError
+    from mmder_tf.fileio import LOCK_NAME, describe_contents
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    cache = out / "cache"
+    ours = ((out / RUN_FILE).is_file() or (out / LOCK_NAME).exists() or (out / ".workers").is_dir()
+            or any(p.is_dir() and p.name[5:].isdigit() for p in out.glob("fold_*"))
+            or (cache / "settings.json").is_file() or (cache / "index.json").is_file())
+    if not ours:
+        raise ConfigError(f"--out {out} holds {describe_contents(out)}, not a mmder-finetune run (no {RUN_FILE}): "
+                          "training there would mix run files with them; choose a new or empty folder")
+
+
 def run_protocol(config: RunConfig) -> dict:
     """The whole run: data, folds, cache, every fold, reports. Returns the results dict (results.json).
 
@@ -415,6 +440,7 @@ def run_protocol(config: RunConfig) -> dict:
     from mmder_tf.training import engine
 
     config.check_paths()
+    check_run_folder(config.out)
     manifest = load_run_manifest(config)
     check_protocol(manifest)
     class_names = list(manifest.class_names)
