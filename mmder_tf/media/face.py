@@ -50,6 +50,13 @@ DETECTORS = ("mtcnn", "haar")
 DEFAULT_MARGIN = 1.3  # crop side / tracked face side (MTCNN's box height: brows to chin)
 DETECT_WIDTH = 240  # faces of a 720p frame stay >= ~40 px at this width; MTCNN's cost grows with pixels
 MIN_FACE = 20  # px at DETECT_WIDTH (MTCNN's own default)
+# Keyframes look for faces on a copy COARSE_WIDTH wide first (faces of at least
+# MIN_FACE x DETECT_WIDTH / COARSE_WIDTH px at DETECT_WIDTH; a pyramid of 1/4 of the
+# pixels; the faces of the real datasets are 65-80 px there), and at DETECT_WIDTH
+# only when that finds none; their boxes are refined at full resolution in any case.
+# (Not a larger min_face_size: mtcnn 1.0.0's pyramid then goes below P-Net's 12 px
+# input and the package reports no face at all.)
+COARSE_WIDTH = 120
 MIN_SCORE = 0.9  # MTCNN confidence below this is treated as no face
 # Refinement around a keyframe face (see the module doc): the window's side over
 # the face's, the window's pixels (the face at ~O-Net's 48 px input) and the
@@ -122,6 +129,15 @@ def _mtcnn():
         stage._model = tf.function(lambda x, network=network: network(x, training=False),
                                    reduce_retracing=True, autograph=False)
     return detector, networks
+
+
+@functools.lru_cache(maxsize=1)
+def _proposer():
+    """The cascade's first two stages (P-Net pyramid, R-Net) sharing _mtcnn's traced networks."""
+    from mtcnn import MTCNN
+
+    detector, _ = _mtcnn()
+    return MTCNN(stages=list(detector.stages[:2]), device="CPU:0")
 
 
 def _adjusted(boxes, offsets):
@@ -205,29 +221,32 @@ def _check_frames(frames) -> np.ndarray:
     return frames
 
 
-def _downscaled(frames: np.ndarray) -> tuple[list, float]:
+def _downscaled(frames: np.ndarray, width: int = DETECT_WIDTH, whole: bool = False) -> tuple[list, float]:
+    """Copies `width` px wide (never enlarged); `whole`: by a whole factor, at least `width` wide
+    (OpenCV's area resize is ~4x cheaper by whole factors: 1280 -> 128 instead of 120)."""
     import cv2
 
-    height, width = frames.shape[1:3]
-    scale = min(1.0, DETECT_WIDTH / width)
+    height, frame_width = frames.shape[1:3]
+    scale = min(1.0, width / frame_width) if not whole else 1.0 / max(1, frame_width // width)
     if scale == 1.0:
         return list(frames), 1.0
-    size = (round(width * scale), round(height * scale))
+    size = (round(frame_width * scale), round(height * scale))
     return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames], scale
 
 
-def _detect_mtcnn(small: list, scale: float) -> list:
-    """The full cascade on each (downscaled) image; boxes and landmarks unrounded, in frame pixels."""
-    detector, _ = _mtcnn()
-    # rows: image, x1, y1, w, h, score, landmarks x1..x5, y1..y5 (eyes first)
+def _detect_mtcnn(small: list, scale: float, proposals_only: bool = False) -> list:
+    """The full cascade on each (downscaled) image, or P-Net + R-Net only; unrounded, in frame pixels."""
+    detector = _proposer() if proposals_only else _mtcnn()[0]
+    # rows: image, x1, y1, w, h, score[, landmarks x1..x5, y1..y5 (eyes first)]
     rows = np.asarray(detector.detect_faces(small, min_face_size=MIN_FACE, output_type="numpy"), np.float64)
     frames = [[] for _ in small]
-    for row in rows.reshape(-1, 16):
-        if row[5] < MIN_SCORE:
+    for row in rows.reshape(-1, rows.shape[-1] if rows.ndim == 2 and len(rows) else 16):
+        if not proposals_only and row[5] < MIN_SCORE:
             continue
         x, y, w, h = row[1:5] / scale
-        eyes = sorted(((row[6] / scale, row[11] / scale), (row[7] / scale, row[12] / scale)))
-        frames[int(row[0])].append(Detection(x + w / 2, y + h / 2, max(w, h), float(row[5]), tuple(eyes)))
+        eyes = None if proposals_only else tuple(sorted(((row[6] / scale, row[11] / scale),
+                                                          (row[7] / scale, row[12] / scale))))
+        frames[int(row[0])].append(Detection(x + w / 2, y + h / 2, max(w, h), float(row[5]), eyes))
     return frames
 
 
@@ -246,21 +265,29 @@ def _detect_haar(small: list, scale: float) -> list:
     return frames
 
 
-def _search_window(frame: np.ndarray, face: Detection) -> tuple[np.ndarray, float, float, float]:
-    """(WINDOW x WINDOW crop of SEARCH x the face around it, black outside the frame; its scale, x0, y0)."""
+def _search_window(frame: np.ndarray, face: Detection) -> tuple[np.ndarray, int, int, int]:
+    """WINDOW x WINDOW pixels of `frame` around `face`, black outside the frame: (window, k, left, top).
+
+    Window pixel (i, j) is the mean of the k x k frame pixels from (left + k j, top + k i),
+    k the smallest integer making the window span at least SEARCH x the face: an
+    integer factor keeps OpenCV's area resize on its fast path (a 720p frame's
+    window costs ~0.5 ms instead of ~2 ms).
+    """
     import cv2
 
     height, width = frame.shape[:2]
-    side = SEARCH * face.side
-    x0, y0 = face.cx - side / 2, face.cy - side / 2
-    left, top = int(np.floor(x0)), int(np.floor(y0))
-    right, bottom = left + int(np.ceil(side)), top + int(np.ceil(side))
-    region = frame[max(top, 0): min(bottom, height), max(left, 0): min(right, width)]
-    region = cv2.copyMakeBorder(region, max(-top, 0), max(bottom - height, 0), max(-left, 0), max(right - width, 0),
-                                cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    scale = WINDOW / region.shape[0]
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(region, (WINDOW, WINDOW), interpolation=interpolation), scale, float(left), float(top)
+    k = max(1, int(np.ceil(SEARCH * face.side / WINDOW)))
+    span = WINDOW * k
+    left, top = int(round(face.cx - span / 2)), int(round(face.cy - span / 2))
+    window = np.zeros((WINDOW, WINDOW, 3), np.uint8)
+    # whole window pixels inside the frame: [first, last) in window coordinates, per axis
+    first_x, first_y = max(0, -(left // k)), max(0, -(top // k))
+    last_x, last_y = min(WINDOW, (width - left) // k), min(WINDOW, (height - top) // k)
+    if last_x > first_x and last_y > first_y:
+        region = frame[top + first_y * k: top + last_y * k, left + first_x * k: left + last_x * k]
+        window[first_y:last_y, first_x:last_x] = region if k == 1 else cv2.resize(
+            region, (last_x - first_x, last_y - first_y), interpolation=cv2.INTER_AREA)
+    return window, k, left, top
 
 
 def _refine(frames: np.ndarray, targets: list) -> list:
@@ -270,17 +297,18 @@ def _refine(frames: np.ndarray, targets: list) -> list:
     if not targets:
         return []
     height, width = frames.shape[1:3]
-    windows, places = [], []
+    grid = np.asarray(PROPOSALS, np.float64)
+    windows, places, proposals = [], [], []
     for t, face in targets:
-        window, scale, x0, y0 = _search_window(frames[t], face)
+        window, k, left, top = _search_window(frames[t], face)
         windows.append(window)
-        places.append((scale, x0, y0))
-    grid = np.asarray(PROPOSALS, np.float32)
-    half = WINDOW / (2 * SEARCH) * grid[:, 2:3]  # the keyframe face is WINDOW / SEARCH px wide in its window
-    centres = WINDOW / 2 + WINDOW / SEARCH * grid[:, :2]
-    proposals = np.tile(np.concatenate([centres - half, centres + half], -1)[None], (len(targets), 1, 1))
-    boxes, landmarks, scores, rnet_scores = (
-        v.numpy() for v in _refine_function()(tf.constant(np.stack(windows)), tf.constant(proposals)))
+        places.append((1.0 / k, float(left), float(top)))
+        # the keyframe face, shifted and scaled by the grid, in window pixels
+        centres = (np.array([face.cx - left, face.cy - top]) + face.side * grid[:, :2]) / k
+        half = face.side * grid[:, 2:3] / (2 * k)
+        proposals.append(np.concatenate([centres - half, centres + half], -1))
+    boxes, landmarks, scores, rnet_scores = (v.numpy() for v in _refine_function()(
+        tf.constant(np.stack(windows)), tf.constant(np.asarray(proposals, np.float32))))
     found = []
     for (scale, x0, y0), box, points, score, rnet_score in zip(places, boxes, landmarks, scores, rnet_scores):
         inside = box[0] >= 0 and box[1] >= 0 and box[2] <= WINDOW and box[3] <= WINDOW
@@ -297,29 +325,53 @@ def _refine(frames: np.ndarray, targets: list) -> list:
     return found
 
 
+def _distinct(faces: list) -> list:
+    """Faces by descending score, without the lower-scored copies of one face (two proposals refined to it)."""
+    kept = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        if not any(_same_face(other, face) for other in kept):
+            kept.append(face)
+    return kept
+
+
+def _keyframe_faces(frames: np.ndarray, times: list) -> dict:
+    """{t: faces of frames[t]}, the full cascade: P-Net + R-Net proposals on the COARSE_WIDTH copy (at
+    DETECT_WIDTH where that gives no face), each refined by `_refine` (its O-Net stage) in place."""
+    found = {t: [] for t in times}
+    pending = list(times)
+    for width in (COARSE_WIDTH, DETECT_WIDTH):
+        if not pending:
+            break
+        proposals = _detect_mtcnn(*_downscaled(frames[pending], width, whole=True), proposals_only=True)
+        targets = [(t, face) for t, faces in zip(pending, proposals) for face in faces]
+        for (t, _), refined in zip(targets, _refine(frames, targets)):
+            if refined is not None:
+                found[t].append(refined)
+        pending = [t for t in pending if not found[t]]
+    return {t: _distinct(faces) for t, faces in found.items()}
+
+
 def _detect_followed(frames: np.ndarray) -> list:
     """MTCNN on keyframes, refinement elsewhere (module doc); a list (per frame) of Detections."""
     n = len(frames)
-    detections: list = [None] * n
+    detections: list = [[] for _ in range(n)]
     key = None
     for t in range(n):  # keyframes until the first face
-        detections[t] = _detect_mtcnn(*_downscaled(frames[t: t + 1]))[0]
+        detections[t] = _keyframe_faces(frames, [t])[t]
         if detections[t]:
             key = t
             break
     if key is not None:
-        # the keyframe's own faces are refined too, so every box of the sequence comes from the same step
-        faces, detections[key] = detections[key], None
-        targets = [(u, face) for u in range(key, n) for face in faces]
+        targets = [(u, face) for u in range(key + 1, n) for face in detections[key]]
         refined = _refine(frames, targets)
-        lost = sorted({u for (u, _), r in zip(targets, refined) if r is None and u != key})
-        for (u, face), r in zip(targets, refined):
-            if r is not None or u == key:
-                detections[u] = (detections[u] or []) + [face if r is None else r]
+        for (u, _), r in zip(targets, refined):
+            if r is not None:
+                detections[u].append(r)
+        lost = sorted({u for (u, _), r in zip(targets, refined) if r is None})
         if lost:  # keyframes again: every face of these frames from the full cascade
-            for u, found in zip(lost, _detect_mtcnn(*_downscaled(frames[lost]))):
-                detections[u] = found
-    return [d or [] for d in detections]
+            for u, faces in _keyframe_faces(frames, lost).items():
+                detections[u] = faces
+    return detections
 
 
 def detect(frames, detector: str = "mtcnn", follow: bool = True) -> list:
