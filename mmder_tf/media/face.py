@@ -131,13 +131,56 @@ def _mtcnn():
     return detector, networks
 
 
+class _PyramidStage:
+    """The package's P-Net stage (same pyramid, thresholds and non-maximum suppression) with every
+    level's resize and P-Net in one traced call per image size: on a keyframe copy ~100 px wide the
+    package's per-level eager resizes and calls cost more than the convolutions."""
+
+    id, name = 1, "P-Net pyramid"
+
+    def __init__(self, network):
+        self._network = network
+        self._functions = {}
+
+    def _pyramid(self, shape: tuple, scales: tuple):
+        import tensorflow as tf
+
+        if (shape, scales) not in self._functions:
+            sizes = [(int(shape[0] * s), int(shape[1] * s)) for s in scales]  # the package's truncation
+
+            @tf.function(input_signature=[tf.TensorSpec([None, *shape, 3], tf.float32)], autograph=False)
+            def pyramid(images):
+                return [self._network(tf.image.resize(images, size, method="area"), training=False)
+                        for size in sizes]
+
+            self._functions[(shape, scales)] = pyramid
+        return self._functions[(shape, scales)]
+
+    def __call__(self, images_normalized, images_oshapes, min_face_size=MIN_FACE, scale_factor=0.709,
+                 threshold_pnet=0.6, nms_pnet1=0.5, nms_pnet2=0.7, **kwargs):
+        from mtcnn.utils.bboxes import generate_bounding_box, resize_to_square, smart_nms_from_bboxes, upscale_bboxes
+        from mtcnn.utils.images import build_scale_pyramid
+
+        scales = max((build_scale_pyramid(shape[1], shape[0], min_face_size=min_face_size, scale_factor=scale_factor)
+                      for shape in images_oshapes), key=len)
+        batch = images_normalized.shape[0]
+        outputs = self._pyramid(tuple(images_normalized.shape[1:3]), tuple(float(s) for s in scales))(
+            np.asarray(images_normalized, np.float32))
+        boxes = [smart_nms_from_bboxes(upscale_bboxes(generate_bounding_box(reg, cls, threshold_pnet),
+                                                      np.asarray([scale] * batch)),
+                                       threshold=nms_pnet1, method="union", initial_sort=False)
+                 for (reg, cls), scale in zip(outputs, scales)]
+        boxes = np.concatenate(boxes, axis=0) if boxes else np.empty((0, 6))
+        return resize_to_square(smart_nms_from_bboxes(boxes, threshold=nms_pnet2, method="union", initial_sort=True))
+
+
 @functools.lru_cache(maxsize=1)
 def _proposer():
-    """The cascade's first two stages (P-Net pyramid, R-Net) sharing _mtcnn's traced networks."""
+    """The cascade's first two stages (P-Net pyramid in one call, then R-Net), with _mtcnn's networks."""
     from mtcnn import MTCNN
 
-    detector, _ = _mtcnn()
-    return MTCNN(stages=list(detector.stages[:2]), device="CPU:0")
+    detector, (pnet, _, _) = _mtcnn()
+    return MTCNN(stages=[_PyramidStage(pnet), detector.stages[1]], device="CPU:0")
 
 
 def _adjusted(boxes, offsets):
