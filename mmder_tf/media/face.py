@@ -2,18 +2,20 @@
 
 Detection: MTCNN (the `mtcnn` package: TensorFlow, MIT licence, its three small
 networks' weights ship inside the wheel, nothing is downloaded); it gives a box, a
-score and five landmarks per face. The full cascade (an image pyramid through
-P-Net, then R-Net and O-Net) runs on a copy of a frame downscaled to DETECT_WIDTH,
-but only on keyframes: the first frame of the sequence and every frame where a
-followed face is lost. On the other frames each face of the keyframe is refined
-where it was (`_refine`): a search window of SEARCH x the face around its keyframe
-box, proposals on a small grid of shifts and scales through R-Net, the best one
-squared through O-Net, as the cascade's last two stages treat P-Net's proposals.
-A refinement counts when O-Net's score passes MIN_SCORE and the box stays inside
-the window; otherwise the frame becomes a keyframe. So every face the detector
-reports is an O-Net box with an O-Net score, at ~1/4 of the cost of running the
-pyramid on every frame (benchmarks/face.py measures both, and how far the boxes
-of `detect(..., follow=False)`, the full cascade on every frame, are from them).
+score and five landmarks per face. `detect` runs the whole cascade only on
+keyframes: the first frame of the sequence (and the next ones while none has a
+face) and every frame where a followed face is lost. A keyframe's proposals come
+from P-Net's image pyramid and R-Net on a copy ~COARSE_WIDTH wide (at DETECT_WIDTH
+where that finds no face); each proposal then goes through `_refine` in a search
+window cut from the full-resolution frame: R-Net on the proposal, its box squared
+through O-Net, as the cascade's last stages treat proposals. On every other frame
+each keyframe face is refined the same way where the keyframe saw it. A refinement
+counts when R-Net and O-Net pass the cascade's thresholds (RNET_SCORE, MIN_SCORE)
+and the box stays inside its window; a frame where one does not becomes a keyframe.
+So every face reported is an O-Net box, landmarks and score at full resolution;
+faces that appear after a keyframe are seen at the next keyframe. The cost is
+~1/4 of the cascade on every frame (`detect(..., follow=False)`, kept as the
+reference: benchmarks/face.py times both and reports how far their boxes are apart).
 OpenCV's Haar cascade (`detector="haar"`, boxes only) stays for comparison.
 
 Tracking (`track`): one identity per clip. The anchor is the most prominent face
@@ -50,18 +52,17 @@ DETECTORS = ("mtcnn", "haar")
 DEFAULT_MARGIN = 1.3  # crop side / tracked face side (MTCNN's box height: brows to chin)
 DETECT_WIDTH = 240  # faces of a 720p frame stay >= ~40 px at this width; MTCNN's cost grows with pixels
 MIN_FACE = 20  # px at DETECT_WIDTH (MTCNN's own default)
-# Keyframes look for faces on a copy COARSE_WIDTH wide first (faces of at least
-# MIN_FACE x DETECT_WIDTH / COARSE_WIDTH px at DETECT_WIDTH; a pyramid of 1/4 of the
-# pixels; the faces of the real datasets are 65-80 px there), and at DETECT_WIDTH
-# only when that finds none; their boxes are refined at full resolution in any case.
-# (Not a larger min_face_size: mtcnn 1.0.0's pyramid then goes below P-Net's 12 px
-# input and the package reports no face at all.)
+# Keyframes look for faces on a copy COARSE_WIDTH wide (by a whole factor: 128 for
+# 1280, 120 for 480) first: faces of at least ~1/6 of the frame width, a pyramid of
+# 1/4 of DETECT_WIDTH's pixels (the faces of the real datasets are 1/4-1/3 of the
+# width); at DETECT_WIDTH only where that finds none. Not a larger min_face_size
+# instead: mtcnn 1.0.0's pyramid then goes below P-Net's 12 px and it reports no face.
 COARSE_WIDTH = 120
 MIN_SCORE = 0.9  # MTCNN confidence below this is treated as no face
-# Refinement around a keyframe face (see the module doc): the window's side over
-# the face's, the window's pixels (the face at ~O-Net's 48 px input) and the
-# proposals, as (x shift, y shift, scale) of the face's side: a 3 x 3 x 3 grid
-# that R-Net's box regression (trained on proposals off by up to ~0.3 side) closes.
+# Refinement (module doc): the search window spans SEARCH x the face (at least),
+# WINDOW px (the face at ~O-Net's 48 px input); the proposal is the known face box
+# ((x shift, y shift, scale) of its side): a 3 x 3 grid of shifts by 0.2 side gave
+# the same boxes on the real clips at 1.5x the cost, as R-Net's regression closes them.
 SEARCH = 2.0
 WINDOW = 96
 PROPOSALS = ((0.0, 0.0, 1.0),)
