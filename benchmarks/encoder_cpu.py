@@ -42,6 +42,30 @@ def interleaved_medians(fns, repeats):
     return [statistics.median(ts) for ts in times]
 
 
+def add_arguments(parser, presets):
+    """The options every CPU comparison with Hugging Face takes (encoder_cpu, pretrain_cpu)."""
+    parser.add_argument("--presets", nargs="+", default=presets)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mode", choices=["xla", "graph", "eager"], default="graph",
+                        help="how ours runs: tf.function with jit_compile, tf.function, or eager")
+    parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
+
+
+def set_threads(threads):
+    """The same intra-op thread count for TensorFlow and torch, one inter-op thread each; returns (tf, torch)."""
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    return tf, torch
+
+
 def ours(preset, frames, size, mode):
     """Our encoder of a VideoMAE preset at frames x size x size, or of an LGI-Former preset at its own geometry."""
     import numpy as np
@@ -91,24 +115,11 @@ def theirs(cfg, frames, size, attn):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["base", "large"])
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--mode", choices=["xla", "graph", "eager"], default="graph", help="how ours runs: tf.function with jit_compile, tf.function, or eager")
-    parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
+    add_arguments(parser, ["base", "large"])
     args = parser.parse_args(argv)
-
-    import tensorflow as tf
-    import torch
+    tf, torch = set_threads(args.threads)
 
     from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
 
     from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS as LGI_PRESETS
 

@@ -41,6 +41,43 @@ def time_steps(step, steps, warmup, sync):
     return (time.perf_counter() - start) / steps
 
 
+def add_arguments(parser, preset, batch):
+    """The options both accelerator comparisons take (encoder_gpu, pretrain_gpu)."""
+    parser.add_argument("--preset", default=preset)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--keras-dtype", default="mixed_bfloat16")
+    parser.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak (H200: 790)")
+
+
+def time_torch_training(loss_of, parameters, lr, weight_decay, x, device, args, betas=(0.9, 0.999)):
+    """Seconds per PyTorch training step: `loss_of(inputs)` under bf16 autocast on the uint8 clips `x`
+    normalised on the device (as ours does), backward, AdamW."""
+    import numpy as np
+    import torch
+
+    opt = torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 1, 3, 1, 1)
+    pixels = torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 1, 4, 2, 3)
+
+    def step():
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            loss = loss_of((pixels.float() / 255.0 - mean) / std)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return time_steps(step, args.steps, args.warmup, sync)
+
+
 def ours(args, x, y):
     import keras
 
@@ -84,38 +121,15 @@ def theirs(args, x, y, device):
         attn_implementation="sdpa",
     )
     model = VideoMAEForVideoClassification(config).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 1, 3, 1, 1)
-    pixels = torch.from_numpy(x).to(device).permute(0, 1, 4, 2, 3)
     labels = torch.from_numpy(y).long().to(device)
-
-    def step():
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            inputs = (pixels.float() / 255.0 - mean) / std  # normalisation on the device, as ours does
-            loss = torch.nn.functional.cross_entropy(model(inputs).logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return time_steps(step, args.steps, args.warmup, sync)
+    return time_torch_training(lambda inputs: torch.nn.functional.cross_entropy(model(inputs).logits.float(), labels),
+                               model.parameters(), 1e-3, 0.05, x, device, args)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="large")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    add_arguments(parser, "large", 8)
     parser.add_argument("--num-classes", type=int, default=7)
-    parser.add_argument("--keras-dtype", default="mixed_bfloat16")
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak (H200: 790)")
     args = parser.parse_args(argv)
 
     import numpy as np

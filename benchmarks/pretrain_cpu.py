@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encoder_cpu import interleaved_medians  # noqa: E402  (also sets KERAS_BACKEND=tensorflow and oneDNN before TF loads)
+from encoder_cpu import add_arguments, interleaved_medians, set_threads  # noqa: E402  (also sets KERAS_BACKEND=tensorflow and oneDNN before TF loads)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,27 +79,15 @@ def theirs(preset, frames, size, x, mask, attn):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["base"])
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
+    add_arguments(parser, ["base"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--mask-ratio", type=float, default=0.9)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--mode", choices=["xla", "graph", "eager"], default="graph", help="how our step runs")
-    parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
     args = parser.parse_args(argv)
+    tf, torch = set_threads(args.threads)
 
     import numpy as np
-    import tensorflow as tf
-    import torch
 
     from mmder_tf.models.videomae.pretraining import random_tube_mask
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
 
     size, frames = args.image_size, args.frames
     x = np.random.default_rng(0).integers(0, 256, (args.batch, frames, size, size, 3)).astype("uint8")

@@ -22,7 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from encoder_gpu import time_steps  # noqa: E402
+from encoder_gpu import add_arguments, time_steps, time_torch_training  # noqa: E402
 
 BETAS, WEIGHT_DECAY, LR = (0.9, 0.95), 0.05, 1.5e-4
 
@@ -107,7 +107,6 @@ def ours(args, x, mask):
 
 
 def theirs(args, x, mask, device):
-    import numpy as np
     import torch
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
@@ -122,38 +121,15 @@ def theirs(args, x, mask, device):
         use_mean_pooling=False, layer_norm_eps=1e-6, norm_pix_loss=True, attn_implementation="sdpa",
     )
     model = VideoMAEForPreTraining(config).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 1, 3, 1, 1)
-    pixels = torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 1, 4, 2, 3)
     bool_mask = torch.from_numpy(mask.copy()).to(device)
-
-    def step():
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            inputs = (pixels.float() / 255.0 - mean) / std
-            loss = model(inputs, bool_masked_pos=bool_mask).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return time_steps(step, args.steps, args.warmup, sync)
+    return time_torch_training(lambda inputs: model(inputs, bool_masked_pos=bool_mask).loss, model.parameters(), LR,
+                               WEIGHT_DECAY, x, device, args, betas=BETAS)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="base")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=32)
+    add_arguments(parser, "base", 32)
     parser.add_argument("--mask-ratio", type=float, default=0.9)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--keras-dtype", default="mixed_bfloat16")
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak (H200: 790)")
     args = parser.parse_args(argv)
 
     import numpy as np

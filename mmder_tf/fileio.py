@@ -119,6 +119,19 @@ def replacing(path, suffix: str = ""):
         tmp.unlink(missing_ok=True)
 
 
+def replace_dir(new, target):
+    """Move the finished folder `new` to `target` by renames; an old `target` is removed only once the new
+    one is in place (a reader sees the old folder or the new one, never a half-written one)."""
+    new, target = Path(new), Path(target)
+    if target.exists():
+        old = temp_path(target)
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write `data` to `path` through a unique temporary file and a rename (fsync'd, umask permissions)."""
     with replacing(path) as tmp, open(tmp, "wb") as handle:

@@ -52,7 +52,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding the dataset's clips")
     p.add_argument("--manifest", help="manifest JSON/CSV instead of scanning --data-dir")
     p.add_argument("--cache", help="prepared TFRecord cache (default <out>/cache; prepared on demand)")
-    p.add_argument("--weights", help="converted .weights.h5 or a VideoMAE checkpoint (converted on the fly)")
+    p.add_argument("--weights", help="a preset folder (mmder-convert, save_to_preset, an mmder-pretrain run) or a "
+                                     "VideoMAE / MAE-DFER checkpoint (converted on the fly)")
     p.add_argument("--preset", choices=PRESETS,
                    help="backbone size (default large; tiny for the demo; with --weights: the checkpoint's)")
     p.add_argument("--mode", choices=CLASSIFIER_MODES,
@@ -100,6 +101,12 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--targets-file", help="CSV key,<dimension>,... adding dimensions to the dataset's clips")
     p.add_argument("--synthetic-dimensions", action="store_true",
                    help="demo dataset: generate it with valence / arousal cues (data.synthetic dimensions=True)")
+    p.add_argument("--modality-dropout", help="train one model for audio-video, video alone and audio alone: "
+                   "P (each modality dropped with probability P, never both) or video=P,audio=Q; the test set is "
+                   "then evaluated three ways (default 0: audio-visual only)")
+    p.add_argument("--placeholder", choices=("image", "learned"),
+                   help="what stands in for a missing modality: the fixed placeholder image (default) or a learned "
+                        "tubelet embedding")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="Keras fit verbosity (default 1 = progress bars); 2 also shows TensorFlow's own logs")
     add_spectrogram_arguments(p)

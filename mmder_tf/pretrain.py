@@ -5,7 +5,7 @@
 Any folder of videos (any names and nesting, VoxCeleb2's id*/*/*.mp4 included), a
 CSV with a path column, or a labelled dataset with its labels ignored. The run is
 resumable: after a kill, the same command continues and ends with the weights of
-an uninterrupted run. The encoder lands in OUT/encoder.weights.h5; fine-tune it
+an uninterrupted run. The encoder lands in the preset folder OUT/encoder; fine-tune it
 with `mmder-finetune --weights OUT`. The code lives in mmder_tf.training.pretrain.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-workers", type=int, default=8, help="clips decoded at once (stream) / prepare processes")
     p.add_argument("--preset", choices=PRESETS, default="base", help="encoder size (default base)")
     p.add_argument("--decoder", help="decoder preset (default: the encoder preset's)")
-    p.add_argument("--weights", help="continue from a pre-training checkpoint (MCG-NJU .pth, HF folder, or a run)")
+    p.add_argument("--weights", help="continue from a pre-training checkpoint (MCG-NJU .pth, HF folder, a preset, or a run)")
     p.add_argument("--mask-ratio", type=float, default=0.9)
     p.add_argument("--target", choices=TARGETS, default="pixel",
                    help="pixel: VideoMAE's normalised pixels; mae-dfer: second frame of a tubelet as a difference")

@@ -72,7 +72,7 @@ SMALL = os.environ.get("MMDER_NOTEBOOK_SMALL") == "1"  # CI: generated data, tin
 DATASET = "ravdess"              # ravdess | cremad | iemocap | csv
 DATA_DIR = "/content/drive/MyDrive/RAVDESS"   # the folder holding Actor_01 ... Actor_24
 CHECKPOINT = "/content/drive/MyDrive/weights/videomae_large.pth"  # VideoMAE .pth or Hugging Face folder
-WEIGHTS = "/content/drive/MyDrive/weights/videomae_large.weights.h5"  # converted once, reused
+WEIGHTS = "/content/drive/MyDrive/weights/videomae_large"  # a preset folder: converted once, reused
 PRESET = "large"                 # the encoder size of the checkpoint
 MODE = "linear_probe"            # frozen encoder + linear head (as the official code), or "finetune"
 EPOCHS = 100
@@ -99,8 +99,8 @@ DATA_AND_WEIGHTS = '''
   Your own clips: a CSV with `path,label,subject` and `DATASET = "csv"`.
   Folds are subject-independent (README, "Datasets and folds").
 * **Weights**: a VideoMAE checkpoint (MCG-NJU `.pth`, fine-tuned or pre-trained, or a Hugging
-  Face `videomae-*` folder) is converted once to Keras `.weights.h5`; the conversion refuses
-  to half-load and names every missing or mis-shaped tensor.
+  Face `videomae-*` folder) is converted once to a Keras preset folder (config, weights,
+  metadata); the conversion refuses to half-load and names every missing or mis-shaped tensor.
 '''
 
 CONVERT = '''

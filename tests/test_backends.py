@@ -26,11 +26,11 @@ results = {}
 for work in sorted(Path(sys.argv[1]).iterdir()):
     data = np.load(work / "io.npz")
     if "mask" in data:  # the masked autoencoder: predictions for a given mask; a training loss with its own masks
-        model = load_pretrained(work / "clf.weights.h5", pretraining=True)
+        model = load_pretrained(work / "preset", pretraining=True)
         logits = keras.ops.convert_to_numpy(model.reconstruct(data["x"], data["mask"])[0])
         train = keras.ops.convert_to_numpy(model.pretraining_loss(data["x"]))
     else:
-        model = load_pretrained(work / "clf.weights.h5", classifier=True)
+        model = load_pretrained(work / "preset", classifier=True)
         logits = keras.ops.convert_to_numpy(model(data["x"]))
         train = keras.ops.convert_to_numpy(model(data["x"], training=True))
     results[work.name] = {"max_diff": float(np.abs(logits - data["logits"]).max()),
@@ -71,7 +71,7 @@ OTHER_BACKENDS = ["torch", "jax"]
 
 @pytest.fixture(scope="module", params=OTHER_BACKENDS)
 def rerun(request, tmp_path_factory):
-    """Every case saved once under TensorFlow and rerun in one fresh process under another backend."""
+    """Every case saved once under TensorFlow (a preset) and rerun in one fresh process under another backend."""
     assert keras.backend.backend() == "tensorflow"
     backend, root = request.param, tmp_path_factory.mktemp(f"backend_{request.param}")
     scales = {}
@@ -82,9 +82,7 @@ def rerun(request, tmp_path_factory):
         logits = np.asarray(model.reconstruct(x, mask[0])[0] if mask else model(x))
         scales[name] = float(np.abs(logits).max())
         np.savez(work / "io.npz", x=x, logits=logits, **({"mask": mask[0]} if mask else {}))
-        model.save_weights(str(work / "clf.weights.h5"))
-        meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model)}
-        (work / "clf.config.json").write_text(json.dumps(meta))
+        model.save_to_preset(work / "preset")
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = root / "result.json"
     proc = subprocess.run([sys.executable, "-c", CHILD, str(root / "cases"), str(out)], env=env, capture_output=True,

@@ -1,4 +1,4 @@
-"""The private Keras internals of training/compat.py, exercised against the installed Keras.
+"""The private Keras internals of compat.py, exercised against the installed Keras.
 
 A failure here means Keras changed under the package: update compat.py (and
 TESTED_KERAS) before trusting layer-wise lr decay, distributed fits or strict loading.
@@ -10,7 +10,7 @@ import pytest
 
 from mmder_tf.models.classifier import EmotionClassifier
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
-from mmder_tf.training import compat
+from mmder_tf import compat
 
 
 def _tiny(classes=3):
@@ -21,7 +21,7 @@ def _tiny(classes=3):
 def test_installed_keras_is_a_tested_version():
     assert compat.keras_minor_version() in compat.TESTED_KERAS, (
         f"Keras {keras.__version__} is not in compat.TESTED_KERAS {compat.TESTED_KERAS}: check every function "
-        "of mmder_tf/training/compat.py against it, then add it")
+        "of mmder_tf/compat.py against it, then add it")
     assert compat.check_keras_version()
 
 

@@ -121,13 +121,14 @@ def test_hf_classifier_parity(hf_classifier):
     assert np.abs(np.asarray(model.head_model()(features)) - ref["logits"]).max() <= TOL
 
 
-def test_hf_convert_to_keras_file_and_back(hf_classifier, tmp_path):
+def test_hf_convert_to_preset_and_back(hf_classifier, tmp_path):
     ref = hf_classifier
-    dst = tmp_path / "out" / "model.weights.h5"
+    dst = tmp_path / "out" / "model"
     report = convert_checkpoint(ref["path"], dst)
     assert report["model"] == "EmotionClassifier" and report["layout"] == "huggingface" and report["fresh"] == []
-    assert dst.is_file() and (tmp_path / "out" / "model.config.json").is_file()
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "metadata.json", "model.weights.h5"]
     assert not [p for p in dst.parent.iterdir() if "tmp" in p.name]
+    assert np.abs(np.asarray(EmotionClassifier.from_preset(dst)(ref["x"])) - ref["logits"]).max() <= TOL
     model = load_pretrained(dst, classifier=True)
     assert np.abs(np.asarray(model(ref["x"])) - ref["logits"]).max() <= TOL
     backbone = load_pretrained(dst)
@@ -182,7 +183,7 @@ def test_videomae_pretraining_layout_parity(hf_encoder_final_norm, tmp_path):
     backbone = load_pretrained(path, num_frames=8, image_size=48, num_heads=3)
     x = ((ref["x"] / 255.0 - MEAN) / STD).astype(np.float32)
     assert np.abs(np.asarray(backbone(x)) - ref["tokens"]).max() <= TOL
-    report = convert_checkpoint(path, tmp_path / "enc.weights.h5", num_frames=8, image_size=48)
+    report = convert_checkpoint(path, tmp_path / "enc", num_frames=8, image_size=48)
     assert report["model"] == "VideoMAEBackbone" and report["layout"] == "videomae_pretrain"
     assert "mask_token" in report["ignored"] and "decoder.norm.weight" in report["ignored"]
 
@@ -252,10 +253,10 @@ def test_encoder_only_needs_allow_missing_head(tmp_path, good_state):
         del good_state[key]
     path = save(tmp_path, good_state)
     with pytest.raises(CheckpointError, match="(?s)head.weight.*allow_missing_head"):
-        convert_checkpoint(path, tmp_path / "x.weights.h5", num_frames=4, image_size=32, num_classes=7)
-    report = convert_checkpoint(path, tmp_path / "x.weights.h5", num_frames=4, image_size=32, num_classes=7, allow_missing_head=True)
+        convert_checkpoint(path, tmp_path / "x", num_frames=4, image_size=32, num_classes=7)
+    report = convert_checkpoint(path, tmp_path / "x", num_frames=4, image_size=32, num_classes=7, allow_missing_head=True)
     assert report["model"] == "EmotionClassifier" and sorted(report["fresh"]) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
-    assert load_pretrained(tmp_path / "x.weights.h5", classifier=True).num_classes == 7
+    assert load_pretrained(tmp_path / "x", classifier=True).num_classes == 7
     with pytest.raises(ConfigError, match="num_classes"):
         load_pretrained(path, classifier=True, allow_missing_head=True)
 
@@ -281,14 +282,39 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_cli(hf_classifier, tmp_path, capsys):
-    dst = tmp_path / "cli.weights.h5"
+    dst = tmp_path / "cli"
     assert main([str(hf_classifier["path"]), str(dst), "--backbone-only"]) == 0
     out = capsys.readouterr().out
     assert "VideoMAEBackbone" in out and "huggingface" in out and str(dst) in out
-    meta = json.loads((tmp_path / "cli.config.json").read_text())
-    assert meta["model"]["class_name"] == "VideoMAEBackbone"
+    meta = json.loads((dst / "metadata.json").read_text())
+    assert meta["format"] == "mmder_tf.preset" and meta["class_name"] == "VideoMAEBackbone"
+    assert "huggingface layout" in meta["source"]
     bad = tmp_path / "bad.pth"
     bad.write_text("nope")
-    assert main([str(bad), str(tmp_path / "bad.weights.h5")]) == 1
+    assert main([str(bad), str(tmp_path / "bad")]) == 1
     assert "bad.pth" in capsys.readouterr().err
-    assert not (tmp_path / "bad.weights.h5").exists()
+    assert not (tmp_path / "bad").exists()
+    # The destination is a folder: a file name of the old two-file format is refused before any work.
+    assert main([str(hf_classifier["path"]), str(tmp_path / "x.weights.h5")]) == 1
+    assert "must be a preset folder" in capsys.readouterr().err
+
+
+def test_two_file_model_of_earlier_versions_converts_once(hf_classifier, tmp_path, capsys):
+    """The earlier X.weights.h5 + X.config.json pair: refused where models load (with the command that
+    converts it), converted by that command to a preset that gives the same logits."""
+    import keras
+
+    ref = hf_classifier
+    model = load_pretrained(ref["path"], classifier=True)
+    old = tmp_path / "old.weights.h5"
+    model.save_weights(str(old))
+    (tmp_path / "old.config.json").write_text(json.dumps(
+        {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": "x", "layout": "y"}))
+    with pytest.raises(CheckpointError, match=r"two-file format of earlier mmder_tf versions.*python -m mmder_tf.convert"):
+        load_pretrained(old, classifier=True)
+    assert main([str(old), str(tmp_path / "new")]) == 0
+    assert "mmder_tf two-file" in capsys.readouterr().out
+    again = EmotionClassifier.from_preset(tmp_path / "new")
+    np.testing.assert_array_equal(np.asarray(again(ref["x"])), np.asarray(model(ref["x"])))
+    with pytest.raises(CheckpointError, match="bare .weights.h5 holds no architecture"):
+        load_pretrained(tmp_path / "new" / "model.weights.h5")

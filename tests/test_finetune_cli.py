@@ -91,16 +91,11 @@ def test_fold_number_beyond_protocol(dataset, tmp_path, capsys):
 
 
 def test_weights_of_another_preset(dataset, tmp_path, capsys):
-    import keras
-
     from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 
-    # A converted encoder of another size: .weights.h5 plus the sidecar config convert writes.
-    backbone = VideoMAEBackbone(hidden_dim=96, depth=1, num_heads=2, num_frames=16, image_size=32)
-    weights = tmp_path / "other.weights.h5"
-    backbone.save_weights(str(weights))
-    (tmp_path / "other.config.json").write_text(json.dumps(
-        {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(backbone)}))
+    # A converted encoder of another size: a preset folder, as convert writes it.
+    weights = VideoMAEBackbone(hidden_dim=96, depth=1, num_heads=2, num_frames=16, image_size=32).save_to_preset(
+        tmp_path / "other")
     out = tmp_path / "run"
     assert finetune.main(_base(dataset, out, scratch=False) + ["--weights", str(weights)]) == 2
     err = capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_uneven_mask_is_refused():
 
 
 def test_pretraining_checkpoint_reports_the_decoder_and_feeds_a_classifier(tmp_path, capsys):
-    path, dst = MAE_DFER / "pretrain_small" / "ckpt.pth", tmp_path / "clf.weights.h5"
+    path, dst = MAE_DFER / "pretrain_small" / "ckpt.pth", tmp_path / "clf"
     argv = [str(path), str(dst), "--num-classes", "7", "--allow-missing-head", "--num-frames", "16", "--image-size", "96",
             "--region-size", "2,3,6", "--num-heads", "4"]
     assert main(argv) == 0
@@ -133,14 +133,16 @@ def test_pretraining_checkpoint_reports_the_decoder_and_feeds_a_classifier(tmp_p
     assert rel(clf.backbone(channels_last(io["x"])), io["enc_tokens_final_all_visible"]) <= TOL
 
 
-def test_keras_file_round_trip_and_geometry_errors(tmp_path):
+def test_preset_round_trip_and_geometry_errors(tmp_path):
     folder, geometry = MAE_DFER / "ft_small_b", FT["ft_small_b"]
     io = np.load(folder / "io.npz")
-    report = convert_checkpoint(folder / "ckpt.pth", tmp_path / "b.weights.h5", **geometry)
+    report = convert_checkpoint(folder / "ckpt.pth", tmp_path / "b", **geometry)
     assert report["model"] == "EmotionClassifier" and report["layout"] == "mae_dfer" and report["fresh"] == []
-    clf = load_pretrained(tmp_path / "b.weights.h5", classifier=True)
+    clf = load_pretrained(tmp_path / "b", classifier=True)
     assert clf.backbone.region_size == (2, 2, 2) and clf.pooling == "region"
     assert rel(clf(to_pixels(io["x"])), io["logits"]) <= TOL
+    np.testing.assert_array_equal(np.asarray(EmotionClassifier.from_preset(tmp_path / "b")(to_pixels(io["x"]))),
+                                  np.asarray(clf(to_pixels(io["x"]))))
     # The released geometry is the default: 8 frames at 64 px do not fit (2, 5, 10) regions.
     with pytest.raises(ConfigError, match="does not divide the token grid"):
         load_pretrained(folder / "ckpt.pth", num_frames=8, image_size=64)
@@ -200,7 +202,7 @@ def test_released_checkpoint_layout_loads_without_executing_pickles(tmp_path):
 @pytest.mark.parametrize("folder", ["ft_small", "pretrain_small"])
 def test_hicmae_visual_encoder_matches_upstream(folder, tmp_path):
     io = np.load(HICMAE / "ft_small" / "io.npz")  # both folders share the input and the visual encoder geometry
-    report = convert_checkpoint(HICMAE / folder / "ckpt.pth", tmp_path / "v.weights.h5", image_size=64, num_heads=4)
+    report = convert_checkpoint(HICMAE / folder / "ckpt.pth", tmp_path / "v", image_size=64, num_heads=4)
     assert report["layout"] == "hicmae" and report["model"] == "VideoMAEBackbone"
     dropped = report["dropped"]
     assert dropped["audio encoder"] > 0 and dropped["audio-visual fusion encoder"] > 0
@@ -213,7 +215,7 @@ def test_hicmae_visual_encoder_matches_upstream(folder, tmp_path):
         pre = np.load(HICMAE / "pretrain_small" / "io.npz")
         reference = {f"block_{k}": pre[f"enc_block{k}_out_all_visible"] for k in range(3)}
         final = pre["enc_out_all_visible"]
-    backbone = load_pretrained(tmp_path / "v.weights.h5")
+    backbone = load_pretrained(tmp_path / "v")
     assert isinstance(backbone, VideoMAEBackbone) and (backbone.hidden_dim, backbone.depth, backbone.num_heads) == (64, 3, 4)
     x = channels_last(io["x"])
     assert rel(backbone(x), final) <= TOL

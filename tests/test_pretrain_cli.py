@@ -185,7 +185,7 @@ def test_kill_and_rerun_ends_with_the_uninterrupted_weights(reference_run, small
                               else None)
         return values
 
-    reference, result = weights(reference_run / "encoder.weights.h5"), weights(resumed / "encoder.weights.h5")
+    reference, result = (weights(run / "encoder" / "model.weights.h5") for run in (reference_run, resumed))
     assert reference.keys() == result.keys() and len(reference) > 10
     for name in reference:
         np.testing.assert_allclose(result[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)

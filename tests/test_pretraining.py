@@ -256,24 +256,27 @@ def test_training_hook_traced_step_and_encoder_export(tiny, tmp_path):
     with pytest.raises(ConfigError, match="num_masked"):
         tf.function(lambda p, m: tiny.pretraining_loss(p, m), autograph=False)(x, mask)
 
-    # The encoder goes to fine-tuning as it is; the whole model round-trips through .weights.h5.
-    tiny.save_encoder(tmp_path / "encoder.weights.h5")
-    classifier = mmder_tf.load_pretrained(tmp_path / "encoder.weights.h5", classifier=True, num_classes=7, allow_missing_head=True)
+    # The encoder goes to fine-tuning as it is; the whole model round-trips through a preset.
+    tiny.backbone.save_to_preset(tmp_path / "encoder")
+    classifier = mmder_tf.load_pretrained(tmp_path / "encoder", classifier=True, num_classes=7, allow_missing_head=True)
     for a, b in zip(classifier.backbone.weights, tiny.backbone.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    tiny.save_pretrainer(tmp_path / "mae.weights.h5")
-    again = mmder_tf.load_pretrained(tmp_path / "mae.weights.h5", pretraining=True)
+    tiny.save_to_preset(tmp_path / "mae")
+    again = mmder_tf.load_pretrained(tmp_path / "mae", pretraining=True)
     assert isinstance(again, VideoMAEPretrainer) and again.mask_ratio == 0.75
     np.testing.assert_allclose(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
-    assert isinstance(mmder_tf.load_pretrained(tmp_path / "mae.weights.h5"), VideoMAEBackbone)
+    same = VideoMAEPretrainer.from_preset(tmp_path / "mae")
+    np.testing.assert_array_equal(np.asarray(same.reconstruct(x, mask)[0]), np.asarray(again.reconstruct(x, mask)[0]))
+    assert isinstance(mmder_tf.load_pretrained(tmp_path / "mae"), VideoMAEBackbone)
+    assert isinstance(VideoMAEBackbone.from_preset(tmp_path / "mae"), VideoMAEBackbone)
     # The command line exports a pre-training run to the MCG-NJU layout, which loads back to the same model.
-    assert convert_main([str(tmp_path / "mae.weights.h5"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
+    assert convert_main([str(tmp_path / "mae"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
     assert "encoder_to_decoder.weight" in torch.load(tmp_path / "mae.pth", weights_only=True)["model"]
     back = mmder_tf.load_pretrained(tmp_path / "mae.pth", 4, 32, pretraining=True, num_heads=2, decoder_overrides={"num_heads": 2})
     np.testing.assert_allclose(np.asarray(back.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
-    assert convert_main([str(tmp_path / "mae.weights.h5"), str(tmp_path / "mae.npz"), "--pretraining"]) == 1
+    assert convert_main([str(tmp_path / "mae"), str(tmp_path / "mae.npz"), "--pretraining"]) == 1
     with pytest.raises(CheckpointError, match="no decoder"):
-        mmder_tf.load_pretrained(tmp_path / "encoder.weights.h5", pretraining=True)
+        mmder_tf.load_pretrained(tmp_path / "encoder", pretraining=True)
 
 
 def test_presets_match_videomae_and_parameter_counts():
@@ -294,11 +297,11 @@ def test_mixed_precision_reaches_every_layer_and_survives_saving(tmp_path):
     mask = random_tube_mask(1, model.token_grid, 0.5, seed=3)
     predictions, loss = model.reconstruct(x, mask)
     assert predictions.dtype == "float32" and loss.dtype == "float32" and np.isfinite(float(loss))
-    model.save_pretrainer(tmp_path / "mixed.weights.h5")
-    again = mmder_tf.load_pretrained(tmp_path / "mixed.weights.h5", pretraining=True)
+    model.save_to_preset(tmp_path / "mixed")
+    again = mmder_tf.load_pretrained(tmp_path / "mixed", pretraining=True)
     assert again.backbone.blocks[0].compute_dtype == again.decoder.blocks[0].compute_dtype == "bfloat16"
     np.testing.assert_array_equal(np.asarray(again.reconstruct(x, mask)[0]), np.asarray(predictions))
-    single = mmder_tf.load_pretrained(tmp_path / "mixed.weights.h5", pretraining=True, dtype="float32")
+    single = mmder_tf.load_pretrained(tmp_path / "mixed", pretraining=True, dtype="float32")
     assert single.backbone.blocks[0].compute_dtype == single.decoder.blocks[0].compute_dtype == "float32"
 
 

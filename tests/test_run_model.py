@@ -7,7 +7,7 @@ import pytest
 from mmder_tf.errors import CheckpointError
 from mmder_tf.models.classifier import EmotionClassifier
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
-from mmder_tf.training.model import load_weights_strict
+from mmder_tf.models.preset_io import load_weights_strict
 
 
 def _classifier(classes=3, seed=0, depth=None):

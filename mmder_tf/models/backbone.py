@@ -6,14 +6,16 @@ import numpy as np
 
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.layers import _pair
+from mmder_tf.models.preset_io import PresetIO
 
 
-class VideoBackbone(keras.Model):
+class VideoBackbone(keras.Model, PresetIO):
     """Base of the functional encoders: normalised video [B, T, H, W, 3] in, tokens out.
 
     Subclasses set `presets` (name -> constructor kwargs), `default_pooling`,
     and call `_remember(**arguments)` with their normalised constructor
     arguments after building the graph: those are the config.
+    `from_preset(name_or_folder)` / `save_to_preset(folder)`: models.preset_io.
     """
 
     presets: dict = {}
@@ -53,26 +55,20 @@ class VideoBackbone(keras.Model):
         return (self.num_frames // self.tubelet_size) * (height // self.patch_size) * (width // self.patch_size)
 
     def get_config(self):
-        config = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
-        }
+        config = self._base_config()
         for key, value in self._arguments.items():
             config[key] = list(value) if isinstance(value, tuple) else value
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**cls._from_config_arguments(config))
 
     @classmethod
-    def from_preset(cls, name: str, **overrides):
-        """A fresh (randomly initialised) backbone of a named size; weights come from `load_pretrained`."""
+    def from_builtin(cls, name: str, **overrides):
+        """A backbone of a built-in size with RANDOM weights (`overrides`: constructor arguments)."""
         key = str(name).lower()
         if key not in cls.presets:
-            raise ConfigError(f"unknown {cls.__name__} preset {name!r}; choose one of {', '.join(cls.presets)}")
+            raise ConfigError(f"unknown {cls.__name__} preset {name!r}; choose one of {', '.join(cls.presets)}, "
+                              "or pass a preset folder")
         return cls(**{**cls.presets[key], **overrides})

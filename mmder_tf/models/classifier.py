@@ -9,19 +9,20 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from mmder_tf.config import CLASSIFIER_MODES
+from mmder_tf.config import CLASSIFIER_MODES, PLACEHOLDER_RGB, PLACEHOLDERS
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
-from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
+from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, PlaceholderTubelets, _pair
 from mmder_tf.models.multitask import CATEGORY, TargetScaling
+from mmder_tf.models.preset_io import PresetIO
 
 MODES = CLASSIFIER_MODES
 BACKBONES = (VideoMAEBackbone, LGIFormerBackbone)
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
-class EmotionClassifier(keras.Model):
+class EmotionClassifier(keras.Model, PresetIO):
     """Task model on a `VideoMAEBackbone` or `LGIFormerBackbone`; uint8 or float 0..255 [B, T, H, W, 3] -> logits [B, C].
 
     The backbone's tokens become one feature per clip by its own pooling
@@ -33,6 +34,10 @@ class EmotionClassifier(keras.Model):
     `mode="finetune"` trains everything. For a linear probe the frozen part
     can be run once: `feature_extractor()` maps clips to pooled tokens and
     `head_model()` maps those to logits with this model's own fc_norm/head.
+
+    `save_to_preset(DIR, preprocessing=fusion_config)` writes the model with the
+    FusionConfig of its inputs; `EmotionClassifier.from_preset(DIR)` reads both back
+    (`model.preprocessing`).
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class EmotionClassifier(keras.Model):
         input_dtype="float32",
         pooling=None,
         targets=(),
+        placeholder="image",
         dtype=None,
         **kwargs,
     ):
@@ -65,6 +71,8 @@ class EmotionClassifier(keras.Model):
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        if placeholder not in PLACEHOLDERS:
+            raise ConfigError(f"placeholder must be one of {PLACEHOLDERS}, got {placeholder!r}")
         targets = tuple(str(t) for t in (targets or ()))
         if len(set(targets)) != len(targets) or CATEGORY in targets:
             raise ConfigError(f"targets must be distinct dimension names other than {CATEGORY!r}, got {targets}")
@@ -80,7 +88,15 @@ class EmotionClassifier(keras.Model):
 
         h, w = _pair(backbone.image_size, "image_size")
         inputs = keras.Input(shape=(backbone.num_frames, h, w, 3), dtype=input_dtype, name="pixels")
-        pooled = pool(backbone(normalize(inputs)))
+        normalized = normalize(inputs)
+        self.placeholder_tubelets = None
+        if placeholder == "learned":
+            initial = [(c / 255.0 - m) / s for c, m, s in zip(PLACEHOLDER_RGB, normalize.mean, normalize.std)]
+            self.placeholder_tubelets = PlaceholderTubelets(
+                backbone.tubelet_size, backbone.patch_size, PLACEHOLDER_RGB, initial, dtype=dtype,
+                name="placeholder_tubelets")
+            normalized = self.placeholder_tubelets(inputs, normalized)
+        pooled = pool(backbone(normalized))
         dimension_head = scaling = None
         if targets:
             dimension_head = layers.Dense(len(targets), dtype="float32", name="dimension_head")
@@ -100,8 +116,19 @@ class EmotionClassifier(keras.Model):
         self.pixel_dtype = input_dtype
         self.pooling = pooling
         self.targets = targets
+        self.placeholder = placeholder
         self._mode = None
         self.mode = mode
+
+    @classmethod
+    def from_builtin(cls, name, num_classes, num_frames=None, image_size=None, dtype=None, backbone_overrides=None,
+                     **kwargs):
+        """A classifier on built-in encoder `name` with RANDOM weights (`kwargs`: the constructor's)."""
+        from mmder_tf.models.presets import backbone_from_preset
+
+        geometry = {k: v for k, v in (("num_frames", num_frames), ("image_size", image_size)) if v is not None}
+        backbone = backbone_from_preset(name, dtype=dtype, **geometry, **(backbone_overrides or {}))
+        return cls(backbone, num_classes, dtype=dtype, **kwargs)
 
     def _heads(self, pooled, drop, fc_norm, head, dimension_head, scaling):
         features = drop(fc_norm(pooled))
@@ -144,9 +171,7 @@ class EmotionClassifier(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            **self._base_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
             "mode": self.mode,
@@ -158,13 +183,9 @@ class EmotionClassifier(keras.Model):
             "input_dtype": self.pixel_dtype,
             "pooling": self.pooling,
             "targets": list(self.targets),
+            "placeholder": self.placeholder,
         }
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**cls._from_config_arguments(config, nested=("backbone",)))

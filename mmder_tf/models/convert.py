@@ -1,19 +1,24 @@
-"""VideoMAE checkpoints (MCG-NJU .pth, Hugging Face directories) -> Keras `.weights.h5`.
+"""VideoMAE checkpoints (MCG-NJU .pth, Hugging Face directories) -> Keras presets (models.preset_io).
 
 Every supported layout is first renamed to the fine-tuned VideoMAE key names
 (`patch_embed.proj.weight`, `blocks.N.attn.qkv.weight`, `fc_norm.weight`,
 `head.weight`, ...); the architecture is read from the tensor shapes; then
 every tensor is checked against the model before a single one is assigned, so
-a checkpoint either loads completely or not at all.
+a checkpoint either loads completely or not at all. The result is written as a
+preset folder (config, weights, metadata) that `load_pretrained`, `from_preset`
+and `mmder-finetune --weights` read:
 
-    python -m mmder_tf.convert videomae_vit_l_k400.pth weights/vit_l.weights.h5 --allow-missing-head --num-classes 7
+    python -m mmder_tf.convert videomae_vit_l_k400.pth weights/vit_l --allow-missing-head --num-classes 7
 
 With `--pretraining` the whole masked autoencoder (encoder and decoder) converts, in
-either direction: to `.weights.h5` (what `load_pretrained(..., pretraining=True)` and
+either direction: to a preset folder (what `load_pretrained(..., pretraining=True)` and
 `mmder-pretrain --weights` read), or to a `.pth` in the MCG-NJU pre-training layout
 (what VideoMAE / MAE-DFER / HiCMAE code loads), e.g. from a pre-training run:
 
-    python -m mmder_tf.convert RUN/pretraining.weights.h5 videomae_pretrain.pth --pretraining
+    python -m mmder_tf.convert RUN/pretraining videomae_pretrain.pth --pretraining
+
+Files of the two-file format of earlier versions (`X.weights.h5` + `X.config.json`)
+are read here only, to convert them once: `python -m mmder_tf.convert X.weights.h5 X`.
 """
 from __future__ import annotations
 
@@ -28,6 +33,16 @@ import numpy as np
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
 from mmder_tf.fileio import replacing
+from mmder_tf.models.preset_io import (
+    ENCODER_PRESET,
+    PRETRAINING_PRESET,
+    input_geometry,
+    is_preset,
+    load_preset,
+    load_weights_strict,
+    register_model_classes,
+    save_preset,
+)
 from mmder_tf.models.videomae.presets import heads_for_width
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
@@ -103,7 +118,7 @@ def _load_torch_state(path, trust_pickle=False, mmap=False):
     except Exception as exc:  # torch raises many kinds for a non-checkpoint file
         hint = "" if trust_pickle else (
             " (if you trust the file and it pickles other objects: convert it once with "
-            "`python -m mmder_tf.convert SRC DST.weights.h5 --trust-pickle` and use DST.weights.h5; "
+            "`python -m mmder_tf.convert SRC DST --trust-pickle` and use the preset folder DST; "
             "from Python, trust_pickle=True)")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
     return _unwrap_state(obj, path)
@@ -161,6 +176,8 @@ def read_checkpoint(path, trust_pickle=False) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
+        if is_preset(path):
+            raise CheckpointError(f"{path}: already an mmder_tf preset; load it with from_preset or load_pretrained")
         hf_config, state = _read_hf_dir(path, trust_pickle)
         return Checkpoint(path, state, hf_config)
     if path.stat().st_size == 0:
@@ -175,12 +192,52 @@ def read_checkpoint(path, trust_pickle=False) -> Checkpoint:
 
 
 def run_folder_weights(path, pretraining: bool = False) -> Path:
-    """A pre-training run folder (`mmder-pretrain --out`) -> its encoder.weights.h5 (or, with
-    `pretraining`, the whole model's pretraining.weights.h5); any other path as it is."""
+    """A pre-training run folder (`mmder-pretrain --out`) -> its encoder preset (or, with `pretraining`,
+    the whole model's); any other path as it is."""
     path = Path(path)
-    if path.is_dir() and (path / "encoder.weights.h5").is_file():
-        return path / ("pretraining.weights.h5" if pretraining else "encoder.weights.h5")
+    if path.is_dir() and not is_preset(path) and is_preset(path / ENCODER_PRESET):
+        return path / (PRETRAINING_PRESET if pretraining else ENCODER_PRESET)
     return path
+
+
+def _legacy_config(path: Path) -> Path | None:
+    """The `X.config.json` beside an `X.weights.h5` of the earlier two-file format, if there is one."""
+    if not path.name.endswith(".weights.h5"):
+        return None
+    config = path.with_name(path.name[: -len(".weights.h5")] + ".config.json")
+    return config if config.is_file() else None
+
+
+def _refuse_weights_file(path: Path):
+    if _legacy_config(path) is not None:
+        raise CheckpointError(
+            f"{path}: a model in the two-file format of earlier mmder_tf versions; convert it once to a preset "
+            f"folder with `python -m mmder_tf.convert {path} {path.parent / path.name[: -len('.weights.h5')]}` "
+            "and use that folder")
+    raise CheckpointError(f"{path}: a bare .weights.h5 holds no architecture; pass a preset folder "
+                          "(save_to_preset, `python -m mmder_tf.convert`), a run folder or an upstream checkpoint")
+
+
+def read_legacy(path):
+    """The model of an `X.weights.h5` + `X.config.json` pair written by earlier versions (loaded strictly):
+    only for converting it to a preset."""
+    import keras
+
+    from mmder_tf.fileio import read_json
+
+    register_model_classes()
+    path = Path(path)
+    config = _legacy_config(path)
+    if config is None:
+        raise CheckpointError(f"{path}: no {path.name[: -len('.weights.h5')]}.config.json beside it")
+    meta = read_json(config, CheckpointError, "model config")
+    if not isinstance(meta, dict) or meta.get("format") != "mmder_tf" or not isinstance(meta.get("model"), dict):
+        raise CheckpointError(f"{config}: not an mmder_tf model config")
+    try:
+        model = keras.saving.deserialize_keras_object(meta["model"])
+    except Exception as exc:
+        raise CheckpointError(f"{config}: cannot build the model it describes ({type(exc).__name__}: {exc})") from None
+    return load_weights_strict(model, path)
 
 
 def checkpoint_input(path, trust_pickle=False) -> dict:
@@ -191,13 +248,10 @@ def checkpoint_input(path, trust_pickle=False) -> dict:
     160 px for MAE-DFER, whose regions only fit that token grid.
     """
     path = run_folder_weights(path)
-    if path.name.endswith(".weights.h5"):
-        try:
-            spec = json.loads(_sidecar(path).read_text())["model"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: its config {_sidecar(path).name} is missing or unreadable: {exc}") from exc
-        config = (spec["config"]["backbone"] if spec.get("class_name") == "EmotionClassifier" else spec)["config"]
-        return {"num_frames": int(config["num_frames"]), "image_size": config["image_size"]}
+    if is_preset(path):
+        return input_geometry(path)
+    if path.name.endswith(".h5"):
+        _refuse_weights_file(path)
     if path.is_dir() or path.suffix == ".safetensors":
         hf_dir = path if path.is_dir() else path.parent
         try:
@@ -644,12 +698,6 @@ def _hf_class_names(hf_config, num_classes):
     return [str(labels[k]) for k in sorted(labels, key=int)]
 
 
-def _sidecar(path: Path) -> Path:
-    name = path.name
-    stem = name[: -len(".weights.h5")] if name.endswith(".weights.h5") else path.stem
-    return path.with_name(stem + ".config.json")
-
-
 def _build_from_torch(
     ckpt, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, overrides
 ):
@@ -761,59 +809,16 @@ def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides,
     return model, report
 
 
-def save_keras_model(model, dst, source, layout):
-    """Write `model` as `dst` (.weights.h5) plus `<stem>.config.json` beside it, atomically; what
-    `load_pretrained` reads. Returns (weights path, config path)."""
-    import keras
-
-    dst = Path(dst)
-    if not dst.name.endswith(".weights.h5"):
-        raise ConfigError(f"destination must end with .weights.h5, got {dst}")
-    sidecar = _sidecar(dst)
-    meta = {"format": "mmder_tf", "model": keras.saving.serialize_keras_object(model), "source": str(source), "layout": layout}
-    # Both renames happen only once both files are written.
-    with replacing(dst, suffix=".weights.h5") as tmp_weights, replacing(sidecar) as tmp_config:
-        model.save_weights(str(tmp_weights))
-        tmp_config.write_text(json.dumps(meta, indent=1))
-    return dst, sidecar
-
-
-def _load_keras(path, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, overrides,
-                pretraining=False):
-    import keras
-
+def _load_preset_model(path, num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout,
+                       class_names, dtype, overrides, pretraining=False):
+    """What `load_pretrained` makes of a preset folder: the saved model, its encoder, or a classifier on it."""
     from mmder_tf.models.classifier import EmotionClassifier
     from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
     from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
     pretrainers = (VideoMAEPretrainer, LGIFormerPretrainer)
-    sidecar = _sidecar(path)
-    if not sidecar.is_file():
-        raise CheckpointError(f"{path}: a .weights.h5 file needs its config {sidecar.name} beside it (written by convert_checkpoint)")
-    try:
-        meta = json.loads(sidecar.read_text())
-        spec = meta["model"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{sidecar}: not an mmder_tf model config: {exc}") from exc
-    wrapped = spec.get("class_name") in ("EmotionClassifier", *(cls.__name__ for cls in pretrainers))
-    backbone_spec = spec["config"]["backbone"] if wrapped else spec
-    changes = dict(overrides)
-    if "region_size" in changes and backbone_spec.get("class_name") != "LGIFormerBackbone":
-        raise ConfigError(f"region_size applies to LGI-Former models; {path} holds a {backbone_spec.get('class_name')}")
-    if num_frames is not None:
-        changes["num_frames"] = int(num_frames)
-    if image_size is not None:
-        changes["image_size"] = image_size
-    if dtype is not None:
-        changes["dtype"] = dtype
-    backbone_spec["config"].update(changes)
-    if dtype is not None and spec.get("class_name") in [cls.__name__ for cls in pretrainers]:
-        spec["config"]["dtype"] = dtype  # its decoder and projection follow
-    try:
-        saved = keras.saving.deserialize_keras_object(spec)
-        saved.load_weights(str(path))
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load weights: {exc}") from exc
+    geometry = {k: v for k, v in (("num_frames", num_frames), ("image_size", image_size)) if v is not None}
+    saved = load_preset(path, dtype=dtype, backbone_overrides={**geometry, **overrides})
     if pretraining:
         if not isinstance(saved, pretrainers):
             raise CheckpointError(f"{path} holds a {type(saved).__name__}, not a pre-training model: it has no decoder")
@@ -859,8 +864,8 @@ def load_pretrained(
     """A ready backbone (or EmotionClassifier with `classifier=True`) from any supported checkpoint.
 
     `path`: a torch file (.pth/.pt/.bin) of VideoMAE (MCG-NJU), MAE-DFER or
-    HiCMAE, a .safetensors file, a Hugging Face VideoMAE directory, a
-    `.weights.h5` written by `convert_checkpoint`, or a pre-training run folder
+    HiCMAE, a .safetensors file, a Hugging Face VideoMAE directory, a preset
+    folder (`save_to_preset`, `convert_checkpoint`), or a pre-training run folder
     (`mmder-pretrain --out`: its encoder, or with `pretraining=True` the whole
     model). MAE-DFER checkpoints give an `LGIFormerBackbone`, the others a
     `VideoMAEBackbone` (HiCMAE: its visual encoder; the audio and fusion
@@ -876,7 +881,7 @@ def load_pretrained(
 
     `pretraining=True` returns the whole masked autoencoder (`VideoMAEPretrainer`) from an MCG-NJU
     pre-training checkpoint (`encoder.*`, `decoder.*`, `encoder_to_decoder.weight`, `mask_token`), a
-    Hugging Face VideoMAEForPreTraining directory, or a `.weights.h5` saved by the pre-training model;
+    Hugging Face VideoMAEForPreTraining directory, or a preset of a pre-training model;
     every missing, unexpected or mis-shaped tensor is named. Without it, such checkpoints give their encoder.
     `decoder_overrides`: MAEDecoder kwargs the tensors cannot tell (`num_heads` of a non-standard width
     without a config, `norm_epsilon`), as `**backbone_overrides` are for the encoder.
@@ -890,13 +895,37 @@ def load_pretrained(
     if decoder_overrides and not pretraining:
         raise ConfigError("decoder_overrides apply to pretraining=True only")
     args = (num_frames, image_size, classifier, num_classes, allow_missing_head, mode, dropout, class_names, dtype, backbone_overrides)
+    if is_preset(path):
+        return _load_preset_model(path, *args, pretraining=pretraining)
     if path.name.endswith(".h5"):
-        return _load_keras(path, *args, pretraining=pretraining)
+        _refuse_weights_file(path)
     if pretraining:
         ckpt = read_checkpoint(path, trust_pickle)
         return _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, backbone_overrides, decoder_overrides)[0]
     model, _ = _build_from_torch(read_checkpoint(path, trust_pickle), *args)
     return model
+
+
+# Destinations that name a file, not a preset folder (a typo for one would be written as a folder).
+_FILE_SUFFIXES = (".h5", ".json", ".npz", ".npy", ".bin", ".safetensors", ".keras", ".ckpt", ".pkl", ".pth", ".pt")
+
+
+def _check_destination(dst, allow_pth=False) -> Path:
+    dst = Path(dst)
+    if dst.suffix in _FILE_SUFFIXES and not (allow_pth and dst.suffix in (".pth", ".pt")):
+        raise ConfigError(f"destination {dst} must be a preset folder (a path without a file extension"
+                          + (", or .pth/.pt for the MCG-NJU layout)" if allow_pth else ")"))
+    return dst
+
+
+def convert_legacy(src, dst) -> dict:
+    """Convert an `X.weights.h5` + `X.config.json` pair of earlier versions to the preset folder `dst`."""
+    model = read_legacy(src)
+    save_preset(model, _check_destination(dst), source=src)
+    backbone = getattr(model, "backbone", model)
+    return {"source": str(src), "layout": "mmder_tf two-file", "model": type(model).__name__,
+            "loaded": len(model.weights), "ignored": [], "dropped": {}, "fresh": [],
+            "backbone": backbone.get_config(), "preset": str(dst)}
 
 
 def convert_checkpoint(
@@ -913,17 +942,18 @@ def convert_checkpoint(
     region_size=None,
     **backbone_overrides,
 ):
-    """Convert a torch / HF checkpoint (as `load_pretrained` reads) to `dst` (.weights.h5) plus `<stem>.config.json`.
+    """Convert a torch / HF checkpoint (as `load_pretrained` reads) to the preset folder `dst`.
 
     Writes an EmotionClassifier when the checkpoint has a video head or
     `num_classes` is given (an encoder-only checkpoint then needs
     `allow_missing_head`), otherwise (or with `backbone_only`) the backbone.
     Returns a report dict: layout, tensors loaded, ignored keys, `dropped`
-    (ignored tensors per upstream part: decoder, audio encoder, ...), fresh keys.
+    (ignored tensors per upstream part: decoder, audio encoder, ...), fresh keys,
+    `preset` (the folder written). A two-file model of earlier versions converts as it is.
     """
-    dst = Path(dst)
-    if not dst.name.endswith(".weights.h5"):
-        raise ConfigError(f"destination must end with .weights.h5, got {dst}")
+    dst = _check_destination(dst)
+    if _legacy_config(Path(src)) is not None:
+        return convert_legacy(src, dst)
     ckpt = read_checkpoint(src, trust_pickle)
     if region_size is not None:
         backbone_overrides["region_size"] = tuple(int(r) for r in region_size)
@@ -931,27 +961,30 @@ def convert_checkpoint(
         ckpt, num_frames, image_size, False if backbone_only else None, num_classes, allow_missing_head, "linear_probe", 0.0,
         class_names, None, backbone_overrides,
     )
-    weights, sidecar = save_keras_model(model, dst, report["source"], report["layout"])
-    report.update(weights=str(weights), config=str(sidecar))
+    save_preset(model, dst, source=f"{report['source']} ({report['layout']} layout)")
+    report["preset"] = str(dst)
     return report
 
 
 def convert_pretraining(src, dst, *, num_frames=None, image_size=None, trust_pickle=False, decoder_overrides=None,
                         **backbone_overrides):
-    """Convert a pre-training model (MCG-NJU .pth, HF VideoMAEForPreTraining folder, or our .weights.h5) to `dst`:
-    `.weights.h5` (+ config) or `.pth`/`.pt` in the MCG-NJU layout. Returns a report dict."""
-    dst = Path(dst)
-    if not (dst.name.endswith(".weights.h5") or dst.suffix in (".pth", ".pt")):
-        raise ConfigError(f"destination must end with .weights.h5 (Keras) or .pth/.pt (MCG-NJU layout), got {dst}")
-    model = load_pretrained(src, num_frames, image_size, pretraining=True, trust_pickle=trust_pickle,
-                            decoder_overrides=decoder_overrides, **backbone_overrides)
+    """Convert a pre-training model (MCG-NJU .pth, HF VideoMAEForPreTraining folder, or a preset) to `dst`:
+    a preset folder, or `.pth`/`.pt` in the MCG-NJU layout. Returns a report dict."""
+    dst = _check_destination(dst, allow_pth=True)
+    if _legacy_config(Path(src)) is not None:
+        model = read_legacy(src)
+        if not hasattr(model, "decoder"):
+            raise CheckpointError(f"{src} holds a {type(model).__name__}, not a pre-training model: it has no decoder")
+    else:
+        model = load_pretrained(src, num_frames, image_size, pretraining=True, trust_pickle=trust_pickle,
+                                decoder_overrides=decoder_overrides, **backbone_overrides)
     if dst.suffix in (".pth", ".pt"):
         save_videomae_pretraining(model, dst)
         layout = "videomae_pretrain"
     else:
-        save_keras_model(model, dst, str(src), "mmder_tf")
-        layout = "mmder_tf"
-    return {"source": str(src), "model": type(model).__name__, "weights": str(dst), "layout": layout,
+        save_preset(model, dst, source=src)
+        layout = "mmder_tf preset"
+    return {"source": str(src), "model": type(model).__name__, "preset": str(dst), "layout": layout,
             "loaded": len(pretraining_targets(model)), "backbone": model.backbone.get_config(),
             "decoder": model.decoder.get_config()}
 
@@ -971,8 +1004,9 @@ def _int_tuple(least, most):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="torch .pth/.pt/.bin, .safetensors, or a Hugging Face VideoMAE directory")
-    parser.add_argument("dst", help="output .weights.h5 (a <stem>.config.json is written beside it)")
+    parser.add_argument("src", help="torch .pth/.pt/.bin, .safetensors, a Hugging Face VideoMAE directory, or an "
+                                    "X.weights.h5 of the earlier two-file format (X.config.json beside it)")
+    parser.add_argument("dst", help="output preset folder (config.json, model.weights.h5, metadata.json)")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: checkpoint config, else 16)")
     parser.add_argument("--image-size", type=_int_tuple(1, 2), default=None,
                         help="frame size, N or H,W (default: checkpoint config, else 224; MAE-DFER and HiCMAE 160)")
@@ -985,7 +1019,7 @@ def main(argv=None):
     parser.add_argument("--backbone-only", action="store_true", help="write the encoder only")
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
     parser.add_argument("--pretraining", action="store_true",
-                        help="convert the whole masked autoencoder (encoder + decoder); dst .weights.h5, or .pth for the MCG-NJU layout")
+                        help="convert the whole masked autoencoder (encoder + decoder); dst a preset folder, or .pth for the MCG-NJU layout")
     parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
@@ -1012,7 +1046,7 @@ def main(argv=None):
     b = report["backbone"]
     print(
         f"{report['model']} ({report['layout']} layout, depth {b['depth']}, width {b['hidden_dim']}, heads {b['num_heads']}, "
-        f"{b['num_frames']}x{b['image_size']}): {report['loaded']} tensors -> {report['weights']}"
+        f"{b['num_frames']}x{b['image_size']}): {report['loaded']} tensors -> {report['preset']}"
         + (f"; fresh: {', '.join(report['fresh'])}" if report["fresh"] else "")
         + (f"; ignored {len(report['ignored'])}" if report["ignored"] else "")
     )
@@ -1035,7 +1069,7 @@ def _main_pretraining(args):
     print(
         f"{report['model']} (encoder depth {b['depth']}, width {b['hidden_dim']}, heads {b['num_heads']}; decoder depth "
         f"{d['depth']}, width {d['hidden_dim']}, heads {d['num_heads']}; {b['num_frames']}x{b['image_size']}): "
-        f"{report['loaded']} tensors -> {report['weights']} ({report['layout']} layout)"
+        f"{report['loaded']} tensors -> {report['preset']} ({report['layout']})"
     )
     return 0
 

@@ -31,7 +31,7 @@ def backbone_class(preset: str):
 
 def backbone_from_preset(preset: str, **overrides):
     """A randomly initialised backbone of a built-in preset (`overrides`: constructor arguments)."""
-    return backbone_class(preset).from_preset(preset, **overrides)
+    return backbone_class(preset).from_builtin(preset, **overrides)
 
 
 def preset_of(backbone) -> str:

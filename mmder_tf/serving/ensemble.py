@@ -29,7 +29,7 @@ import numpy as np
 
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
-from mmder_tf.fileio import WriterLock, clean_stale_temps, temp_path
+from mmder_tf.fileio import WriterLock, clean_stale_temps, replace_dir, temp_path
 from mmder_tf.serving import export as single
 
 SIGNATURES = ("serving_default", "from_media", "metadata")
@@ -99,7 +99,7 @@ def export_ensemble(members, export_dir, weights=None, *, overwrite=False) -> Pa
             tf.saved_model.save(module, str(saved), signatures=signatures)
             if not (saved / "assets" / single.METADATA_ASSET).is_file():
                 raise CheckpointError(f"{export_dir}: the metadata asset was not written")
-            single._replace_dir(saved, export_dir)
+            replace_dir(saved, export_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return export_dir

@@ -24,7 +24,7 @@ import keras
 
 from mmder_tf.config import SEED_MIX
 from mmder_tf.errors import ConfigError
-from mmder_tf.training import compat
+from mmder_tf import compat
 from mmder_tf.training.config import DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from mmder_tf.config import FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError
 from mmder_tf.fileio import read_json
+from mmder_tf.models.preset_io import load_weights_strict
 from mmder_tf.models.presets import backbone_from_preset, preset_of
 from mmder_tf.training.config import RunConfig, read_run_file
 
@@ -36,7 +37,7 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
                                                 image_size=fusion.image_size, drop_path_rate=drop_path, dtype=dtype)
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
                                  mean=config.mean, std=config.std, class_names=class_names, dtype=dtype,
-                                 targets=config.dimensions)
+                                 targets=config.dimensions, placeholder=config.placeholder)
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
@@ -53,67 +54,15 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
     model.mode = config.mode
     model.dropout.rate = model.dropout_rate = float(config.dropout)
     model.normalize.set_statistics(config.mean, config.std)
-    if config.dimensions:  # the checkpoint's encoder and category head, new regression heads beside them
+    if config.dimensions or config.placeholder != model.placeholder:
+        # the checkpoint's encoder and category head; new regression heads or a new learned placeholder beside them
         joint = EmotionClassifier(model.backbone, num_classes, mode=config.mode, dropout=config.dropout,
                                   mean=config.mean, std=config.std, class_names=class_names,
-                                  pooling=model.pooling, dtype=dtype, targets=config.dimensions)
+                                  pooling=model.pooling, dtype=dtype, targets=config.dimensions,
+                                  placeholder=config.placeholder)
         joint.fc_norm.set_weights(model.fc_norm.get_weights())
         joint.head.set_weights(model.head.get_weights())
         model = joint
-    return model
-
-
-# ----------------------------------------------------------------------------- strict loading
-
-def _file_tensors(path: Path) -> dict[str, tuple]:
-    import h5py
-
-    found = {}
-    try:
-        with h5py.File(path, "r") as handle:
-            handle.visititems(lambda name, item: found.__setitem__(name, tuple(item.shape))
-                              if isinstance(item, h5py.Dataset) else None)
-    except OSError as error:
-        raise CheckpointError(f"{path}: not a readable .weights.h5 file ({error})") from None
-    return found
-
-
-def load_weights_strict(model, path):
-    """Load a Keras .weights.h5 into `model`, or raise CheckpointError naming every missing,
-    unexpected and mis-shaped tensor (nothing is assigned then). A training checkpoint's
-    optimizer state is ignored when `model` has no optimizer.
-
-    Keras' own load_weights only warns when it skips part of a file and silently
-    ignores extra entries; a model left half-initialised would train or serve noise.
-    """
-    from mmder_tf.training import compat
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
-    if not path.name.endswith(".weights.h5"):
-        raise CheckpointError(f"{path}: expected a Keras .weights.h5 file")
-    compat.check_keras_version()
-    expected = compat.weight_entries(model)
-    found = _file_tensors(path)
-    if not any(k.startswith("optimizer/") for k in expected):
-        # Checkpoints written during training also hold the optimizer's state; a model
-        # loaded for evaluation or export has no optimizer to receive it.
-        found = {k: v for k, v in found.items() if not k.startswith("optimizer/")}
-    missing = [f"{v.path} {tuple(v.shape)}" for k, v in expected.items() if k not in found]
-    unexpected = [f"{k} {shape}" for k, shape in found.items() if k not in expected]
-    wrong = [f"{v.path}: file {found[k]}, model {tuple(v.shape)}" for k, v in expected.items()
-             if k in found and found[k] != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        lines = [f"{path}: does not fit the model; nothing was loaded."]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                lines.append(f"{title} ({len(items)}): " + "; ".join(items))
-        raise CheckpointError("\n".join(lines))
-    try:
-        model.load_weights(str(path))
-    except (ValueError, KeyError, OSError) as error:
-        raise CheckpointError(f"{path}: does not fit the model ({error})") from None
     return model
 
 

@@ -16,14 +16,13 @@ models.videomae.pretraining; this module adds the run around it:
 - TensorBoard, a progress bar, a held-out reconstruction loss (whole held-out
   subjects, a fixed mask), every N epochs a PNG of original / masked /
   reconstructed fused frames;
-- RUN/encoder.weights.h5 (+ encoder.config.json): the encoder as a
-  VideoMAEBackbone, which `mmder-finetune --weights RUN` and
-  `load_pretrained(RUN)` take directly.
+- RUN/encoder: the encoder as a preset folder (models.preset_io), which
+  `mmder-finetune --weights RUN` and `load_pretrained(RUN)` take directly.
 
 Run layout (OUT):
     pretrain.json            the PretrainConfig and the run's facts
-    encoder.weights.h5/.config.json   the encoder (updated every epoch)
-    pretraining.weights.h5   encoder + decoder (the whole pre-training model)
+    encoder/                 the encoder, a preset folder (updated every epoch)
+    pretraining/             encoder + decoder (the whole pre-training model), a preset folder
     history.csv, state.json  per-epoch loss, val_loss, lr
     figures/epoch_XXX.png    reconstructions
     logs/                    TensorBoard
@@ -40,11 +39,11 @@ import numpy as np
 
 from mmder_tf.config import STRATEGIES, FusionConfig
 from mmder_tf.errors import ConfigError, DatasetError
+from mmder_tf.models.preset_io import ENCODER_PRESET, PRETRAINING_PRESET
 
 PRETRAIN_DATASETS = ("folder", "csv", "ravdess", "cremad", "iemocap")
 DECODE_MODES = ("cache", "stream")
 TARGETS = ("pixel", "mae-dfer")
-ENCODER_FILE = "encoder.weights.h5"
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -297,10 +296,8 @@ def make_pretrain_optimizer(config: PretrainConfig, steps_per_epoch: int, depth:
 # ----------------------------------------------------------------------------- outputs
 
 def save_encoder(mae, out) -> Path:
-    """OUT/encoder.weights.h5 + its config: what load_pretrained(OUT) and mmder-finetune --weights OUT read."""
-    path = Path(out) / ENCODER_FILE
-    mae.save_encoder(path)
-    return path
+    """OUT/encoder, a preset folder: what load_pretrained(OUT) and mmder-finetune --weights OUT read."""
+    return mae.backbone.save_to_preset(Path(out) / ENCODER_PRESET, source=f"mmder-pretrain {out}")
 
 
 def make_epoch_callback(config: PretrainConfig, mae, out: Path, preview, is_chief: bool):
@@ -317,7 +314,7 @@ def make_epoch_callback(config: PretrainConfig, mae, out: Path, preview, is_chie
             if not is_chief:
                 return
             save_encoder(mae, out)
-            mae.save_pretrainer(out / "pretraining.weights.h5")
+            mae.save_to_preset(out / PRETRAINING_PRESET, source=f"mmder-pretrain {out}")
             last = epoch + 1 == config.epochs
             if preview is not None and (last or (config.figure_every and (epoch + 1) % config.figure_every == 0)):
                 write_figure(mae, preview, out / "figures" / f"epoch_{epoch + 1:03d}.png", config.seed)
@@ -442,7 +439,7 @@ def run(config: PretrainConfig) -> dict:
     history = info["history"]
     summary = {"config": config.to_dict(), "run": facts, "finished": True, "resumed_from_epoch": info["resumed_from"],
                "history": history, "skipped_clips": skipped,
-               "encoder_weights": str(out / ENCODER_FILE)}
+               "encoder_preset": str(out / ENCODER_PRESET)}
     if "initial_val_loss" in facts and history:
         summary["initial_val_loss"] = facts["initial_val_loss"]
         summary["final_val_loss"] = history[-1]["val_loss"]
@@ -454,5 +451,5 @@ def run(config: PretrainConfig) -> dict:
     last = history[-1] if history else {}
     _log(f"pre-training done: loss {last.get('loss', float('nan')):.4f}"
          + (f", held-out loss {last['val_loss']:.4f}" if "val_loss" in last else "")
-         + f" -> encoder {out / ENCODER_FILE} (mmder-finetune --weights {out})")
+         + f" -> encoder {out / ENCODER_PRESET} (mmder-finetune --weights {out})")
     return summary

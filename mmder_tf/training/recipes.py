@@ -10,7 +10,7 @@ import math
 import keras
 
 from mmder_tf.errors import ConfigError
-from mmder_tf.training import compat
+from mmder_tf import compat
 from mmder_tf.training.config import RECIPES
 
 RECIPE_DEFAULTS = {

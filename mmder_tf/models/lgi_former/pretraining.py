@@ -56,7 +56,7 @@ class LGIFormerPretrainer(VideoMAEPretrainer):
 
     `backbone` (an `LGIFormerBackbone` with `final_norm`) is the encoder as it
     is: after pre-training, `model.backbone` is what `EmotionClassifier` and
-    `finetune --weights` take (`save_encoder`). `window` defaults to the
+    `finetune --weights` take (`model.backbone.save_to_preset(DIR)`). `window` defaults to the
     regions' spatial extent (MAE-DFER's 5 x 10).
     """
 
@@ -90,8 +90,9 @@ class LGIFormerPretrainer(VideoMAEPretrainer):
         return t * (h // wh) * (w // ww) * masked_per_frame(wh * ww, self.mask_ratio)
 
     @classmethod
-    def from_preset(cls, preset="mae-dfer", decoder="base", dtype=None, backbone_overrides=None, **kwargs):
-        """A fresh model: LGI-Former preset `preset` (with the pre-training final norm) and VideoMAE decoder `decoder`."""
+    def from_builtin(cls, preset="mae-dfer", decoder="base", dtype=None, backbone_overrides=None, **kwargs):
+        """A model with RANDOM weights: LGI-Former preset `preset` (with the pre-training final norm) and
+        VideoMAE decoder `decoder`."""
         overrides = {"final_norm": True, **(backbone_overrides or {})}
         backbone = LGIFormerBackbone.from_preset(preset, dtype=dtype, **overrides)
         return cls.from_encoder(backbone, decoder, **kwargs)

@@ -39,8 +39,10 @@ static, so a mask there needs `num_masked`; `noise` (seeded per clip in the data
 pipeline, e.g. tf.random.stateless_uniform) is the simplest way to get masks that are
 the same after a resume and different on every replica.
 
-The encoder is `model.backbone` (a `VideoMAEBackbone`); `save_encoder(path)` writes it
-as a `.weights.h5` that `load_pretrained` and `mmder-finetune --weights` take.
+The encoder is `model.backbone` (a `VideoMAEBackbone`); `model.backbone.save_to_preset(DIR)`
+writes it as the preset folder that `load_pretrained` and `mmder-finetune --weights` take;
+`model.save_to_preset(DIR)` writes the whole model (`from_preset(DIR)` /
+`load_pretrained(DIR, pretraining=True)` read it back).
 `models.convert.save_videomae_pretraining(model, path)` exports the whole model to the
 MCG-NJU layout (a torch state dict under "model").
 """
@@ -51,6 +53,7 @@ import keras
 from keras import layers, ops
 
 from mmder_tf.errors import ConfigError
+from mmder_tf.models.preset_io import PresetIO
 from mmder_tf.models.layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -305,7 +308,7 @@ class MAEDecoder(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
-class VideoMAEPretrainer(keras.Model):
+class VideoMAEPretrainer(keras.Model, PresetIO):
     """VideoMAE masked autoencoder: pixels 0..255 + tube mask -> predictions for the masked tokens, and the loss.
 
     `backbone` is used as it is (its patch embedding, blocks and final norm, on
@@ -380,9 +383,10 @@ class VideoMAEPretrainer(keras.Model):
         return self.backbone.num_tokens
 
     @classmethod
-    def from_preset(cls, preset, num_frames=16, image_size=224, decoder=None, dtype=None, backbone_overrides=None, **kwargs):
-        """A fresh pre-training model: encoder preset `preset` (with the final norm of the pre-training
-        checkpoints) and the decoder preset of the same name unless `decoder` names another."""
+    def from_builtin(cls, preset, num_frames=16, image_size=224, decoder=None, dtype=None, backbone_overrides=None,
+                     **kwargs):
+        """A pre-training model with RANDOM weights: encoder preset `preset` (with the final norm of the
+        pre-training checkpoints) and the decoder preset of the same name unless `decoder` names another."""
         key = str(preset).lower()
         if key not in BACKBONE_PRESETS:
             raise ConfigError(f"unknown backbone preset {preset!r}; choose one of {', '.join(BACKBONE_PRESETS)}")
@@ -478,27 +482,9 @@ class VideoMAEPretrainer(keras.Model):
             raise ConfigError("pass a mask or noise, not both")
         return self(pixels, token_mask=mask, noise=noise, num_masked=num_masked, training=training)[1]
 
-    # ------------------------------------------------------------ saving
-
-    def save_encoder(self, path):
-        """Write the encoder (`self.backbone`) as `.weights.h5` + config sidecar: what load_pretrained and
-        `mmder-finetune --weights` read. Atomic."""
-        from mmder_tf.models.convert import save_keras_model
-
-        return save_keras_model(self.backbone, path, source=f"encoder of VideoMAEPretrainer {self.name}", layout="mmder_tf")
-
-    def save_pretrainer(self, path):
-        """Write the whole pre-training model (encoder, decoder, mask seed) as `.weights.h5` + config sidecar;
-        `load_pretrained(path, pretraining=True)` reads it back, `load_pretrained(path)` its encoder."""
-        from mmder_tf.models.convert import save_keras_model
-
-        return save_keras_model(self, path, source=f"VideoMAEPretrainer {self.name}", layout="mmder_tf")
-
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            **self._base_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "mask_ratio": self.mask_ratio,
@@ -511,17 +497,7 @@ class VideoMAEPretrainer(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("backbone", "decoder"):
-            if isinstance(config.get(key), dict):
-                spec = config[key]
-                if config.get("dtype") is not None and isinstance(spec.get("config"), dict):
-                    # A functional backbone serialises float32 for itself even when its layers ran mixed.
-                    spec = {**spec, "config": {**spec["config"], "dtype": config["dtype"]}}
-                config[key] = keras.saving.deserialize_keras_object(spec)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**cls._from_config_arguments(config, nested=("backbone", "decoder"), dtype_to_nested=True))
 
 
 def _concrete_batch(pixels):

@@ -31,7 +31,7 @@ def check_keras_version() -> bool:
     version = keras_minor_version()
     if version in TESTED_KERAS:
         return True
-    warnings.warn(f"mmder_tf.training.compat uses private Keras internals checked on Keras {', '.join(TESTED_KERAS)}; "
+    warnings.warn(f"mmder_tf.compat uses private Keras internals checked on Keras {', '.join(TESTED_KERAS)}; "
                   f"this is Keras {version}: run tests/test_compat.py before trusting distributed training, "
                   "layer-wise lr decay or strict weight loading", RuntimeWarning, stacklevel=2)
     return False
