@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mmder_tf import errors
-from mmder_tf.media.decode import decode_clip, write_video
+from mmder_tf.media.decode import decode_clip, upright_rgb, write_video
 from mmder_tf.media.stream import stream_windows
 
 ONE = 0x00010000  # 1.0 in 16.16
@@ -67,6 +67,13 @@ def test_the_display_matrix_turns_decoded_frames_upright(plain, tmp_path, name):
     np.testing.assert_array_equal(clip.frames[4], expected(reference, turns, mirrored))
     if turns % 2:
         assert clip.frames[4].shape[1:3] == (64, 48)  # portrait
+    if not mirrored:  # the plain-PyAV client of docs/serving.md turns frames the same way
+        import av
+
+        with av.open(str(rotated)) as container:
+            for frame in container.decode(video=0):
+                np.testing.assert_array_equal(np.rot90(frame.to_ndarray(format="rgb24"), round(frame.rotation / 90)),
+                                              upright_rgb(frame, rotated))
 
 
 def test_streamed_windows_and_pyav_written_rotation_agree(plain, tmp_path):
