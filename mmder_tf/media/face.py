@@ -154,6 +154,8 @@ class _PyramidStage:
                 return [self._network(tf.image.resize(images, size, method="area"), training=False)
                         for size in sizes]
 
+            if len(self._functions) >= 16:  # one traced graph per frame size: keep the recent ones
+                self._functions.pop(next(iter(self._functions)))
             self._functions[(shape, scales)] = pyramid
         return self._functions[(shape, scales)]
 
