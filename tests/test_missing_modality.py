@@ -239,7 +239,8 @@ def test_a_video_without_a_face_is_audio_only_for_a_model_with_modality_dropout(
     frames = {8: np.zeros((8, SIZE, SIZE, 3), np.uint8)}
 
     def clip(face_found, waveform):
-        return DecodedClip("x.mp4", frames, {}, {}, 8, 1.0, waveform, 16000, 25.0, face_found)
+        return DecodedClip(path="x.mp4", frames=frames, frame_times={}, frame_indices={}, num_video_frames=8,
+                           duration=1.0, waveform=waveform, sample_rate=16000, fps=25.0, face_found=face_found)
 
     voice = np.zeros(16000, np.float32)
     assert clip_modalities(clip(False, voice), config, allow_missing=True) == ("audio",)
