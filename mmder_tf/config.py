@@ -69,6 +69,16 @@ PLACEHOLDER_RGB = (255, 0, 255)
 # "image": the fixed image above is the missing modality; "learned": the classifier replaces the
 # tubelets made of it by a learned tubelet (a learned patch embedding, see PlaceholderTubelets).
 PLACEHOLDERS = ("image", "learned")
+# Where a missing modality fills whole tubelets (2 frames x 16 x 16 pixels of it alone), so the learned
+# placeholder applies to all of them; the default there (measured better: README "Missing modalities").
+# OFOS pairs V_i with A_i in each tubelet and SFAS sums them: the fixed image; RFAS mixes them at random.
+LEARNED_PLACEHOLDER_STRATEGIES = ("cfas", "ffls", "fslf")
+
+
+def default_placeholder(strategy: str, modality_dropout) -> str:
+    """The placeholder a run uses unless told: learned where it replaces whole tubelets, else the image."""
+    dropped = any(float(p) > 0 for p in modality_dropout)
+    return "learned" if dropped and check_strategy(strategy) in LEARNED_PLACEHOLDER_STRATEGIES else "image"
 
 
 def check_modalities(modalities) -> tuple[str, ...]:

@@ -42,7 +42,7 @@ def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
     from mmder_tf.training.config import read_run_file
     from mmder_tf.training.model import finished_folds, load_fold
     from mmder_tf.training.multitask import dimension_arrays, split_outputs
-    from mmder_tf.training.protocol import clip_dataset, in_order, summarize_run
+    from mmder_tf.training.protocol import clip_dataset, in_order, summarize_run, evaluate_without_modalities
 
     run_dir = Path(run_dir)
     config, saved = read_run_file(run_dir)
@@ -83,6 +83,15 @@ def _evaluate_locked(run_dir, cache_dir, batch_size, verbose: bool) -> dict:
                                     for d in dimensions}
             result["uncertainty"] = trained.task_weights
         fold_dir = run_dir / f"fold_{number}"
+        if config.handles_missing:  # the same model with video alone and audio alone, as training tested it
+            def predict_logits(batches):
+                found = engine.predict(trained.model, batches, jit)
+                return found.keys, found.labels, split_outputs(found.outputs, dimensions)[0]
+
+            result["modalities"] = evaluate_without_modalities(
+                predict_logits, lambda kind: clip_dataset(cache_dir, test, config.fusion, config.batch_size,
+                                                          with_keys=True, modalities=kind),
+                test, class_names, fold_dir, result)
         atomic_save_npz(fold_dir / "predictions.npz", keys=np.array([r.key for r in test]), y_true=y_true,
                         logits=logits, **extra)
         atomic_write_json(fold_dir / "results.json", result)

@@ -105,8 +105,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
                    "P (each modality dropped with probability P, never both) or video=P,audio=Q; the test set is "
                    "then evaluated three ways (default 0: audio-visual only)")
     p.add_argument("--placeholder", choices=("image", "learned"),
-                   help="what stands in for a missing modality: the fixed placeholder image (default) or a learned "
-                        "tubelet embedding")
+                   help="what stands in for a missing modality: the fixed placeholder image or a learned tubelet "
+                        "embedding (default: learned for cfas, ffls and fslf with --modality-dropout, image otherwise)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="Keras fit verbosity (default 1 = progress bars); 2 also shows TensorFlow's own logs")
     add_spectrogram_arguments(p)

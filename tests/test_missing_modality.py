@@ -113,7 +113,10 @@ def test_run_config_parses_modality_dropout():
     config = config_from_argv(["--modality-dropout", "video=0.1,audio=0.2", "--placeholder", "learned"])
     assert config.modality_dropout == (0.1, 0.2) and config.handles_missing and config.placeholder == "learned"
     assert RunConfig.from_json(config.to_json()) == config
-    assert not config_from_argv([]).handles_missing
+    assert not config_from_argv([]).handles_missing and config_from_argv([]).placeholder == "image"
+    # the measured default: learned where a missing modality fills whole tubelets, the image elsewhere
+    assert config_from_argv(["--modality-dropout", "0.2"]).placeholder == "learned"
+    assert config_from_argv(["--strategy", "ofos", "--modality-dropout", "0.2"]).placeholder == "image"
     with pytest.raises(ConfigError, match="audio-visual"):
         config_from_argv(["--strategy", "video", "--modality-dropout", "0.2"])
 
@@ -162,6 +165,11 @@ def test_run_with_modality_dropout_reports_three_inputs(dropout_run):
     assert "| video only |" in report and "| audio only |" in report
     assert (out / "plots" / "confusion_pooled_audio.png").is_file()
     assert results["run"]["modality_dropout"] == {"video": 0.3, "audio": 0.3}
+    from mmder_tf.evaluate import evaluate_run
+
+    evaluated = evaluate_run(out, verbose=False)  # re-evaluates all three ways, to the same numbers
+    for kind in ("audio_video", "video", "audio"):
+        assert evaluated["modalities"][kind]["pooled"]["war"] == pytest.approx(saved["modalities"][kind]["pooled"]["war"])
 
 
 def _silent_and_voice_clips(directory):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mmder_tf.config import (
     CLASSIFIER_MODES, IMAGENET_MEAN, IMAGENET_STD, MODALITIES, OFFICIAL_STD, PLACEHOLDERS, SPECTROGRAM_OPTIONS,
-    FusionConfig, check_fields,
+    FusionConfig, check_fields, default_placeholder,
 )
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
@@ -224,7 +224,7 @@ class RunConfig:
     # Missing modalities (issue 15): (p_video, p_audio) of dropping a training clip's video / audio, and
     # what stands in for a missing one ("image": config.PLACEHOLDER_RGB; "learned": a learned tubelet).
     modality_dropout: tuple[float, float] = (0.0, 0.0)
-    placeholder: str = "image"
+    placeholder: str | None = None  # None: config.default_placeholder (learned for cfas/ffls/fslf with dropout)
 
     def __post_init__(self):
         fusion = self.fusion
@@ -237,6 +237,8 @@ class RunConfig:
         set_(self, "targets", parse_targets(self.targets))
         set_(self, "task_weights", parse_task_weights(self.task_weights))
         set_(self, "modality_dropout", parse_modality_dropout(self.modality_dropout))
+        if self.placeholder is None:
+            set_(self, "placeholder", default_placeholder(fusion.strategy, self.modality_dropout))
         _choice("placeholder", self.placeholder, PLACEHOLDERS)
         if self.modality_dropout != (0.0, 0.0) and fusion.strategy in ("video", "audio"):
             raise ConfigError(f"--modality-dropout needs an audio-visual strategy; {fusion.strategy!r} has one "

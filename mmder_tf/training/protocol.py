@@ -187,6 +187,27 @@ def kind_predictions_path(fold_dir: Path, kind: str) -> Path:
     return Path(fold_dir) / ("predictions.npz" if kind == "audio_video" else f"predictions_{kind}.npz")
 
 
+def evaluate_without_modalities(predict_logits, clips_of_kind, test, class_names, fold_dir, av_result: dict) -> dict:
+    """A model trained with modality dropout on its test clips with video alone and audio alone.
+
+    `predict_logits(dataset)` -> (keys, labels, logits); `clips_of_kind(kind)` the test
+    clips' dataset of that input kind. Writes predictions_<kind>.npz; returns
+    result["modalities"]: {"audio_video": from av_result, "video": {...}, "audio": {...}}.
+    """
+    from mmder_tf.reports import metrics as metrics_lib
+    from mmder_tf.reports.results import atomic_save_npz
+
+    found = {"audio_video": {k: av_result[k] for k in ("uar", "war", "n")}}
+    for kind in SINGLE_MODALITY_KINDS:
+        keys, labels, logits = predict_logits(clips_of_kind(kind))
+        labels, logits, _ = in_order(test, keys, labels, logits, {})
+        metrics = metrics_lib.evaluate_predictions(labels, logits, class_names=class_names)
+        found[kind] = {k: metrics[k] for k in ("uar", "war", "n", "confusion")}
+        atomic_save_npz(kind_predictions_path(fold_dir, kind), keys=np.array([r.key for r in test]),
+                        y_true=labels, logits=logits)
+    return found
+
+
 def fold_result_path(fold_dir: Path) -> Path:
     return Path(fold_dir) / "results.json"
 
@@ -258,7 +279,6 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         return found.keys, found.labels, found.outputs, {}
 
     monitor = None if config.select == "last" or not val else config.select
-    single = {}  # input kind -> (labels, logits) of the test clips, models trained with modality dropout
     started = time.time()
     fit = dict(fold_dir=fold_dir, steps_per_epoch=steps, epochs=config.epochs, monitor=monitor, seed=config.seed,
                verbose=config.verbose, backup_dir=state.work / "backup" / f"fold_{number}")
@@ -332,12 +352,6 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         info = engine.fit_resumable(model, epoch_dataset=epoch_dataset, val_data=val_data, mix=mix, **fit)
         keys, y_true, logits, predicted = predict(classifier, state.clips(test, with_keys=True))
         y_true, logits, predicted = in_order(test, keys, y_true, logits, predicted)  # back to manifest order
-        if config.handles_missing:  # the same model on the test clips with one modality missing
-            for kind in SINGLE_MODALITY_KINDS:
-                kind_keys, kind_true, kind_logits, _ = predict(classifier, state.clips(test, with_keys=True,
-                                                                                       modalities=kind))
-                kind_true, kind_logits, _ = in_order(test, kind_keys, kind_true, kind_logits, {})
-                single[kind] = (kind_true, kind_logits)
         if val:
             keys, val_true, val_logits, val_predicted = predict(classifier, state.clips(val, with_keys=True))
             val_true, val_logits, val_predicted = in_order(val, keys, val_true, val_logits, val_predicted)
@@ -363,13 +377,11 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         resumed_from_epoch=info["resumed_from"], train_seconds_this_session=round(time.time() - started, 2),
         history=info["history"], feature_fingerprint=feature_fp,
     )
-    if single:
-        result["modalities"] = {"audio_video": {k: result[k] for k in ("uar", "war", "n")}}
-        for kind, (kind_true, kind_logits) in single.items():
-            found = metrics_lib.evaluate_predictions(kind_true, kind_logits, class_names=state.class_names)
-            result["modalities"][kind] = {k: found[k] for k in ("uar", "war", "n", "confusion")}
-            atomic_save_npz(kind_predictions_path(fold_dir, kind), keys=np.array([r.key for r in test]),
-                            y_true=kind_true, logits=kind_logits)
+    if config.handles_missing:  # the same model on the test clips with one modality missing
+        result["modalities"] = evaluate_without_modalities(
+            lambda batches: predict(classifier, batches)[:3],
+            lambda kind: state.clips(test, with_keys=True, modalities=kind),
+            test, state.class_names, fold_dir, result)
     if val:  # for ensembles whose weights are chosen on the validation subjects
         val_extra = MT.dimension_arrays(val, val_predicted, dimensions) if dimensions else {}
         atomic_save_npz(fold_dir / "val_predictions.npz", keys=np.array([r.key for r in val]), y_true=val_true,
