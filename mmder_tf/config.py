@@ -64,7 +64,7 @@ INPUT_KINDS = {"audio_video": ("video", "audio"), "video": ("video",), "audio": 
 # The image that stands in for a missing modality's frames or spectrograms: uniform magenta. No
 # spectrogram colour map makes it and no camera frame is one colour, so the model can learn to ignore
 # it, and a learned placeholder (models.layers.PlaceholderTubelets) can find its tubelets in the input.
-# (SFAS, which adds the two images, uses black instead: fusion.clip.placeholder_images.)
+# (SFAS, which averages the two images, uses the present modality instead: fusion.clip.placeholder_images.)
 PLACEHOLDER_RGB = (255, 0, 255)
 # "image": the fixed image above is the missing modality; "learned": the classifier replaces the
 # tubelets made of it by a learned tubelet (a learned patch embedding, see PlaceholderTubelets).

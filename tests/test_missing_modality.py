@@ -48,8 +48,8 @@ def test_missing_modality_is_the_placeholder_where_its_images_go(strategy):
         np.testing.assert_array_equal(no_audio[:, :half], both[:, :half])
         np.testing.assert_array_equal(no_video[:, half:], both[:, half:])
         assert _is_placeholder(no_video[:, :half]).all()
-    elif strategy == "sfas":  # a uniform image normalises to 0: the sum is the present modality's half
-        expected = np.round(frame_unit_range(_video_images(frames, config)).numpy() / 2 * 255).astype(np.uint8)
+    elif strategy == "sfas":  # the present modality stands in for the missing one: it alone, at full range
+        expected = np.round(frame_unit_range(_video_images(frames, config)).numpy() * 255).astype(np.uint8)
         np.testing.assert_array_equal(no_audio, expected)
         assert not _is_placeholder(no_audio).any() and not _is_placeholder(no_video).any()
     else:

@@ -112,9 +112,10 @@ def spectrogram_frames(waveform, duration, config: FusionConfig, size=None) -> t
 def placeholder_images(n: int, size, strategy: str = "fslf") -> tf.Tensor:
     """The stand-in for a missing modality: n uniform PLACEHOLDER_RGB images, uint8 [n, h, w, 3].
 
-    SFAS adds the two images, so its placeholder is black: a uniform image min-max
-    normalises to 0 and adds 0 to the official wrapped sum, so the missing modality
-    contributes nothing and the input is the present one's alone.
+    SFAS averages the two images: there fuse_aligned lets the present modality stand in
+    for the missing one (the input is then that modality at full range, measured better
+    than black, which halves it); black remains for the official wrapped sum, to which
+    it adds nothing.
     """
     height, width = size
     colour = tf.constant((0, 0, 0) if strategy == "sfas" else PLACEHOLDER_RGB, tf.uint8)
@@ -205,10 +206,15 @@ def fuse_aligned(frames_n, waveform, duration, config: FusionConfig, epoch=0, mo
     `modalities` (default both; see `presence`): a missing modality's images are
     replaced by the placeholder image BEFORE fusion, so every strategy places it
     where that modality's images go (CFAS's band, FSLF's half, OFOS's pair slots,
-    RFAS's shuffled frames) and SFAS's sum gets nothing from it (its placeholder
-    is black, see `placeholder_images`).
+    RFAS's shuffled frames); SFAS's average takes the present modality twice (see
+    `placeholder_images`).
     """
     video, audio = modality_images(frames_n, waveform, duration, config, modalities)
+    if config.strategy == "sfas" and not config.official and modalities is not None:
+        # SFAS averages the two images: the present one stands in for the missing one, so the input is
+        # the present modality at full range (black would halve its range; the official wrapped sum keeps black)
+        has_video, has_audio = presence(modalities)
+        video, audio = tf.where(has_video, video, audio), tf.where(has_audio, audio, video)
     seed = None
     if config.strategy == "rfas":
         seed = rfas_seed(config, clip_identity(video, audio), epoch)
