@@ -315,6 +315,15 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
     exported = export_run(out, tmp_path / "export", fold=2)
     assert read_metadata(exported)["preset"] == "mae-dfer-tiny"
+    # The trained fold as a preset: the same logits, the run's fusion settings as its preprocessing.
+    from mmder_tf.training.model import load_fold
+
+    trained = load_fold(out, 2)
+    again = EmotionClassifier.from_preset(trained.save_to_preset(tmp_path / "fold_2_preset"))
+    size = (trained.fusion.num_frames, trained.fusion.image_size, trained.fusion.image_size, 3)
+    x = np.random.default_rng(0).integers(0, 256, (1, *size)).astype("uint8")
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(trained.model(x)))
+    assert again.preprocessing == trained.fusion and again.class_names == list(trained.class_names)
 
 
 # ---------------------------------------------------------------- masked-autoencoder pre-training (MAE-DFER)
