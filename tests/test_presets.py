@@ -179,3 +179,10 @@ def test_export_takes_the_preset_preprocessing(saved, tmp_path, capsys):
     assert model.dtype_policy.name == "float32"
     assert export.main(["--weights", str(saved), "--strategy", "fslf", "--output", str(tmp_path / "out")]) == 2
     assert "--strategy: the preset" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_run_from_a_classifier_preset_takes_its_preprocessing(saved):
+    from mmder_tf.training.config import RunConfig
+
+    assert RunConfig.resolve(weights=str(saved)).fusion == FUSION
+    assert RunConfig.resolve(weights=str(saved), strategy="fslf").fusion == FUSION.replace(strategy="fslf")
