@@ -25,35 +25,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmder_tf import finetune  # noqa: E402
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--strategies", default="fslf,ffls,cfas,video,audio")
+def add_demo_arguments(parser, folds: str = "1"):
+    """The embedded demo's training settings as options (shared by the benchmarks that train on it)."""
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--mode", default="finetune", choices=("finetune", "linear_probe"))
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--folds", default="1")
+    parser.add_argument("--folds", default=folds)
     parser.add_argument("--num-folds", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="folder for the runs (default: a temporary one)")
     parser.add_argument("--synthetic-dir")
     parser.add_argument("--synthetic-actors", type=int, default=24)
     parser.add_argument("--synthetic-clips", type=int, default=1)
+
+
+def demo_argv(opts, strategy: str, out: Path, work: Path, folds: str | None = None, epochs: int | None = None):
+    """mmder-finetune arguments of one run with those settings (the cache shared under `work`)."""
+    argv = ["--strategy", strategy, "--preset", opts.preset, "--mode", opts.mode,
+            "--image-size", str(opts.image_size), "--epochs", str(epochs or opts.epochs), "--lr", str(opts.lr),
+            "--batch-size", str(opts.batch_size), "--folds", folds or opts.folds, "--seed", str(opts.seed),
+            "--cache", str(work / "cache"), "--out", str(out), "--verbose", "0",
+            "--synthetic-actors", str(opts.synthetic_actors), "--synthetic-clips", str(opts.synthetic_clips)]
+    if opts.num_folds:
+        argv += ["--num-folds", str(opts.num_folds)]
+    if opts.synthetic_dir:
+        argv += ["--synthetic-dir", opts.synthetic_dir]
+    return argv
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--strategies", default="fslf,ffls,cfas,video,audio")
+    add_demo_arguments(parser)
     opts = parser.parse_args(argv)
     work = Path(opts.work or tempfile.mkdtemp(prefix="mmder_av_"))
     lines = []
     for strategy in opts.strategies.split(","):
-        argv = ["--strategy", strategy, "--preset", opts.preset, "--mode", opts.mode,
-                "--image-size", str(opts.image_size), "--epochs", str(opts.epochs), "--lr", str(opts.lr),
-                "--batch-size", str(opts.batch_size), "--folds", opts.folds, "--seed", str(opts.seed),
-                "--cache", str(work / "cache"), "--out", str(work / strategy), "--verbose", "0",
-                "--synthetic-actors", str(opts.synthetic_actors), "--synthetic-clips", str(opts.synthetic_clips)]
-        if opts.num_folds:
-            argv += ["--num-folds", str(opts.num_folds)]
-        if opts.synthetic_dir:
-            argv += ["--synthetic-dir", opts.synthetic_dir]
+        argv = demo_argv(opts, strategy, work / strategy, work)
         started = time.perf_counter()
         results = finetune.run_protocol(finetune.config_from_argv(argv))
         line = (f"{strategy:6s} WAR {100 * results['war_mean']:6.2f}  UAR {100 * results['uar_mean']:6.2f}  "

@@ -56,6 +56,38 @@ def needs_video(strategy: str) -> bool:
     return check_strategy(strategy) != "audio"
 
 
+# ----------------------------------------------------------------------------- missing modalities
+
+MODALITIES = ("video", "audio")
+# What an input holds, named as results and predictions name it.
+INPUT_KINDS = {"audio_video": ("video", "audio"), "video": ("video",), "audio": ("audio",)}
+# The image that stands in for a missing modality's frames or spectrograms: uniform magenta. No
+# spectrogram colour map makes it and no camera frame is one colour, so the model can learn to ignore
+# it, and a learned placeholder (models.layers.PlaceholderTubelets) can find its tubelets in the input.
+# (SFAS, which adds the two images, uses black instead: fusion.clip.placeholder_images.)
+PLACEHOLDER_RGB = (255, 0, 255)
+# "image": the fixed image above is the missing modality; "learned": the classifier replaces the
+# tubelets made of it by a learned tubelet (a learned patch embedding, see PlaceholderTubelets).
+PLACEHOLDERS = ("image", "learned")
+
+
+def check_modalities(modalities) -> tuple[str, ...]:
+    """("video", "audio") / "video" / "audio,video" -> the present modalities in MODALITIES order (>= 1)."""
+    if isinstance(modalities, str):
+        modalities = INPUT_KINDS.get(modalities) or [m.strip() for m in modalities.split(",") if m.strip()]
+    names = [str(m).lower() for m in modalities]
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown or not names:
+        raise ConfigError(f"modalities must name one or both of {MODALITIES}, got {modalities!r}")
+    return tuple(m for m in MODALITIES if m in names)
+
+
+def input_kind(modalities) -> str:
+    """("video", "audio") -> "audio_video", ("video",) -> "video", ("audio",) -> "audio"."""
+    present = check_modalities(modalities)
+    return next(kind for kind, names in INPUT_KINDS.items() if names == present)
+
+
 CROPS = ("center", "face", "aligned", "none")
 
 

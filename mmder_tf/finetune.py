@@ -101,6 +101,12 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--targets-file", help="CSV key,<dimension>,... adding dimensions to the dataset's clips")
     p.add_argument("--synthetic-dimensions", action="store_true",
                    help="demo dataset: generate it with valence / arousal cues (data.synthetic dimensions=True)")
+    p.add_argument("--modality-dropout", help="train one model for audio-video, video alone and audio alone: "
+                   "P (each modality dropped with probability P, never both) or video=P,audio=Q; the test set is "
+                   "then evaluated three ways (default 0: audio-visual only)")
+    p.add_argument("--placeholder", choices=("image", "learned"),
+                   help="what stands in for a missing modality: the fixed placeholder image (default) or a learned "
+                        "tubelet embedding")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="Keras fit verbosity (default 1 = progress bars); 2 also shows TensorFlow's own logs")
     add_spectrogram_arguments(p)

@@ -28,7 +28,8 @@ def client_media(path, sample_rate):
     import av
 
     with av.open(str(path)) as c:
-        frames, times = zip(*[(f.to_ndarray(format="rgb24"), f.time) for f in c.decode(video=0)])
+        frames, times = zip(*[(np.rot90(f.to_ndarray(format="rgb24"), round(f.rotation / 90)), f.time)
+                              for f in c.decode(video=0)])
     with av.open(str(path)) as c:
         resampler, first_audio, chunks = None, None, []
         for frame in c.decode(audio=0):

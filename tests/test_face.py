@@ -179,3 +179,15 @@ def test_prepare_fuse_clip_and_the_default_crop_share_the_face_crops(realclips, 
     assert prep.default_crop("csv") == "center"
     (tmp_path / "synthetic.json").write_text("{}")
     assert prep.default_crop("ravdess", tmp_path) == "center"
+
+
+def test_refined_boxes_agree_with_the_full_cascade_on_every_frame(realclips):
+    # detect() runs the full cascade on keyframes only and refines elsewhere; the
+    # reference runs it on every frame (the boxes differ by the cascade's own noise)
+    frames = decode_clip(realclips["1001_DFA_SAD_XX.flv"], 8, need_audio=False).frames[8]
+    followed, full = face.detect(frames), face.detect(frames, follow=False)
+    for ours, reference in zip(followed, full):
+        assert len(ours) == len(reference) == 1
+        (a,), (b,) = ours, reference
+        assert np.hypot(a.cx - b.cx, a.cy - b.cy) < 0.06 * b.side and abs(a.side / b.side - 1) < 0.1
+        assert np.abs(np.subtract(a.eyes, b.eyes)).max() < 0.05 * b.side

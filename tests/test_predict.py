@@ -86,6 +86,8 @@ def test_json_predicts_good_clips_and_reports_bad_ones(exported, clip_dir, realc
         assert set(by_path[path]) == {"path", "error"}
         assert path in by_path[path]["error"] and reason in by_path[path]["error"]
         assert path in captured.err and reason in captured.err
+    # a model trained without modality dropout says why it refuses a clip without audio
+    assert "without modality dropout" in by_path[str(no_audio)]["error"]
 
 
 def test_table_output(exported, realclips, capsys):

@@ -111,11 +111,50 @@ def draw_strategy(key, count: int, seed: int = 0, epoch=0) -> tf.Tensor:
     return tf.random.stateless_uniform([], tf.stack([key_hash, mixed]), maxval=count, dtype=tf.int32)
 
 
+def check_modality_dropout(modality_dropout):
+    """None / (p_video, p_audio) -> None or two floats >= 0 with a sum < 1 (some clips keep both)."""
+    if modality_dropout is None:
+        return None
+    p_video, p_audio = (float(p) for p in modality_dropout)
+    if min(p_video, p_audio) < 0 or p_video + p_audio >= 1:
+        raise ConfigError(f"modality dropout wants probabilities >= 0 whose sum is < 1 (a clip never loses both), "
+                          f"got video={p_video}, audio={p_audio}")
+    return None if p_video == p_audio == 0 else (p_video, p_audio)
+
+
+def draw_modalities(key, modality_dropout, seed: int = 0, epoch=0) -> tf.Tensor:
+    """bool [2] (video present, audio present) of one clip: a stateless function of (key, seed, epoch).
+
+    One uniform draw u: video dropped when u < p_video, audio dropped when p_video <= u <
+    p_video + p_audio, never both; a rerun or a resumed run draws the same.
+    """
+    p_video, p_audio = modality_dropout
+    key_hash = tf.strings.to_hash_bucket_fast(tf.convert_to_tensor(key, tf.string), 2**62)
+    # its own stream: draw_strategy uses (key_hash, seed * 1_000_003 + epoch)
+    mixed = (tf.constant(int(seed), tf.int64) * SEED_MIX + tf.cast(epoch, tf.int64)) * 2 + 1
+    u = tf.random.stateless_uniform([], tf.stack([key_hash, mixed]), dtype=tf.float32)
+    drop_video = u < p_video
+    drop_audio = tf.logical_and(u >= p_video, u < p_video + p_audio)
+    return tf.stack([tf.logical_not(drop_video), tf.logical_not(drop_audio)])
+
+
 def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: int = 0,
-                  with_keys: bool = False, strategies=None, seed: int = 0):
+                  with_keys: bool = False, strategies=None, seed: int = 0, modality_dropout=None,
+                  modalities=None):
     """serialized cache Example -> (fused uint8 [T, S, S, 3], label[, key]): the one parse-and-fuse of the
-    prepared cache and of on-the-fly decoding. With `strategies`, each clip's strategy is drawn."""
+    prepared cache and of on-the-fly decoding. With `strategies`, each clip's strategy is drawn.
+
+    `modalities` (names, default both) fixes the input kind (evaluating a model on
+    video or audio alone); `modality_dropout` (p_video, p_audio) instead draws per clip
+    which modality is replaced by the placeholder (`draw_modalities`). With either, a
+    clip the cache holds without audio is video-only.
+    """
+    from mmder_tf.fusion.clip import presence
+
     spec = _feature_spec(frame_sets)
+    modality_dropout = check_modality_dropout(modality_dropout)
+    fixed = presence(modalities)
+    missing_allowed = modality_dropout is not None or modalities is not None
     strategies = check_strategies(strategies)
     configs = [config.replace(strategy=s) for s in strategies] if strategies else [config]
     available = {tuple(f) for f in frame_sets}
@@ -137,7 +176,12 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
             waveform = tf.io.decode_raw(parsed["waveform"], tf.float32, little_endian=True)
         else:
             waveform = tf.zeros([0], tf.float32)
-        return fuse_aligned(frames, waveform, parsed["duration"], one, epoch=epoch)
+        present = None
+        if missing_allowed and one.strategy not in ("video", "audio"):
+            drawn = (draw_modalities(parsed["key"], modality_dropout, seed, epoch) if modality_dropout
+                     else tf.constant(fixed))
+            present = tf.logical_and(drawn, tf.stack([True, parsed["has_audio"] > 0]))
+        return fuse_aligned(frames, waveform, parsed["duration"], one, epoch=epoch, modalities=present)
 
     def fuse(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
@@ -156,13 +200,15 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
 
 def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: int, *, training: bool,
                  seed: int = 0, epoch: int | None = None, drop_remainder: bool = False, with_keys: bool = False,
-                 shuffle_buffer: int = 256, num_parallel_calls=tf.data.AUTOTUNE, strategies=None) -> tf.data.Dataset:
+                 shuffle_buffer: int = 256, num_parallel_calls=tf.data.AUTOTUNE, strategies=None,
+                 modality_dropout=None, modalities=None) -> tf.data.Dataset:
     """Batches (uint8 [B, num_frames, S, S, 3], int32 [B]) of the clips asked for (keys or ClipRecords; None = all).
 
     with_keys=True yields (fused, label, key) for reports. The cardinality (number of
     batches) is known, so Keras shows progress and `steps_per_epoch` is not needed.
     `strategies` (several names): each clip is fused by one of them, drawn per clip
     from (seed, key, epoch) (`draw_strategy`); config.strategy is then unused.
+    `modalities` / `modality_dropout`: the input kind, or a per-clip draw of it (see example_fuser).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -174,8 +220,10 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
         raise DatasetError("no prepared clips to read for this split")
     settings = index["settings"]
     strategies = check_strategies(strategies)
+    modality_dropout = check_modality_dropout(modality_dropout)
+    tolerant = modality_dropout is not None or modalities is not None  # silent clips become video-only
     for strategy in strategies or (config.strategy,):
-        if needs_audio(strategy):
+        if needs_audio(strategy) and not (tolerant and needs_video(strategy)):
             silent = [e["key"] for e in entries if not e["has_audio"]]
             if silent:
                 raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
@@ -211,7 +259,7 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
                                   reshuffle_each_iteration=epoch is None)
 
     fuse = example_fuser(config, settings["frame_sets"], frame_format, epoch_value, with_keys,
-                         strategies=strategies, seed=seed)
+                         strategies=strategies, seed=seed, modality_dropout=modality_dropout, modalities=modalities)
     dataset = records.map(fuse, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     batches = len(entries) // batch_size if drop_remainder else -(-len(entries) // batch_size)
@@ -221,7 +269,8 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
 
 def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training: bool, seed: int = 0,
                      epoch: int = 0, strategies=None, num_parallel_calls: int = 8, with_keys: bool = False,
-                     on_skip=None, require_audio: bool = True, drop_remainder: bool = False) -> tf.data.Dataset:
+                     on_skip=None, require_audio: bool = True, drop_remainder: bool = False,
+                     modality_dropout=None, modalities=None) -> tf.data.Dataset:
     """Like make_dataset, but each clip is decoded when it is read (no cache): for datasets whose
     cache would not fit. `num_parallel_calls` clips decode at once in tf.data's thread pool (PyAV
     releases the GIL while decoding). The frames go through the same encode (prepare.encode_clip,
@@ -264,7 +313,7 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
                              num_parallel_calls=num_parallel_calls, deterministic=True)
     serialized = serialized.filter(lambda x: tf.strings.length(x) > 0)
     fuse = example_fuser(config, settings.frame_sets, "raw", int(epoch), with_keys,
-                         strategies=strategies, seed=seed)
+                         strategies=strategies, seed=seed, modality_dropout=modality_dropout, modalities=modalities)
     dataset = serialized.map(fuse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 

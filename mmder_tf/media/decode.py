@@ -61,6 +61,35 @@ def _av():
     return av
 
 
+def upright_rgb(frame, path) -> np.ndarray:
+    """A decoded video frame as uint8 RGB [h, w, 3], turned and mirrored as its display matrix says.
+
+    Phones record portrait video as landscape frames plus a display matrix (the
+    mp4 `tkhd` matrix, which FFmpeg hands to every decoded frame as side data);
+    players apply it, and so does every path here (decode_clip, stream_windows),
+    before face detection and cropping. The matrix maps a stored pixel (x, y) to
+    (a x + c y, b x + d y) on screen: right angles and mirrors are exact index
+    operations; any other angle is refused (CorruptMediaError naming `path`).
+    """
+    image = frame.to_ndarray(format="rgb24")
+    matrix = next((np.frombuffer(bytes(data), np.int32) for data in frame.side_data
+                   if data.type.name == "DISPLAYMATRIX"), None)
+    if matrix is None or len(matrix) < 9:
+        return image
+    a, b, c, d = (int(v) for v in matrix[[0, 1, 3, 4]])
+    if b == 0 and c == 0 and a and d:
+        oriented = image[::-1 if d < 0 else 1, ::-1 if a < 0 else 1]
+    elif a == 0 and d == 0 and b and c:
+        oriented = image.transpose(1, 0, 2)[::-1 if b < 0 else 1, ::-1 if c < 0 else 1]
+    else:
+        angle = float(frame.rotation) if hasattr(frame, "rotation") else float("nan")
+        raise CorruptMediaError(path, f"the display matrix turns the picture by {angle:g} degrees "
+                                      f"(a={a} b={b} c={c} d={d}): only right angles and mirrors are supported")
+    if oriented is image:
+        return image
+    return np.ascontiguousarray(oriented)
+
+
 def _fps_fraction(fps) -> Fraction:
     if isinstance(fps, Fraction):
         value = fps
@@ -445,7 +474,7 @@ def _decode_frames(path: Path, packets, stream, start, end, wanted: set, stop_af
                 return True
             times.append(t)
             if position in wanted:
-                images[position] = frame.to_ndarray(format="rgb24")
+                images[position] = upright_rgb(frame, path)
             position += 1
             if stop_after is not None and position > stop_after:
                 return True
@@ -495,7 +524,7 @@ def _decode_runs(packets, wanted_pts: dict) -> list[tuple[int, int]]:
     return runs
 
 
-def _decode_selected(packets, stream, wanted_pts: dict):
+def _decode_selected(path: Path, packets, stream, wanted_pts: dict):
     """Decode stored packets and convert the frames whose pts is in `wanted_pts` (pts -> position).
 
     Only the packets of _decode_runs are decoded: between two runs the decoder is
@@ -515,7 +544,7 @@ def _decode_selected(packets, stream, wanted_pts: dict):
         for frame in frames:
             position = wanted_pts.get(frame.pts)
             if position is not None and position not in images:
-                images[position] = frame.to_ndarray(format="rgb24")
+                images[position] = upright_rgb(frame, path)
 
     try:
         for run, (first, last) in enumerate(_decode_runs(packets, wanted_pts)):
@@ -698,7 +727,7 @@ def decode_clip(
             duration, selection = _checked_selection(path, times_abs, counts, official)
             if need_video:
                 wanted = {int(packet_pts[i]): i for i in _wanted(selection)}
-                images = _decode_selected(packets, video, wanted)
+                images = _decode_selected(path, packets, video, wanted)
                 # Packet timestamps are the frames' timestamps in all but broken
                 # files; a decoder that drops or retimes frames sends us to the
                 # slow path below, which takes times from decoded frames.

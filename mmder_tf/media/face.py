@@ -1,10 +1,22 @@
 """Faces found, tracked and cropped across one clip, the way the field crops them.
 
 Detection: MTCNN (the `mtcnn` package: TensorFlow, MIT licence, its three small
-networks' weights ship inside the wheel, nothing is downloaded) on a copy of each
-chosen frame downscaled to DETECT_WIDTH; it gives a box, a score and five
-landmarks per face. OpenCV's Haar cascade (`detector="haar"`, boxes only) stays
-for comparison: benchmarks/face.py measures both on the real clips.
+networks' weights ship inside the wheel, nothing is downloaded); it gives a box, a
+score and five landmarks per face. `detect` runs the whole cascade only on
+keyframes: the first frame of the sequence (and the next ones while none has a
+face) and every frame where a followed face is lost. A keyframe's proposals come
+from P-Net's image pyramid and R-Net on a copy ~COARSE_WIDTH wide (at DETECT_WIDTH
+where that finds no face); each proposal then goes through `_refine` in a search
+window cut from the full-resolution frame: R-Net on the proposal, its box squared
+through O-Net, as the cascade's last stages treat proposals. On every other frame
+each keyframe face is refined the same way where the keyframe saw it. A refinement
+counts when R-Net and O-Net pass the cascade's thresholds (RNET_SCORE, MIN_SCORE)
+and the box stays inside its window; a frame where one does not becomes a keyframe.
+So every face reported is an O-Net box, landmarks and score at full resolution;
+faces that appear after a keyframe are seen at the next keyframe. The cost is
+~1/4 of the cascade on every frame (`detect(..., follow=False)`, kept as the
+reference: benchmarks/face.py times both and reports how far their boxes are apart).
+OpenCV's Haar cascade (`detector="haar"`, boxes only) stays for comparison.
 
 Tracking (`track`): one identity per clip. The anchor is the most prominent face
 of the clip (largest, most central, over all frames); from the anchor's frame the
@@ -40,7 +52,21 @@ DETECTORS = ("mtcnn", "haar")
 DEFAULT_MARGIN = 1.3  # crop side / tracked face side (MTCNN's box height: brows to chin)
 DETECT_WIDTH = 240  # faces of a 720p frame stay >= ~40 px at this width; MTCNN's cost grows with pixels
 MIN_FACE = 20  # px at DETECT_WIDTH (MTCNN's own default)
+# Keyframes look for faces on a copy COARSE_WIDTH wide (by a whole factor: 128 for
+# 1280, 120 for 480) first: faces of at least ~1/6 of the frame width, a pyramid of
+# 1/4 of DETECT_WIDTH's pixels (the faces of the real datasets are 1/4-1/3 of the
+# width); at DETECT_WIDTH only where that finds none. Not a larger min_face_size
+# instead: mtcnn 1.0.0's pyramid then goes below P-Net's 12 px and it reports no face.
+COARSE_WIDTH = 120
 MIN_SCORE = 0.9  # MTCNN confidence below this is treated as no face
+# Refinement (module doc): the search window spans SEARCH x the face (at least),
+# WINDOW px (the face at ~O-Net's 48 px input); the proposal is the known face box
+# ((x shift, y shift, scale) of its side): a 3 x 3 grid of shifts by 0.2 side gave
+# the same boxes on the real clips at 1.5x the cost, as R-Net's regression closes them.
+SEARCH = 2.0
+WINDOW = 96
+PROPOSALS = ((0.0, 0.0, 1.0),)
+RNET_SCORE = 0.7  # the cascade's own R-Net threshold
 # Eye centres in an aligned crop, as fractions of its side: the mean positions in a
 # "face" crop measured on the real clips (eye distance 0.33 x box height, eyes
 # 0.39 of the box height from its top), so "face" and "aligned" frame alike.
@@ -91,18 +117,131 @@ class FaceTrack:
 
 @functools.lru_cache(maxsize=1)
 def _mtcnn():
+    """(the package's detector with traced networks, its (P-Net, R-Net, O-Net) Keras models)."""
     import tensorflow as tf
     from mtcnn import MTCNN
 
     detector = MTCNN(device="CPU:0")
+    networks = tuple(stage._model for stage in detector.stages)
     # The package calls its three Keras networks eagerly: ~80 ms of per-call overhead
     # for a few ms of convolutions. Traced (shapes relaxed after the first ones), the
     # same networks give the same boxes at ~1/3 of the CPU time (benchmarks/face.py).
-    for stage in detector.stages:
-        network = stage._model
+    for stage, network in zip(detector.stages, networks):
         stage._model = tf.function(lambda x, network=network: network(x, training=False),
                                    reduce_retracing=True, autograph=False)
-    return detector
+    return detector, networks
+
+
+class _PyramidStage:
+    """The package's P-Net stage (same pyramid, thresholds and non-maximum suppression) with every
+    level's resize and P-Net in one traced call per image size: on a keyframe copy ~100 px wide the
+    package's per-level eager resizes and calls cost more than the convolutions."""
+
+    id, name = 1, "P-Net pyramid"
+
+    def __init__(self, network):
+        self._network = network
+        self._functions = {}
+
+    def _pyramid(self, shape: tuple, scales: tuple):
+        import tensorflow as tf
+
+        if (shape, scales) not in self._functions:
+            sizes = [(int(shape[0] * s), int(shape[1] * s)) for s in scales]  # the package's truncation
+
+            @tf.function(input_signature=[tf.TensorSpec([None, *shape, 3], tf.float32)], autograph=False)
+            def pyramid(images):
+                return [self._network(tf.image.resize(images, size, method="area"), training=False)
+                        for size in sizes]
+
+            if len(self._functions) >= 16:  # one traced graph per frame size: keep the recent ones
+                self._functions.pop(next(iter(self._functions)))
+            self._functions[(shape, scales)] = pyramid
+        return self._functions[(shape, scales)]
+
+    def __call__(self, images_normalized, images_oshapes, min_face_size=MIN_FACE, scale_factor=0.709,
+                 threshold_pnet=0.6, nms_pnet1=0.5, nms_pnet2=0.7, **kwargs):
+        from mtcnn.utils.bboxes import generate_bounding_box, resize_to_square, smart_nms_from_bboxes, upscale_bboxes
+        from mtcnn.utils.images import build_scale_pyramid
+
+        scales = max((build_scale_pyramid(shape[1], shape[0], min_face_size=min_face_size, scale_factor=scale_factor)
+                      for shape in images_oshapes), key=len)
+        batch = images_normalized.shape[0]
+        outputs = self._pyramid(tuple(images_normalized.shape[1:3]), tuple(float(s) for s in scales))(
+            np.asarray(images_normalized, np.float32))
+        boxes = [smart_nms_from_bboxes(upscale_bboxes(generate_bounding_box(reg, cls, threshold_pnet),
+                                                      np.asarray([scale] * batch)),
+                                       threshold=nms_pnet1, method="union", initial_sort=False)
+                 for (reg, cls), scale in zip(outputs, scales)]
+        boxes = np.concatenate(boxes, axis=0) if boxes else np.empty((0, 6))
+        return resize_to_square(smart_nms_from_bboxes(boxes, threshold=nms_pnet2, method="union", initial_sort=True))
+
+
+@functools.lru_cache(maxsize=1)
+def _proposer():
+    """The cascade's first two stages (P-Net pyramid in one call, then R-Net), with _mtcnn's networks."""
+    from mtcnn import MTCNN
+
+    detector, (pnet, _, _) = _mtcnn()
+    return MTCNN(stages=[_PyramidStage(pnet), detector.stages[1]], device="CPU:0")
+
+
+def _adjusted(boxes, offsets):
+    # the package's box regression (mtcnn.utils.bboxes.adjust_bboxes): x1 y1 x2 y2 moved by offsets x (w, h)
+    import tensorflow as tf
+
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    return boxes + offsets * tf.stack([w, h, w, h], axis=-1)
+
+
+def _squared(boxes):
+    # mtcnn.utils.bboxes.resize_to_square: the longer edge, same centre
+    import tensorflow as tf
+
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = tf.maximum(w, h)
+    x1, y1 = boxes[:, 0] + (w - side) / 2, boxes[:, 1] + (h - side) / 2
+    return tf.stack([x1, y1, x1 + side, y1 + side], axis=-1)
+
+
+@functools.lru_cache(maxsize=1)
+def _refine_function():
+    """R-Net then O-Net on proposals in search windows, one traced call for all windows of a sequence.
+
+    windows uint8 [m, WINDOW, WINDOW, 3], proposals float32 [m, p, 4] (x1 y1 x2 y2,
+    window pixels) -> per window: O-Net box [4], landmarks [10] (x1..x5, y1..y5),
+    O-Net score, the best R-Net score. Fixed window size: traced once.
+    """
+    import tensorflow as tf
+
+    _, (_, rnet, onet) = _mtcnn()
+
+    def crops(images, boxes, index, size):
+        # mtcnn.utils.images.extract_patches: [y1 x1 y2 x2] / the image size
+        normalised = tf.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3], boxes[:, 2]], axis=-1) / WINDOW
+        return tf.image.crop_and_resize(images, normalised, index, (size, size))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, WINDOW, WINDOW, 3], tf.uint8),
+                                  tf.TensorSpec([None, None, 4], tf.float32)], autograph=False)
+    def refine(windows, proposals):
+        images = (tf.cast(windows, tf.float32) - 127.5) / 128.0
+        m, p = tf.shape(proposals)[0], tf.shape(proposals)[1]
+        flat = tf.reshape(proposals, [-1, 4])
+        index = tf.repeat(tf.range(m), p)
+        offsets, scores = rnet(crops(images, flat, index, 24), training=False)
+        boxes = tf.reshape(_adjusted(flat, offsets), [m, p, 4])
+        scores = tf.reshape(scores[:, 1], [m, p])
+        best = tf.argmax(scores, axis=1, output_type=tf.int32)
+        chosen = _squared(tf.gather(boxes, best, batch_dims=1))
+        offsets, landmarks, face = onet(crops(images, chosen, tf.range(m), 48), training=False)
+        w = chosen[:, 2:3] - chosen[:, 0:1] + 1
+        h = chosen[:, 3:4] - chosen[:, 1:2] + 1
+        # mtcnn.utils.landmarks.adjust_landmarks
+        landmarks = tf.concat([w * landmarks[:, :5] + chosen[:, 0:1] - 1, h * landmarks[:, 5:] + chosen[:, 1:2] - 1], -1)
+        return _adjusted(chosen, offsets), landmarks, face[:, 1], tf.reduce_max(scores, axis=1)
+
+    return refine
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,32 +267,32 @@ def _check_frames(frames) -> np.ndarray:
     return frames
 
 
-def _downscaled(frames: np.ndarray) -> tuple[list, float]:
+def _downscaled(frames: np.ndarray, width: int = DETECT_WIDTH, whole: bool = False) -> tuple[list, float]:
+    """Copies `width` px wide (never enlarged); `whole`: by a whole factor, at least `width` wide
+    (OpenCV's area resize is ~4x cheaper by whole factors: 1280 -> 128 instead of 120)."""
     import cv2
 
-    height, width = frames.shape[1:3]
-    scale = min(1.0, DETECT_WIDTH / width)
+    height, frame_width = frames.shape[1:3]
+    scale = min(1.0, width / frame_width) if not whole else 1.0 / max(1, frame_width // width)
     if scale == 1.0:
         return list(frames), 1.0
-    size = (round(width * scale), round(height * scale))
+    size = (round(frame_width * scale), round(height * scale))
     return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames], scale
 
 
-def _detect_mtcnn(small: list, scale: float) -> list:
-    results = _mtcnn().detect_faces(small, min_face_size=MIN_FACE)
-    if len(small) == 1 and (not results or isinstance(results[0], dict)):
-        results = [results]  # the package unwraps one-image batches
-    frames = []
-    for faces in results:
-        found = []
-        for face in faces:
-            if face["confidence"] < MIN_SCORE:
-                continue
-            x, y, w, h = (float(v) / scale for v in face["box"])
-            points = face["keypoints"]
-            eyes = sorted((tuple(float(v) / scale for v in points[k]) for k in ("left_eye", "right_eye")))
-            found.append(Detection(x + w / 2, y + h / 2, max(w, h), float(face["confidence"]), tuple(eyes)))
-        frames.append(found)
+def _detect_mtcnn(small: list, scale: float, proposals_only: bool = False) -> list:
+    """The full cascade on each (downscaled) image, or P-Net + R-Net only; unrounded, in frame pixels."""
+    detector = _proposer() if proposals_only else _mtcnn()[0]
+    # rows: image, x1, y1, w, h, score[, landmarks x1..x5, y1..y5 (eyes first)]
+    rows = np.asarray(detector.detect_faces(small, min_face_size=MIN_FACE, output_type="numpy"), np.float64)
+    frames = [[] for _ in small]
+    for row in rows.reshape(-1, rows.shape[-1] if rows.ndim == 2 and len(rows) else 16):
+        if not proposals_only and row[5] < MIN_SCORE:
+            continue
+        x, y, w, h = row[1:5] / scale
+        eyes = None if proposals_only else tuple(sorted(((row[6] / scale, row[11] / scale),
+                                                          (row[7] / scale, row[12] / scale))))
+        frames[int(row[0])].append(Detection(x + w / 2, y + h / 2, max(w, h), float(row[5]), eyes))
     return frames
 
 
@@ -172,11 +311,127 @@ def _detect_haar(small: list, scale: float) -> list:
     return frames
 
 
-def detect(frames, detector: str = "mtcnn") -> list:
-    """Faces in each RGB frame (uint8 [n, h, w, 3]): a list (per frame) of Detections, full-resolution pixels."""
+def _search_window(frame: np.ndarray, face: Detection) -> tuple[np.ndarray, int, int, int]:
+    """WINDOW x WINDOW pixels of `frame` around `face`, black outside the frame: (window, k, left, top).
+
+    Window pixel (i, j) is the mean of the k x k frame pixels from (left + k j, top + k i),
+    k the smallest integer making the window span at least SEARCH x the face: an
+    integer factor keeps OpenCV's area resize on its fast path (a 720p frame's
+    window costs ~0.5 ms instead of ~2 ms).
+    """
+    import cv2
+
+    height, width = frame.shape[:2]
+    k = max(1, int(np.ceil(SEARCH * face.side / WINDOW)))
+    span = WINDOW * k
+    left, top = int(round(face.cx - span / 2)), int(round(face.cy - span / 2))
+    window = np.zeros((WINDOW, WINDOW, 3), np.uint8)
+    # whole window pixels inside the frame: [first, last) in window coordinates, per axis
+    first_x, first_y = max(0, -(left // k)), max(0, -(top // k))
+    last_x, last_y = min(WINDOW, (width - left) // k), min(WINDOW, (height - top) // k)
+    if last_x > first_x and last_y > first_y:
+        region = frame[top + first_y * k: top + last_y * k, left + first_x * k: left + last_x * k]
+        window[first_y:last_y, first_x:last_x] = region if k == 1 else cv2.resize(
+            region, (last_x - first_x, last_y - first_y), interpolation=cv2.INTER_AREA)
+    return window, k, left, top
+
+
+def _refine(frames: np.ndarray, targets: list) -> list:
+    """Each (frame index, keyframe face) refined in its search window: a Detection, or None when lost."""
+    import tensorflow as tf
+
+    if not targets:
+        return []
+    height, width = frames.shape[1:3]
+    grid = np.asarray(PROPOSALS, np.float64)
+    windows, places, proposals = [], [], []
+    for t, face in targets:
+        window, k, left, top = _search_window(frames[t], face)
+        windows.append(window)
+        places.append((1.0 / k, float(left), float(top)))
+        # the keyframe face, shifted and scaled by the grid, in window pixels
+        centres = (np.array([face.cx - left, face.cy - top]) + face.side * grid[:, :2]) / k
+        half = face.side * grid[:, 2:3] / (2 * k)
+        proposals.append(np.concatenate([centres - half, centres + half], -1))
+    boxes, landmarks, scores, rnet_scores = (v.numpy() for v in _refine_function()(
+        tf.constant(np.stack(windows)), tf.constant(np.asarray(proposals, np.float32))))
+    found = []
+    for (scale, x0, y0), box, points, score, rnet_score in zip(places, boxes, landmarks, scores, rnet_scores):
+        inside = box[0] >= 0 and box[1] >= 0 and box[2] <= WINDOW and box[3] <= WINDOW
+        if score < MIN_SCORE or rnet_score < RNET_SCORE or not inside:
+            found.append(None)
+            continue
+        # back to frame pixels, clipped to the frame as the package clips its boxes
+        x1, x2 = np.clip(box[[0, 2]] / scale + x0, 0, width - 1)
+        y1, y2 = np.clip(box[[1, 3]] / scale + y0, 0, height - 1)
+        xs, ys = points[:5] / scale + x0, points[5:] / scale + y0
+        eyes = sorted(((float(xs[0]), float(ys[0])), (float(xs[1]), float(ys[1]))))
+        found.append(Detection(float(x1 + x2) / 2, float(y1 + y2) / 2, float(max(x2 - x1, y2 - y1)), float(score),
+                               tuple(eyes)))
+    return found
+
+
+def _distinct(faces: list) -> list:
+    """Faces by descending score, without the lower-scored copies of one face (two proposals refined to it)."""
+    kept = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        if not any(_same_face(other, face) for other in kept):
+            kept.append(face)
+    return kept
+
+
+def _keyframe_faces(frames: np.ndarray, times: list) -> dict:
+    """{t: faces of frames[t]}, the full cascade: P-Net + R-Net proposals on the COARSE_WIDTH copy (at
+    DETECT_WIDTH where that gives no face), each refined by `_refine` (its O-Net stage) in place."""
+    found = {t: [] for t in times}
+    pending = list(times)
+    for width in (COARSE_WIDTH, DETECT_WIDTH):
+        if not pending:
+            break
+        proposals = _detect_mtcnn(*_downscaled(frames[pending], width, whole=True), proposals_only=True)
+        targets = [(t, face) for t, faces in zip(pending, proposals) for face in faces]
+        for (t, _), refined in zip(targets, _refine(frames, targets)):
+            if refined is not None:
+                found[t].append(refined)
+        pending = [t for t in pending if not found[t]]
+    return {t: _distinct(faces) for t, faces in found.items()}
+
+
+def _detect_followed(frames: np.ndarray) -> list:
+    """MTCNN on keyframes, refinement elsewhere (module doc); a list (per frame) of Detections."""
+    n = len(frames)
+    detections: list = [[] for _ in range(n)]
+    key = None
+    for t in range(n):  # keyframes until the first face
+        detections[t] = _keyframe_faces(frames, [t])[t]
+        if detections[t]:
+            key = t
+            break
+    if key is not None:
+        targets = [(u, face) for u in range(key + 1, n) for face in detections[key]]
+        refined = _refine(frames, targets)
+        for (u, _), r in zip(targets, refined):
+            if r is not None:
+                detections[u].append(r)
+        lost = sorted({u for (u, _), r in zip(targets, refined) if r is None})
+        if lost:  # keyframes again: every face of these frames from the full cascade
+            for u, faces in _keyframe_faces(frames, lost).items():
+                detections[u] = faces
+    return detections
+
+
+def detect(frames, detector: str = "mtcnn", follow: bool = True) -> list:
+    """Faces in each RGB frame (uint8 [n, h, w, 3], time order): a list (per frame) of Detections, frame pixels.
+
+    With MTCNN and `follow` (the default), the full cascade runs on keyframes and the
+    keyframe's faces are refined on the other frames (module doc); `follow=False`
+    runs the full cascade on every frame (the reference benchmarks/face.py compares with).
+    """
     frames = _check_frames(frames)
     if detector not in DETECTORS:
         raise ConfigError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if detector == "mtcnn" and follow:
+        return _detect_followed(frames)
     small, scale = _downscaled(frames)
     return _detect_mtcnn(small, scale) if detector == "mtcnn" else _detect_haar(small, scale)
 
@@ -326,15 +581,11 @@ def crop_selections(images: dict, selection: dict, mode: str, detector: str = "m
     """Face crops of several frame selections of one clip: ({n: uint8 [n, S_n, S_n, 3]}, {n: FaceTrack}).
 
     `images` maps frame index -> frame, `selection` count -> frame indices (time
-    order). Faces are detected once per distinct frame; each selection is tracked
-    and cropped on its own, so its crops do not depend on the other selections.
+    order). Each selection is detected (keyframes and refinement follow its own
+    frames), tracked and cropped on its own, so its crops do not depend on the
+    other selections.
     """
-    order = sorted({int(i) for indices in selection.values() for i in indices})
-    frames = _check_frames(np.stack([images[i] for i in order]))
-    found = dict(zip(order, detect(frames, detector)))
     crops, tracks = {}, {}
     for n, indices in selection.items():
-        chosen = np.stack([images[int(i)] for i in indices])
-        tracks[n] = track([found[int(i)] for i in indices], *frames.shape[1:3])
-        crops[n] = crop_frames(chosen, mode, tracks[n], margin)
+        crops[n], tracks[n] = face_crops(np.stack([images[int(i)] for i in indices]), mode, detector, margin)
     return crops, tracks

@@ -33,6 +33,7 @@ from mmder_tf.media.decode import (
     _checked_selection,
     _counts,
     _open,
+    upright_rgb,
 )
 
 
@@ -257,7 +258,7 @@ def _decode_pass(path, plans, pending, times, origin, sample_rate, need_video, n
                         decoded_until = max(decoded_until, t)
                         index = index_of.get(round(t * 1e6))
                         if index is not None and pending.get(index):
-                            images[index] = frame.to_ndarray(format="rgb24")
+                            images[index] = upright_rgb(frame, path)
                 elif collector is not None and packet.size:
                     collector.add(packet)
                     collector.take()
@@ -267,7 +268,7 @@ def _decode_pass(path, plans, pending, times, origin, sample_rate, need_video, n
                     if frame.pts is not None:
                         index = index_of.get(round(frame.pts * time_base * 1e6))
                         if index is not None and pending.get(index):
-                            images[index] = frame.to_ndarray(format="rgb24")
+                            images[index] = upright_rgb(frame, path)
         except av.FFmpegError as error:
             raise CorruptMediaError(path, f"container damaged while reading ({error.strerror or error})") from error
         if collector is not None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from mmder_tf.config import CLASSIFIER_MODES
+from mmder_tf.config import CLASSIFIER_MODES, PLACEHOLDER_RGB, PLACEHOLDERS
 from mmder_tf.errors import ConfigError
 from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone
-from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, _pair
+from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, InputNormalization, PlaceholderTubelets, _pair
 from mmder_tf.models.multitask import CATEGORY, TargetScaling
 from mmder_tf.models.preset_io import PresetIO
 
@@ -53,6 +53,7 @@ class EmotionClassifier(keras.Model, PresetIO):
         input_dtype="float32",
         pooling=None,
         targets=(),
+        placeholder="image",
         dtype=None,
         **kwargs,
     ):
@@ -70,6 +71,8 @@ class EmotionClassifier(keras.Model, PresetIO):
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        if placeholder not in PLACEHOLDERS:
+            raise ConfigError(f"placeholder must be one of {PLACEHOLDERS}, got {placeholder!r}")
         targets = tuple(str(t) for t in (targets or ()))
         if len(set(targets)) != len(targets) or CATEGORY in targets:
             raise ConfigError(f"targets must be distinct dimension names other than {CATEGORY!r}, got {targets}")
@@ -85,7 +88,15 @@ class EmotionClassifier(keras.Model, PresetIO):
 
         h, w = _pair(backbone.image_size, "image_size")
         inputs = keras.Input(shape=(backbone.num_frames, h, w, 3), dtype=input_dtype, name="pixels")
-        pooled = pool(backbone(normalize(inputs)))
+        normalized = normalize(inputs)
+        self.placeholder_tubelets = None
+        if placeholder == "learned":
+            initial = [(c / 255.0 - m) / s for c, m, s in zip(PLACEHOLDER_RGB, normalize.mean, normalize.std)]
+            self.placeholder_tubelets = PlaceholderTubelets(
+                backbone.tubelet_size, backbone.patch_size, PLACEHOLDER_RGB, initial, dtype=dtype,
+                name="placeholder_tubelets")
+            normalized = self.placeholder_tubelets(inputs, normalized)
+        pooled = pool(backbone(normalized))
         dimension_head = scaling = None
         if targets:
             dimension_head = layers.Dense(len(targets), dtype="float32", name="dimension_head")
@@ -105,6 +116,7 @@ class EmotionClassifier(keras.Model, PresetIO):
         self.pixel_dtype = input_dtype
         self.pooling = pooling
         self.targets = targets
+        self.placeholder = placeholder
         self._mode = None
         self.mode = mode
 
@@ -171,6 +183,7 @@ class EmotionClassifier(keras.Model, PresetIO):
             "input_dtype": self.pixel_dtype,
             "pooling": self.pooling,
             "targets": list(self.targets),
+            "placeholder": self.placeholder,
         }
 
     @classmethod

@@ -120,6 +120,55 @@ class InputNormalization(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
+class PlaceholderTubelets(layers.Layer):
+    """A learned stand-in for a missing modality at the tubelet level: (pixels, normalised) -> normalised.
+
+    Every tubelet (tubelet_size frames x patch_size^2 pixels, the encoder's token grid)
+    whose raw pixels are all `colour` (config.PLACEHOLDER_RGB, the placeholder image
+    fusion puts where a modality is missing) is replaced in the normalised input by one
+    learned tubelet. The patch embedding is linear with more inputs than outputs, so
+    that learned tubelet reaches every embedding a learned token vector could: it IS a
+    learned patch embedding of the missing modality, found in-graph with no extra input
+    (RFAS's shuffled frames included). Starts at the normalised placeholder image, i.e.
+    as the fixed placeholder. Tubelets only partly placeholder (OFOS pairs a video and an
+    audio frame; SFAS sums them) keep the fixed image.
+    """
+
+    def __init__(self, tubelet_size: int, patch_size: int, colour=(255, 0, 255), initial=None, **kwargs):
+        super().__init__(**kwargs)
+        self.tubelet_size, self.patch_size = int(tubelet_size), int(patch_size)
+        self.colour = tuple(float(c) for c in colour)
+        self.initial = None if initial is None else [float(v) for v in initial]
+
+    def build(self, pixels_shape, normalized_shape=None):
+        channels = int(pixels_shape[-1])
+        initial = self.initial or [0.0] * channels
+        self.tubelet = self.add_weight(
+            name="tubelet", shape=(self.tubelet_size, self.patch_size, self.patch_size, channels),
+            initializer=lambda shape, dtype=None: ops.broadcast_to(ops.convert_to_tensor(initial, dtype), shape),
+            trainable=True)
+
+    def call(self, pixels, normalized):
+        t, p = self.tubelet_size, self.patch_size
+        _, frames, height, width, channels = pixels.shape
+        grid = (frames // t, height // p, width // p)
+        x = ops.cast(pixels, "float32")
+        x = ops.reshape(x, (-1, grid[0], t, grid[1], p, grid[2], p, channels))
+        missing = ops.all(ops.equal(x, ops.convert_to_tensor(self.colour, "float32")), axis=(2, 4, 6, 7))
+        mask = ops.reshape(missing, (-1, grid[0], 1, grid[1], 1, grid[2], 1, 1))
+        learned = ops.reshape(ops.cast(self.tubelet, normalized.dtype), (1, 1, t, 1, p, 1, p, channels))
+        parts = ops.reshape(normalized, (-1, grid[0], t, grid[1], p, grid[2], p, channels))
+        replaced = ops.where(mask, learned, parts)
+        return ops.reshape(replaced, (-1, frames, height, width, channels))
+
+    def compute_output_spec(self, pixels, normalized):
+        return keras.KerasTensor(normalized.shape, dtype=normalized.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "tubelet_size": self.tubelet_size, "patch_size": self.patch_size,
+                "colour": list(self.colour), "initial": self.initial}
+
+
 class TubeletEmbedding(layers.Layer):
     """[B, T, H, W, C] -> tokens [B, N, D] with the fixed sine-cosine table added.
 

@@ -144,6 +144,28 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+KIND_TITLES = {"audio_video": "audio + video", "video": "video only", "audio": "audio only"}
+
+
+def format_modalities_table(results: dict) -> str:
+    """One model, three inputs (modality dropout): WAR / UAR % per fold, mean ± std and pooled per input kind."""
+    kinds = results.get("modalities") or {}
+    if not kinds:
+        return ""
+    folds = sorted({f for entry in kinds.values() for f in entry.get("folds", {})}, key=int)
+    lines = ["| input | " + " | ".join(f"fold {f} WAR / UAR" for f in folds) +
+             " | WAR mean ± std | UAR mean ± std | pooled WAR / UAR |", "|---|" + "---|" * (len(folds) + 3)]
+    for kind, entry in kinds.items():
+        cells = [f"{_pct(entry['folds'][f]['war'])} / {_pct(entry['folds'][f]['uar'])}" if f in entry["folds"]
+                 else "-" for f in folds]
+        pooled = entry.get("pooled") or {}
+        lines.append(f"| {KIND_TITLES.get(kind, kind)} | " + " | ".join(cells) +
+                     f" | {_pct(entry.get('war_mean'))} ± {_pct(entry.get('war_std'))} "
+                     f"| {_pct(entry.get('uar_mean'))} ± {_pct(entry.get('uar_std'))} "
+                     f"| {_pct(pooled.get('war'))} / {_pct(pooled.get('uar'))} |")
+    return "\n".join(lines)
+
+
 def format_dimensions_table(results: dict) -> str:
     """Per emotion dimension: CCC per fold, mean ± std, and CCC / Pearson r / RMSE pooled over the folds."""
     dimensions = results.get("dimensions") or {}
@@ -202,6 +224,9 @@ def write_markdown(results: dict, path) -> Path:
     if results.get("epoch_policy"):
         parts += [f"Epoch policy: {results['epoch_policy']}", ""]
     parts += [format_table(results), ""]
+    if results.get("modalities"):
+        parts += ["## One model, three inputs (trained with modality dropout)", "",
+                  format_modalities_table(results), ""]
     if results.get("dimensions"):
         parts += ["## Emotion dimensions", "", format_dimensions_table(results), ""]
     if results.get("uncertainty"):
@@ -256,6 +281,12 @@ def write_run_report(out_dir, results: dict, plots: bool = True) -> dict:
                 written[f"scatter_{name}"] = plot_dimension_scatter(
                     values, plot_dir / f"scatter_{name}.png",
                     f"{name}: pooled CCC {'-' if pooled_ccc is None else f'{pooled_ccc:.3f}'}")
+        for kind, entry in (results.get("modalities") or {}).items():
+            kind_pooled = entry.get("pooled")
+            if kind != "audio_video" and kind_pooled and names:
+                written[f"confusion_pooled_{kind}"] = plot_confusion(
+                    kind_pooled["confusion"], names, plot_dir / f"confusion_pooled_{kind}.png",
+                    f"{KIND_TITLES[kind]}, pooled: UAR {_pct(kind_pooled['uar'])} WAR {_pct(kind_pooled['war'])}")
         pooled = results.get("pooled")
         if pooled and names:
             written["confusion_pooled"] = plot_confusion(

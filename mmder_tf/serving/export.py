@@ -69,8 +69,20 @@ def _tf():
 
 # ----------------------------------------------------------------------------- metadata
 
-def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None, dataset=None) -> dict:
-    """Everything a client needs to build inputs and read outputs, as plain JSON values."""
+def accepts_missing_modalities(metadata: dict) -> bool:
+    """Whether an export's model was trained with modality dropout (takes video alone and audio alone)."""
+    dropout = metadata.get("modality_dropout") or {}
+    return any(float(p) > 0 for p in dropout.values())
+
+
+def build_metadata(model, config: FusionConfig, class_names, preset=None, source=None, dataset=None,
+                   modality_dropout=(0.0, 0.0)) -> dict:
+    """Everything a client needs to build inputs and read outputs, as plain JSON values.
+
+    `modality_dropout` (p_video, p_audio) of the training run: with any > 0 the model
+    takes clips without audio or without video (the placeholder stands in); without,
+    from_media and mmder-predict refuse such clips.
+    """
     import keras
 
     import mmder_tf
@@ -94,6 +106,11 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
         "crop": config.crop,
         "max_clip_seconds": MAX_CLIP_SECONDS,
         "fusion_config": config.to_dict(),
+        "modality_dropout": dict(zip(("video", "audio"), (float(p) for p in modality_dropout))),
+        "input_kinds": (["audio_video", "video", "audio"] if any(float(p) > 0 for p in modality_dropout)
+                        and needs_video(config.strategy) and needs_audio(config.strategy)
+                        else ["audio_video"] if needs_video(config.strategy) and needs_audio(config.strategy)
+                        else [config.strategy]),
         "inputs": {
             "serving_default": {"fused": f"uint8 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
             "serving_float": {"fused": f"float32 [batch, {config.num_frames}, {size}, {size}, 3], 0..255"},
@@ -108,8 +125,10 @@ def build_metadata(model, config: FusionConfig, class_names, preset=None, source
                               f"(a clip spans at most {MAX_CLIP_SECONDS:g} s)",
                 "waveform": f"float32 [batch, samples] mono at {config.sample_rate} Hz, sample 0 at the first "
                             "frame's time",
-                "num_frames_valid": "int32 [batch] frames of each row that are real (rest is padding)",
-                "num_samples": "int32 [batch] samples of each row that are real (rest is padding)",
+                "num_frames_valid": "int32 [batch] frames of each row that are real (rest is padding)"
+                                    + ("; 0: no usable video (audio alone)" if any(modality_dropout) else ""),
+                "num_samples": "int32 [batch] samples of each row that are real (rest is padding)"
+                               + ("; 0: no audio (video alone)" if any(modality_dropout) else ""),
             },
         },
         "outputs": {
@@ -220,56 +239,82 @@ def _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, co
                 for x, shape in zip((frames, timestamps, waveform, num_frames_valid, num_samples), shapes)]
 
 
-def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_seconds: float):
+def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_seconds: float,
+              accepts_missing: bool = False):
     """map_fn body: one padded row -> fused uint8 [T, S, S, 3], with the decoder's clip-length rules.
 
     The audio windows grow with the timeline (2/(n+1) of it each), so the timeline
     is bounded before anything is sized from it: timestamps sent in milliseconds
     make a 3 s clip 3000 s long, which is refused here instead of costing minutes
     and gigabytes.
+
+    `accepts_missing` (a model trained with modality dropout, audio-visual strategy):
+    a row with num_samples 0 is video-only, a row with num_frames_valid 0 audio-only
+    (its timeline is the waveform's length), each missing modality the placeholder.
+    Otherwise both are required, with a message that says why.
     """
     tf = _tf()
     from mmder_tf.fusion import alignment
     from mmder_tf.fusion.clip import fuse_media
 
+    audio_visual = needs_video(config.strategy) and needs_audio(config.strategy)
+    accepts_missing = accepts_missing and audio_visual
+    refusal = ("; this model was trained without modality dropout and needs both video and audio "
+               "(train with --modality-dropout for clips that lack one)" if audio_visual else "")
+
     def fuse(row):
         frames, timestamps, waveform, count, samples = row
         times = timestamps[:count]
+        has_video, has_audio = count > 0, samples > 0
+        enough_frames = count >= min_frames
+        if accepts_missing:
+            enough_frames = tf.logical_or(enough_frames, tf.logical_not(has_video))
         checks = [
-            tf.debugging.assert_greater_equal(
-                count, min_frames, message=f"a clip needs at least {min_frames} frames (num_frames_valid)"),
+            tf.debugging.Assert(enough_frames, [f"a clip needs at least {min_frames} frames (num_frames_valid)"
+                                                + (" or none (audio alone)" if accepts_missing else refusal)
+                                                + "; got", count]),
             # Strictly increasing, as decoded presentation times are: anything else is a client bug
             # (unsorted frames or timestamps in the wrong unit) that would silently pick wrong frames.
             tf.debugging.assert_positive(
                 times[1:] - times[:-1], message="timestamps must increase strictly within num_frames_valid"),
         ]
+        if accepts_missing:
+            checks.append(tf.debugging.Assert(tf.logical_or(has_video, has_audio), [
+                "a clip needs video frames or audio: num_frames_valid and num_samples are both 0"]))
         with tf.control_dependencies(checks):
             times = tf.identity(times)
-        duration = alignment.video_duration(times - times[0])
+        audio_seconds = tf.cast(samples, tf.float32) / float(config.sample_rate)
+        if accepts_missing:
+            duration = tf.cond(has_video, lambda: alignment.video_duration(times - times[0]),
+                               lambda: audio_seconds)
+        else:
+            duration = alignment.video_duration(times - times[0])
         checks = [
             tf.debugging.assert_greater_equal(
                 duration, min_duration,
-                message=f"a clip's frames must span at least {min_duration} s (timestamps in seconds?)"),
+                message=f"a clip's frames (or its audio alone) must span at least {min_duration} s "
+                        "(timestamps in seconds?)"),
             tf.debugging.assert_less_equal(
                 duration, max_seconds,
                 message=f"a clip's frames may span at most {max_seconds:g} s (this export's max_clip_seconds); "
                         "timestamps must be in seconds, not milliseconds"),
         ]
         if needs_audio(config.strategy):
-            audio_seconds = tf.cast(samples, tf.float32) / float(config.sample_rate)
-            checks += [
-                tf.debugging.assert_positive(
-                    samples, message=f"strategy {config.strategy} needs audio: num_samples must be > 0"),
-                # Audio may end early, but not by a factor: then the units disagree.
-                tf.debugging.assert_less_equal(
-                    duration, 4.0 * audio_seconds + 1.0,
-                    message=f"the frames span more than 4 times the waveform ({config.sample_rate} Hz samples): "
-                            "timestamps must be in seconds and the waveform at the exported sample rate"),
-            ]
+            # Audio may end early, but not by a factor: then the units disagree.
+            units_agree = duration <= 4.0 * audio_seconds + 1.0
+            if accepts_missing:
+                units_agree = tf.logical_or(units_agree, tf.logical_not(has_audio))
+            else:
+                checks.append(tf.debugging.Assert(has_audio, [
+                    f"strategy {config.strategy} needs audio: num_samples must be > 0{refusal}"]))
+            checks.append(tf.debugging.Assert(units_agree, [
+                f"the frames span more than 4 times the waveform ({config.sample_rate} Hz samples): "
+                "timestamps must be in seconds and the waveform at the exported sample rate"]))
         with tf.control_dependencies(checks):
             # everything sized from the timeline waits for the checks
             frames, times, waveform = tf.identity(frames[:count]), tf.identity(times), tf.identity(waveform[:samples])
-        return fuse_media(frames, times, waveform, config)
+        present = tf.stack([has_video, has_audio]) if accepts_missing else None
+        return fuse_media(frames, times, waveform, config, modalities=present)
 
     return fuse
 
@@ -277,9 +322,10 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
 MEDIA_SPEC_NAMES = ("frames", "timestamps", "waveform", "num_frames_valid", "num_samples")
 
 
-def media_preprocess_function(config: FusionConfig, max_seconds: float | None = None):
+def media_preprocess_function(config: FusionConfig, max_seconds: float | None = None, accepts_missing: bool = False):
     """The tf.function the `preprocess` signature exports (and `from_media` classifies the output of):
-    the from_media inputs -> {"fused": uint8 [batch, T, S, S, 3]}, each row through clip.fuse_media."""
+    the from_media inputs -> {"fused": uint8 [batch, T, S, S, 3]}, each row through clip.fuse_media.
+    `accepts_missing`: rows may lack video or audio (see _fuse_one)."""
     tf = _tf()
     from mmder_tf.media.decode import MAX_CLIP_SECONDS, MIN_DURATION, MIN_FRAMES
 
@@ -294,7 +340,7 @@ def media_preprocess_function(config: FusionConfig, max_seconds: float | None = 
     @tf.function(input_signature=spec, autograph=False)
     def preprocess(frames, timestamps, waveform, num_frames_valid, num_samples):
         rows = _check_media(frames, timestamps, waveform, num_frames_valid, num_samples, config)
-        fused = tf.map_fn(_fuse_one(config, MIN_FRAMES, MIN_DURATION, max_seconds), tuple(rows),
+        fused = tf.map_fn(_fuse_one(config, MIN_FRAMES, MIN_DURATION, max_seconds, accepts_missing), tuple(rows),
                           fn_output_signature=tf.TensorSpec([t, s, s, 3], tf.uint8))
         return {"fused": fused}
 
@@ -344,7 +390,8 @@ class _ServingModule:
         def serve_float(fused):
             return classify(_check_fused(fused, config, check_range=True))
 
-        preprocess, media_spec = media_preprocess_function(config, metadata["max_clip_seconds"])
+        preprocess, media_spec = media_preprocess_function(config, metadata["max_clip_seconds"],
+                                                           accepts_missing_modalities(metadata))
 
         @tf.function(input_signature=media_spec, autograph=False)
         def from_media(frames, timestamps, waveform, num_frames_valid, num_samples):
@@ -397,7 +444,7 @@ def _check_target(export_dir: Path, overwrite: bool) -> bool:
 
 
 def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, preset=None, source=None,
-                       overwrite=False, dataset=None) -> Path:
+                       overwrite=False, dataset=None, modality_dropout=(0.0, 0.0)) -> Path:
     """Write `model` (an EmotionClassifier for `config`) as a SavedModel at `export_dir`; returns the path.
 
     The directory appears complete or not at all: the model is saved to a
@@ -428,7 +475,8 @@ def export_saved_model(model, config: FusionConfig, class_names, export_dir, *, 
     export_dir = Path(export_dir)
     _check_target(export_dir, overwrite)  # before the slow part: a refusal costs nothing
     export_dir.parent.mkdir(parents=True, exist_ok=True)
-    metadata = build_metadata(model, config, class_names, preset=preset, source=source, dataset=dataset)
+    metadata = build_metadata(model, config, class_names, preset=preset, source=source, dataset=dataset,
+                              modality_dropout=modality_dropout)
     with WriterLock(export_dir.parent, "mmder-export", "wait for it, or export to another --output",
                     name=f".{export_dir.name}.lock"):
         clean_stale_temps(export_dir.parent, prefix=export_dir.name)  # copies left by a killed export
@@ -501,7 +549,14 @@ def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
     model, config, class_names, preset, source = load_run(run_dir, fold)
     dataset = json.loads((Path(run_dir) / "run.json").read_text()).get("args", {}).get("dataset")
     return export_saved_model(model, config, class_names, export_dir, preset=preset, source=source,
-                              overwrite=overwrite, dataset=dataset)
+                              overwrite=overwrite, dataset=dataset, modality_dropout=run_modality_dropout(run_dir))
+
+
+def run_modality_dropout(run_dir) -> tuple[float, float]:
+    """(p_video, p_audio) the run trained with ((0, 0): both modalities always)."""
+    from mmder_tf.training.config import RunConfig
+
+    return RunConfig.from_run(run_dir).modality_dropout
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -638,7 +693,8 @@ def main(argv=None) -> int:
         else:
             raise ConfigError("give a run folder or --weights")
         out = export_saved_model(model, config, class_names, args.output, preset=preset, source=source,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite,
+                                 modality_dropout=run_modality_dropout(args.run) if args.run else (0.0, 0.0))
     except MMDERError as error:
         print(f"mmder-export: error: {error}", file=sys.stderr)
         return 2

@@ -5,8 +5,15 @@ the alignment selects and fuses them with the export's own FusionConfig (read
 from its metadata), then the SavedModel's `serving_default` signature gives the
 probabilities. Folders expand to the media files under them (recursively).
 
+Each result names the modalities the model was given ("modalities" with --json;
+"[video only]" / "[audio only]" in the table). A model trained with modality
+dropout (`mmder-finetune --modality-dropout`) also takes a clip without an audio
+stream (video only), an audio-only file (wav, mp3, m4a, flac, ...; audio only)
+and, with a face crop, a video in which no face is found (audio only); other
+models refuse those with a message saying so.
+
 A clip that cannot be used (missing, empty, corrupt, no audio for an
-audio-visual strategy, too short) is reported with its reason on stderr and,
+audio-visual strategy without modality dropout, too short) is reported with its reason on stderr and,
 with --json, as {"path": ..., "error": ...}; the other clips are still predicted.
 Exit status: 0 when at least one clip was predicted, 1 when every clip failed,
 2 when the model or the arguments are unusable.
@@ -75,6 +82,10 @@ class ExportedModel:
             raise CheckpointError(f"{self.path}: the SavedModel has no serving_default signature")
         self._loaded = loaded  # the signature functions need their object alive
         self._serve = loaded.signatures["serving_default"]
+        from mmder_tf.serving.export import accepts_missing_modalities
+
+        # trained with modality dropout: clips without audio, audio-only files and faceless videos are served
+        self.accepts_missing = accepts_missing_modalities(self.metadata) and not self.is_ensemble
 
     @property
     def is_ensemble(self) -> bool:
@@ -82,14 +93,35 @@ class ExportedModel:
 
     def fuse(self, path):
         """The clip fused for the model: [T, S, S, 3], or for an ensemble [members, T, S, S, 3] (once per strategy)."""
+        return self.fuse_with_modalities(path)[0]
+
+    def fuse_with_modalities(self, path):
+        """(the fused clip, the modalities it holds, e.g. ("video",)).
+
+        A model trained without modality dropout refuses a clip that lacks a modality
+        its strategy needs (NoAudioStreamError / NoVideoStreamError, saying so)."""
         import numpy as np
 
+        from mmder_tf.config import needs_audio, needs_video
         from mmder_tf.fusion.clip import fuse_clip
 
         if self.is_ensemble:
-            return np.stack([fuse_clip(path, config=config, max_seconds=self.max_seconds)
-                             for config in self.member_configs])
-        return fuse_clip(path, config=self.config, max_seconds=self.max_seconds)
+            fused = np.stack([fuse_clip(path, config=config, max_seconds=self.max_seconds)
+                              for config in self.member_configs])
+            return fused, ("video", "audio")
+        try:
+            return fuse_clip(path, config=self.config, max_seconds=self.max_seconds,
+                             allow_missing=self.accepts_missing, with_modalities=True)
+        except MMDERError as error:
+            from mmder_tf.errors import NoAudioStreamError, NoVideoStreamError
+
+            strategy = self.config.strategy
+            if isinstance(error, (NoAudioStreamError, NoVideoStreamError)) and needs_video(strategy) \
+                    and needs_audio(strategy) and not self.accepts_missing:
+                raise type(error)(error.path, f"{error.reason}; this {strategy} model was trained without modality "
+                                              "dropout and needs both video and audio (a model trained with "
+                                              "--modality-dropout classifies clips that lack one)") from None
+            raise
 
     def probabilities(self, fused_batch):
         return self.predict(fused_batch)[0]
@@ -111,8 +143,9 @@ class ExportedModel:
 
 
 def predict_clips(model: ExportedModel, paths, batch_size: int = 8, progress: bool | None = None):
-    """One result dict per clip, in input order: {"path", "probabilities": {name: p}} (plus "dimensions":
-    {name: value} for a model trained with emotion dimensions) or {"path", "error"}."""
+    """One result dict per clip, in input order: {"path", "modalities": e.g. ["video", "audio"] (what the model
+    was given), "probabilities": {name: p}} (plus "dimensions": {name: value} for a model trained with emotion
+    dimensions) or {"path", "error"}."""
     import numpy as np
     from tqdm import tqdm
 
@@ -123,10 +156,11 @@ def predict_clips(model: ExportedModel, paths, batch_size: int = 8, progress: bo
     def flush():
         if not pending:
             return
-        probabilities, dimensions = model.predict(np.stack([fused for _, fused in pending]))
-        for i, ((index, _), row) in enumerate(zip(pending, probabilities)):
+        probabilities, dimensions = model.predict(np.stack([fused for _, fused, _ in pending]))
+        for i, ((index, _, modalities), row) in enumerate(zip(pending, probabilities)):
             results[index] = {
                 "path": items[index][0],
+                "modalities": list(modalities),
                 "probabilities": {name: float(p) for name, p in zip(model.class_names, row)},
             }
             if dimensions:
@@ -138,7 +172,7 @@ def predict_clips(model: ExportedModel, paths, batch_size: int = 8, progress: bo
     for index, (path, error) in enumerate(bar):
         if error is None:
             try:
-                pending.append((index, model.fuse(path)))
+                pending.append((index, *model.fuse_with_modalities(path)))
             except MMDERError as failure:
                 error = str(failure)
             except Exception as failure:  # noqa: BLE001 - one unreadable clip must not stop the others
@@ -166,7 +200,10 @@ def format_table(results, k: int) -> str:
                          *([""] * (k - 1))))
         else:
             dimensions = "  ".join(f"{d} {v:.3f}" for d, v in result.get("dimensions", {}).items())
-            rows.append((result["path"], *(f"{name} {p:.1%}" for name, p in top_k(result["probabilities"], k)),
+            path = result["path"]
+            if result.get("modalities") and len(result["modalities"]) == 1:
+                path += f" [{result['modalities'][0]} only]"
+            rows.append((path, *(f"{name} {p:.1%}" for name, p in top_k(result["probabilities"], k)),
                          *([dimensions] if dimensions else [])))
     if any(len(row) > len(rows[0]) for row in rows):
         rows = [row + ("",) * (k + 2 - len(row)) for row in [rows[0] + ("dimensions",)] + rows[1:]]

@@ -89,10 +89,16 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
                     modalities.append("video")
                 if needs_audio(config.strategy) and clip.waveform is not None and len(clip.waveform):
                     modalities.append("audio")
+                given = None
+                if getattr(model, "accepts_missing", False):
+                    # a model trained with modality dropout gets the placeholder for what this window lacks
+                    if clip.face_found is False and "audio" in modalities:
+                        modalities.remove("video")
+                    given = modalities = modalities or ["video"]
                 entry["modalities"] = modalities
                 if clip.face_found is not None:
                     entry["face_found"] = bool(clip.face_found)
-                pending.append((entry, fuse_decoded(clip, config)))
+                pending.append((entry, fuse_decoded(clip, config, modalities=given)))
             timeline.append(entry)
             if len(pending) >= batch_size:
                 flush()

@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from mmder_tf.config import (
-    CLASSIFIER_MODES, IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_STD, SPECTROGRAM_OPTIONS, FusionConfig, check_fields,
+    CLASSIFIER_MODES, IMAGENET_MEAN, IMAGENET_STD, MODALITIES, OFFICIAL_STD, PLACEHOLDERS, SPECTROGRAM_OPTIONS,
+    FusionConfig, check_fields,
 )
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
@@ -120,6 +121,34 @@ def parse_targets(value) -> tuple[str, ...]:
     return (CATEGORY,) + tuple(n for n in names if n != CATEGORY)
 
 
+def parse_modality_dropout(value) -> tuple[float, float]:
+    """(p_video, p_audio): the chance that a training clip loses its video (becomes audio-only) or its
+    audio (video-only), never both. 'P' or one number: P each; 'video=P,audio=Q' (either may be left out,
+    0); a dict or a pair (video, audio). Sum < 1, so some clips keep both."""
+    if value is None:
+        return (0.0, 0.0)
+    try:
+        if isinstance(value, str) and "=" in value:
+            parts = dict(part.split("=", 1) for part in value.split(",") if part.strip())
+            parts = {k.strip(): v for k, v in parts.items()}
+            unknown = set(parts) - set(MODALITIES)
+            if unknown:
+                raise ValueError(unknown)
+            pair = (float(parts.get("video", 0)), float(parts.get("audio", 0)))
+        elif isinstance(value, dict):
+            pair = (float(value.get("video", 0)), float(value.get("audio", 0)))
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            pair = (float(value),) * 2
+        else:
+            pair = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not (min(pair) >= 0 and sum(pair) < 1):
+        raise ConfigError(f"--modality-dropout wants P or video=P,audio=Q with probabilities >= 0 summing to < 1 "
+                          f"(a clip never loses both), got {value!r}")
+    return pair
+
+
 def parse_task_weights(value) -> tuple[tuple[str, float], ...]:
     """'category=1,valence=0.5' (or a dict, or pairs) -> (("category", 1.0), ("valence", 0.5))."""
     if isinstance(value, str):
@@ -192,6 +221,10 @@ class RunConfig:
     task_weights: tuple[tuple[str, float], ...] = ()  # fixed weighting only; unnamed tasks weigh 1
     targets_file: str | None = None  # CSV key,<dimension>,... adding dimensions to the dataset's clips
     synthetic_dimensions: bool = False  # the demo dataset with valence / arousal cues
+    # Missing modalities (issue 15): (p_video, p_audio) of dropping a training clip's video / audio, and
+    # what stands in for a missing one ("image": config.PLACEHOLDER_RGB; "learned": a learned tubelet).
+    modality_dropout: tuple[float, float] = (0.0, 0.0)
+    placeholder: str = "image"
 
     def __post_init__(self):
         fusion = self.fusion
@@ -203,6 +236,11 @@ class RunConfig:
         set_(self, "fusion", fusion)
         set_(self, "targets", parse_targets(self.targets))
         set_(self, "task_weights", parse_task_weights(self.task_weights))
+        set_(self, "modality_dropout", parse_modality_dropout(self.modality_dropout))
+        _choice("placeholder", self.placeholder, PLACEHOLDERS)
+        if self.modality_dropout != (0.0, 0.0) and fusion.strategy in ("video", "audio"):
+            raise ConfigError(f"--modality-dropout needs an audio-visual strategy; {fusion.strategy!r} has one "
+                              "modality to begin with")
         _choice("task_weighting", self.task_weighting, TASK_WEIGHTINGS)
         if self.task_weights and self.task_weighting != "fixed":
             raise ConfigError("--task-weights apply to --task-weighting fixed (uncertainty weights are learned)")
@@ -281,6 +319,11 @@ class RunConfig:
     def dimensions(self) -> tuple[str, ...]:
         """The emotion dimensions trained beside the category (empty: category only)."""
         return tuple(t for t in self.targets if t != CATEGORY)
+
+    @property
+    def handles_missing(self) -> bool:
+        """Trained with modality dropout: the model takes video alone and audio alone too."""
+        return self.modality_dropout != (0.0, 0.0)
 
     @property
     def is_demo(self) -> bool:
@@ -376,6 +419,7 @@ class RunConfig:
         values["folds"] = None if self.folds is None else list(self.folds)
         values["targets"] = list(self.targets)
         values["task_weights"] = [list(pair) for pair in self.task_weights]
+        values["modality_dropout"] = list(self.modality_dropout)
         return values
 
     @classmethod

@@ -37,7 +37,7 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
                                                 image_size=fusion.image_size, drop_path_rate=drop_path, dtype=dtype)
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
                                  mean=config.mean, std=config.std, class_names=class_names, dtype=dtype,
-                                 targets=config.dimensions)
+                                 targets=config.dimensions, placeholder=config.placeholder)
     from mmder_tf.models.convert import load_pretrained
 
     model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
@@ -54,10 +54,12 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
     model.mode = config.mode
     model.dropout.rate = model.dropout_rate = float(config.dropout)
     model.normalize.set_statistics(config.mean, config.std)
-    if config.dimensions:  # the checkpoint's encoder and category head, new regression heads beside them
+    if config.dimensions or config.placeholder != model.placeholder:
+        # the checkpoint's encoder and category head; new regression heads or a new learned placeholder beside them
         joint = EmotionClassifier(model.backbone, num_classes, mode=config.mode, dropout=config.dropout,
                                   mean=config.mean, std=config.std, class_names=class_names,
-                                  pooling=model.pooling, dtype=dtype, targets=config.dimensions)
+                                  pooling=model.pooling, dtype=dtype, targets=config.dimensions,
+                                  placeholder=config.placeholder)
         joint.fc_norm.set_weights(model.fc_norm.get_weights())
         joint.head.set_weights(model.head.get_weights())
         model = joint

@@ -128,14 +128,16 @@ def prepare_cache(config: RunConfig, manifest):
     return cache_dir, records, skipped
 
 
-def clip_dataset(cache_dir, records, fusion, batch_size, *, training=False, seed=0, epoch=None, with_keys=False):
+def clip_dataset(cache_dir, records, fusion, batch_size, *, training=False, seed=0, epoch=None, with_keys=False,
+                 modality_dropout=None, modalities=None):
     """Fused uint8 clips and labels of `records` from the prepared cache (pipeline.make_dataset)."""
     from mmder_tf.data.pipeline import make_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped clips were reported once, at prepare
         return make_dataset(cache_dir, list(records), fusion, batch_size, training=training, seed=seed,
-                            epoch=epoch, with_keys=with_keys)
+                            epoch=epoch, with_keys=with_keys, modality_dropout=modality_dropout,
+                            modalities=modalities)
 
 
 def epoch_order(count: int, seed: int, epoch: int):
@@ -168,9 +170,21 @@ class RunState:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def clips(self, records, *, training=False, epoch=None, with_keys=False):
-        return clip_dataset(self.cache_dir, records, self.config.fusion, self.config.batch_size, training=training,
-                            seed=self.config.seed, epoch=epoch, with_keys=with_keys)
+    def clips(self, records, *, training=False, epoch=None, with_keys=False, modalities=None):
+        """Training clips get the run's modality dropout; `modalities` fixes the input kind (evaluation)."""
+        config = self.config
+        return clip_dataset(self.cache_dir, records, config.fusion, config.batch_size, training=training,
+                            seed=config.seed, epoch=epoch, with_keys=with_keys, modalities=modalities,
+                            modality_dropout=config.modality_dropout if training and config.handles_missing else None)
+
+
+# The inputs a model trained with modality dropout is tested on, besides audio-video.
+SINGLE_MODALITY_KINDS = ("video", "audio")
+
+
+def kind_predictions_path(fold_dir: Path, kind: str) -> Path:
+    """Test predictions of one input kind: predictions.npz holds audio-video, predictions_<kind>.npz the others."""
+    return Path(fold_dir) / ("predictions.npz" if kind == "audio_video" else f"predictions_{kind}.npz")
 
 
 def fold_result_path(fold_dir: Path) -> Path:
@@ -244,6 +258,7 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         return found.keys, found.labels, found.outputs, {}
 
     monitor = None if config.select == "last" or not val else config.select
+    single = {}  # input kind -> (labels, logits) of the test clips, models trained with modality dropout
     started = time.time()
     fit = dict(fold_dir=fold_dir, steps_per_epoch=steps, epochs=config.epochs, monitor=monitor, seed=config.seed,
                verbose=config.verbose, backup_dir=state.work / "backup" / f"fold_{number}")
@@ -305,6 +320,10 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
                     state.clips(val, with_keys=True), val, dimensions, num_classes if soft else None))
             else:
                 val_data = state.clips(val)
+                if config.handles_missing:
+                    # the epoch is chosen for all three inputs the model is trained for, not for AV alone
+                    for kind in SINGLE_MODALITY_KINDS:
+                        val_data = val_data.concatenate(state.clips(val, modalities=kind))
                 val_data = engine.with_data_sharding(val_data.map(to_onehot) if soft else val_data)
         with strategy.scope():
             model = trainable(classifier)
@@ -313,6 +332,12 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         info = engine.fit_resumable(model, epoch_dataset=epoch_dataset, val_data=val_data, mix=mix, **fit)
         keys, y_true, logits, predicted = predict(classifier, state.clips(test, with_keys=True))
         y_true, logits, predicted = in_order(test, keys, y_true, logits, predicted)  # back to manifest order
+        if config.handles_missing:  # the same model on the test clips with one modality missing
+            for kind in SINGLE_MODALITY_KINDS:
+                kind_keys, kind_true, kind_logits, _ = predict(classifier, state.clips(test, with_keys=True,
+                                                                                       modalities=kind))
+                kind_true, kind_logits, _ = in_order(test, kind_keys, kind_true, kind_logits, {})
+                single[kind] = (kind_true, kind_logits)
         if val:
             keys, val_true, val_logits, val_predicted = predict(classifier, state.clips(val, with_keys=True))
             val_true, val_logits, val_predicted = in_order(val, keys, val_true, val_logits, val_predicted)
@@ -338,6 +363,13 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         resumed_from_epoch=info["resumed_from"], train_seconds_this_session=round(time.time() - started, 2),
         history=info["history"], feature_fingerprint=feature_fp,
     )
+    if single:
+        result["modalities"] = {"audio_video": {k: result[k] for k in ("uar", "war", "n")}}
+        for kind, (kind_true, kind_logits) in single.items():
+            found = metrics_lib.evaluate_predictions(kind_true, kind_logits, class_names=state.class_names)
+            result["modalities"][kind] = {k: found[k] for k in ("uar", "war", "n", "confusion")}
+            atomic_save_npz(kind_predictions_path(fold_dir, kind), keys=np.array([r.key for r in test]),
+                            y_true=kind_true, logits=kind_logits)
     if val:  # for ensembles whose weights are chosen on the validation subjects
         val_extra = MT.dimension_arrays(val, val_predicted, dimensions) if dimensions else {}
         atomic_save_npz(fold_dir / "val_predictions.npz", keys=np.array([r.key for r in val]), y_true=val_true,
@@ -346,7 +378,9 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
                     **extra)
     atomic_write_json(fold_result_path(fold_dir), result)  # last: marks the fold finished
     ccc = "".join(f"  CCC {d} {v['ccc']:.3f}" for d, v in result.get("dimensions", {}).items())
-    log(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}{ccc}  "
+    kinds = "".join(f"  {kind} WAR {100 * v['war']:.2f}" for kind, v in result.get("modalities", {}).items()
+                    if kind != "audio_video")
+    log(f"fold {number}: UAR {100 * result['uar']:.2f}  WAR {100 * result['war']:.2f}{ccc}{kinds}  "
         f"({result['epoch_policy']}, epoch {result['selected_epoch']})")
     return result
 
@@ -374,6 +408,16 @@ def summarize_run(work_dir, fold_results: dict, class_names, run_info: dict, ski
             if found:
                 dimension_values[number] = found
     summary = metrics_lib.summarize_folds(raw, class_names=class_names)
+    modalities = {}
+    if all("modalities" in r for r in fold_results.values()):
+        for kind in ("audio_video", *SINGLE_MODALITY_KINDS):
+            kind_raw = {}
+            for number in fold_results:
+                with np.load(kind_predictions_path(Path(work_dir) / f"fold_{number}", kind)) as data:
+                    kind_raw[number] = {"y_true": data["y_true"], "y_pred": data["logits"]}
+            found = metrics_lib.summarize_folds(kind_raw, class_names=class_names)
+            modalities[kind] = {k: found.get(k) for k in ("uar_mean", "uar_std", "war_mean", "war_std", "pooled")}
+            modalities[kind]["folds"] = {str(n): v for n, v in found["folds"].items()}
     folds = {str(number): {k: v for k, v in result.items() if k != "history"}
              for number, result in fold_results.items()}
     policies = sorted({r["epoch_policy"] for r in fold_results.values()})
@@ -383,6 +427,7 @@ def summarize_run(work_dir, fold_results: dict, class_names, run_info: dict, ski
         "war_mean": summary["war_mean"], "war_std": summary["war_std"],
         "pooled": summary.get("pooled"), "epoch_policy": "; ".join(policies),
         "skipped_clips": skipped, "std": "sample standard deviation across folds (ddof=1)",
+        **({"modalities": modalities} if modalities else {}),
         **({"dimensions": metrics_lib.summarize_dimensions(dimension_values),
             "uncertainty": {str(n): r["uncertainty"] for n, r in fold_results.items() if r.get("uncertainty")}}
            if dimension_values else {}),
@@ -478,7 +523,7 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
 
         raise ConfigError(f"--recipe {config.recipe} mixes clips (mixup / CutMix), which would need mixed dimension "
                           "targets: train emotion dimensions with --recipe paper")
-    augmentation = settings["mixup"] > 0 or settings["cutmix"] > 0 or (
+    augmentation = settings["mixup"] > 0 or settings["cutmix"] > 0 or config.handles_missing or (
         config.strategy == "rfas" and config.fusion.rfas_per_epoch)
     # Caching is exact only when the frozen encoder sees each clip the same way every epoch.
     feature_cache = config.mode == "linear_probe" and config.feature_cache and not augmentation
@@ -491,6 +536,7 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
         "std": list(config.std), "select": config.select, "feature_cache": feature_cache,
         "num_clips": len(manifest.records), "num_subjects": len(manifest.subjects),
         "num_folds_run": len(selected), "targets": list(config.targets),
+        "modality_dropout": dict(zip(("video", "audio"), config.modality_dropout)), "placeholder": config.placeholder,
         **({"task_weighting": config.task_weighting} if config.dimensions else {}),
     }
     log("run: " + ", ".join(f"{k}={v}" for k, v in run_info.items()))
@@ -513,6 +559,10 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
         from mmder_tf.reports.results import format_dimensions_table
 
         log("\n" + format_dimensions_table(results))
+    if results.get("modalities"):
+        from mmder_tf.reports.results import format_modalities_table
+
+        log("\n" + format_modalities_table(results))
     log(f"\n{config.strategy}: UAR {100 * results['uar_mean']:.2f} ± {100 * results['uar_std']:.2f}  "
         f"WAR {100 * results['war_mean']:.2f} ± {100 * results['war_std']:.2f}  -> {out / 'results.md'}")
     return results
