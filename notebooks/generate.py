@@ -182,7 +182,20 @@ def strategy_notebook(strategy: str) -> dict:
                  "A SavedModel with `serving_default` (fused input) and `from_media` (decoded frames, "
                  "timestamps and waveform; alignment, spectrograms and fusion inside the graph)."),
         code(EXPORT),
+        markdown(MISSING_MODALITIES),
     ])
+
+
+MISSING_MODALITIES = """
+## One model for audio-video, video alone and audio alone
+Trained with modality dropout (`modality_dropout=0.25` in the training cell's `finetune.run(...)`,
+`--modality-dropout 0.25` on the command line), the same model also classifies clips without audio,
+audio-only files and videos without a usable face: a missing modality is a placeholder image the
+model learned to ignore. `results.md` then holds a three-way table (audio + video, video only,
+audio only; per fold and pooled), the export accepts such clips and `mmder-predict` marks each
+result's modalities. The README's "Missing modalities" section has the numbers measured on the
+generated data against three specialised models.
+"""
 
 
 def overview_notebook() -> dict:

@@ -211,8 +211,13 @@ def test_served_model_equals_in_process_without_audio_or_video(dropout_run, tmp_
         np.testing.assert_array_equal(served.signatures["preprocess"](**request)["fused"].numpy()[0], fused)
         got = served.signatures["from_media"](**request)["probabilities"].numpy()[0]
         assert np.abs(got - in_process).max() <= 1e-5
-    results = predict_clips(ExportedModel(export_dir), [silent, voice], progress=False)
+    exported = ExportedModel(export_dir)
+    results = predict_clips(exported, [silent, voice], progress=False)
     assert [r["modalities"] for r in results] == [["video"], ["audio"]]
+    from mmder_tf.serving.timeline import predict_timeline
+
+    windows = predict_timeline(exported, silent, window=0.5, hop=0.5, progress=False)["timeline"]
+    assert windows and all(w["modalities"] == ["video"] and "probabilities" in w for w in windows)
 
 
 def test_model_without_modality_dropout_refuses_missing_audio_in_graph():
@@ -223,3 +228,25 @@ def test_model_without_modality_dropout_refuses_missing_audio_in_graph():
     times = (np.arange(10, dtype=np.float32) / 10)[None]
     with pytest.raises(tf.errors.InvalidArgumentError, match="without modality dropout"):
         preprocess(frames, times, np.zeros((1, 0), np.float32), np.array([10], np.int32), np.array([0], np.int32))
+
+
+def test_a_video_without_a_face_is_audio_only_for_a_model_with_modality_dropout():
+    from mmder_tf.errors import NoAudioStreamError
+    from mmder_tf.fusion.clip import clip_modalities
+    from mmder_tf.media.decode import DecodedClip
+
+    config = FusionConfig(strategy="fslf", image_size=SIZE, crop="face")
+    frames = {8: np.zeros((8, SIZE, SIZE, 3), np.uint8)}
+
+    def clip(face_found, waveform):
+        return DecodedClip(path="x.mp4", frames=frames, frame_times={}, frame_indices={}, num_video_frames=8,
+                           duration=1.0, waveform=waveform, sample_rate=16000, fps=25.0, face_found=face_found)
+
+    voice = np.zeros(16000, np.float32)
+    assert clip_modalities(clip(False, voice), config, allow_missing=True) == ("audio",)
+    assert clip_modalities(clip(True, voice), config, allow_missing=True) == ("video", "audio")
+    assert clip_modalities(clip(True, None), config, allow_missing=True) == ("video",)
+    # without modality dropout the centre-crop fallback the model was trained with stays
+    assert clip_modalities(clip(False, voice), config) == ("video", "audio")
+    with pytest.raises(NoAudioStreamError, match="no face found"):
+        clip_modalities(clip(False, None), config, allow_missing=True)

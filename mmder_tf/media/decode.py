@@ -639,6 +639,8 @@ def decode_clip(
     to T_i = (i+1) D / (n+1), or the official indices with `official=True`).
     Clips with fewer frames than requested repeat the nearest frames. Frames
     hidden by an mp4 edit list are not frames of the clip (players skip them too).
+    Frames come out as players show them: turned and mirrored by the stream's
+    display matrix (portrait phone videos; `upright_rgb`).
 
     Audio: every channel, averaged to mono, resampled to `sample_rate`, shifted
     so that sample 0 is video time 0 (zeros where the audio starts later, trimmed

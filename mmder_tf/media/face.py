@@ -3,8 +3,8 @@
 Detection: MTCNN (the `mtcnn` package: TensorFlow, MIT licence, its three small
 networks' weights ship inside the wheel, nothing is downloaded); it gives a box, a
 score and five landmarks per face. `detect` runs the whole cascade only on
-keyframes: the first frame of the sequence (and the next ones while none has a
-face) and every frame where a followed face is lost. A keyframe's proposals come
+keyframes: the first frame of the sequence (every frame, batched, when the first
+has no face) and every frame where a followed face is lost. A keyframe's proposals come
 from P-Net's image pyramid and R-Net on a copy ~COARSE_WIDTH wide (at DETECT_WIDTH
 where that finds no face); each proposal then goes through `_refine` in a search
 window cut from the full-resolution frame: R-Net on the proposal, its box squared
@@ -400,23 +400,19 @@ def _keyframe_faces(frames: np.ndarray, times: list) -> dict:
 def _detect_followed(frames: np.ndarray) -> list:
     """MTCNN on keyframes, refinement elsewhere (module doc); a list (per frame) of Detections."""
     n = len(frames)
-    detections: list = [[] for _ in range(n)]
-    key = None
-    for t in range(n):  # keyframes until the first face
-        detections[t] = _keyframe_faces(frames, [t])[t]
-        if detections[t]:
-            key = t
-            break
-    if key is not None:
-        targets = [(u, face) for u in range(key + 1, n) for face in detections[key]]
-        refined = _refine(frames, targets)
-        for (u, _), r in zip(targets, refined):
-            if r is not None:
-                detections[u].append(r)
-        lost = sorted({u for (u, _), r in zip(targets, refined) if r is None})
-        if lost:  # keyframes again: every face of these frames from the full cascade
-            for u, faces in _keyframe_faces(frames, lost).items():
-                detections[u] = faces
+    detections = [_keyframe_faces(frames, [0])[0]] + [[] for _ in range(n - 1)]
+    if not detections[0]:  # no face to follow: every frame is a keyframe, in one batch
+        found = _keyframe_faces(frames, list(range(1, n)))
+        return [detections[0]] + [found[t] for t in range(1, n)]
+    targets = [(u, face) for u in range(1, n) for face in detections[0]]
+    refined = _refine(frames, targets)
+    for (u, _), r in zip(targets, refined):
+        if r is not None:
+            detections[u].append(r)
+    lost = sorted({u for (u, _), r in zip(targets, refined) if r is None})
+    if lost:  # keyframes again: every face of these frames from the full cascade
+        for u, faces in _keyframe_faces(frames, lost).items():
+            detections[u] = faces
     return detections
 
 

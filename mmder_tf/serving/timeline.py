@@ -59,6 +59,12 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
     if not (window > 0 and hop > 0):
         raise ConfigError(f"--window and --hop must be positive seconds, got {window} and {hop}")
     length = recording_length(path)
+    need_audio = needs_audio(config.strategy)
+    if need_audio and getattr(model, "accepts_missing", False):
+        from mmder_tf.media.decode import _open
+
+        with _open(Path(path)) as container:  # a recording without audio: every window is video-only
+            need_audio = bool(container.streams.audio)
     timeline, pending = [], []
 
     def flush():
@@ -78,7 +84,7 @@ def predict_timeline(model, path, window: float | None = None, hop: float | None
         for span, clip in stream_windows(path, window, hop, config.frames_per_modality,
                                          sample_rate=config.sample_rate, official=config.official,
                                          need_video=needs_video(config.strategy),
-                                         need_audio=needs_audio(config.strategy),
+                                         need_audio=need_audio,
                                          face_crop=face_crop_mode(config.crop)):
             entry = {"start": round(span.start, 3), "end": round(span.end, 3)}
             if isinstance(clip, Exception):
