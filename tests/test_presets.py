@@ -190,3 +190,11 @@ def test_a_run_from_a_classifier_preset_takes_its_preprocessing(saved):
 
     assert RunConfig.resolve(weights=str(saved)).fusion == FUSION
     assert RunConfig.resolve(weights=str(saved), strategy="fslf").fusion == FUSION.replace(strategy="fslf")
+
+
+def test_a_killed_writers_copy_is_cleaned_a_siblings_is_not(saved, tmp_path):
+    model, _ = _videomae()
+    stale, sibling = tmp_path / ".preset.tmp-999999-0000dead", tmp_path / ".preset_b.tmp-999999-0000beef"
+    stale.mkdir(), sibling.mkdir()
+    model.save_to_preset(saved)
+    assert not stale.exists() and sibling.exists()

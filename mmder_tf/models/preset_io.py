@@ -21,6 +21,7 @@ a run's fold checkpoints, `mmder-export --weights`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from mmder_tf.errors import CheckpointError, ConfigError
@@ -92,7 +93,7 @@ def save_preset(model, directory, preprocessing=None, *, source=None, training=N
 
     import mmder_tf
     from mmder_tf.config import FusionConfig
-    from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
+    from mmder_tf.fileio import TEMP_TAG, WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
 
     name = type(model).__name__
     if name not in MODEL_CLASSES:
@@ -118,7 +119,8 @@ def save_preset(model, directory, preprocessing=None, *, source=None, training=N
     directory.parent.mkdir(parents=True, exist_ok=True)
     with WriterLock(directory.parent, "save_to_preset", "wait for it, or save to another folder",
                     name=f".{directory.name}.lock"):
-        clean_stale_temps(directory.parent, prefix=directory.name)  # copies left by a killed writer
+        # Copies of this preset left by a killed writer (not those of a sibling whose name starts alike).
+        clean_stale_temps(directory.parent, prefix=directory.name + TEMP_TAG)
         check_replaceable(directory, is_preset, "an mmder_tf preset", option="save_to_preset")
         tmp = temp_path(directory)
         tmp.mkdir()
@@ -131,10 +133,7 @@ def save_preset(model, directory, preprocessing=None, *, source=None, training=N
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
             replace_dir(tmp, directory)
         finally:
-            if tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became the preset
     return directory
 
 
