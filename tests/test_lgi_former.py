@@ -305,6 +305,7 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     """The cached-feature linear probe and the SavedModel export (which rebuilds the run's model) with an LGI-Former."""
     from mmder_tf import finetune
     from mmder_tf.serving.export import export_run, read_metadata
+    from mmder_tf.serving.export import preset_modality_dropout as export_preset_dropout
 
     out = tmp_path / "probe"
     results = finetune.run(dataset="ravdess", data_dir=small_dataset, out=out, preset="mae-dfer-tiny", image_size=32,
@@ -315,6 +316,16 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
     exported = export_run(out, tmp_path / "export", fold=2)
     assert read_metadata(exported)["preset"] == "mae-dfer-tiny"
+    # The trained fold as a preset: the same logits, the run's fusion settings as its preprocessing.
+    from mmder_tf.training.model import load_fold
+
+    trained = load_fold(out, 2)
+    again = EmotionClassifier.from_preset(trained.save_to_preset(tmp_path / "fold_2_preset"))
+    size = (trained.fusion.num_frames, trained.fusion.image_size, trained.fusion.image_size, 3)
+    x = np.random.default_rng(0).integers(0, 256, (1, *size)).astype("uint8")
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(trained.model(x)))
+    assert again.preprocessing == trained.fusion and again.class_names == list(trained.class_names)
+    assert export_preset_dropout(tmp_path / "fold_2_preset") == trained.config.modality_dropout
 
 
 # ---------------------------------------------------------------- masked-autoencoder pre-training (MAE-DFER)

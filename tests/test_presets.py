@@ -25,10 +25,10 @@ def _perturbed(model, seed):
     return model
 
 
-def _videomae(targets=()):
+def _videomae(targets=(), **kwargs):
     keras.utils.set_random_seed(0)
     model = EmotionClassifier.from_preset("tiny", num_classes=3, num_frames=4, image_size=32, class_names=list("abc"),
-                                          targets=targets, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+                                          targets=targets, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), **kwargs)
     return _perturbed(model, 1), np.random.default_rng(2).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8")
 
 
@@ -43,8 +43,9 @@ def _outputs(model, x):
     return {k: np.asarray(v) for k, v in out.items()} if isinstance(out, dict) else {"logits": np.asarray(out)}
 
 
-@pytest.mark.parametrize("make", [_videomae, _lgi_former, lambda: _videomae(targets=("valence", "arousal"))],
-                         ids=["videomae", "lgi_former", "multitask"])
+@pytest.mark.parametrize("make", [_videomae, _lgi_former, lambda: _videomae(targets=("valence", "arousal")),
+                                  lambda: _videomae(placeholder="learned")],
+                         ids=["videomae", "lgi_former", "multitask", "learned_placeholder"])
 def test_saved_classifier_loads_to_identical_outputs(make, tmp_path):
     model, x = make()
     model.save_to_preset(tmp_path / "clf", preprocessing=FUSION.replace(image_size=model.backbone.image_size))
@@ -177,5 +178,23 @@ def test_export_takes_the_preset_preprocessing(saved, tmp_path, capsys):
     model, config, class_names, preset, source = export.load_preset_classifier(saved)
     assert config == FUSION and class_names == list("abc") and preset == "tiny" and source == str(saved)
     assert model.dtype_policy.name == "float32"
+    assert export.preset_modality_dropout(saved) == (0.0, 0.0)
+    model.save_to_preset(tmp_path / "robust", training={"modality_dropout": {"video": 0.2, "audio": 0.1}})
+    assert export.preset_modality_dropout(tmp_path / "robust") == (0.2, 0.1)  # what the export's metadata says
     assert export.main(["--weights", str(saved), "--strategy", "fslf", "--output", str(tmp_path / "out")]) == 2
     assert "--strategy: the preset" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_run_from_a_classifier_preset_takes_its_preprocessing(saved):
+    from mmder_tf.training.config import RunConfig
+
+    assert RunConfig.resolve(weights=str(saved)).fusion == FUSION
+    assert RunConfig.resolve(weights=str(saved), strategy="fslf").fusion == FUSION.replace(strategy="fslf")
+
+
+def test_a_killed_writers_copy_is_cleaned_a_siblings_is_not(saved, tmp_path):
+    model, _ = _videomae()
+    stale, sibling = tmp_path / ".preset.tmp-999999-0000dead", tmp_path / ".preset_b.tmp-999999-0000beef"
+    stale.mkdir(), sibling.mkdir()
+    model.save_to_preset(saved)
+    assert not stale.exists() and sibling.exists()

@@ -2,7 +2,7 @@
 
     PRESET/
       metadata.json       {"format": "mmder_tf.preset", "format_version", "class_name", "keras_version",
-                           "mmder_tf_version", "parameter_count", "source"}
+                           "mmder_tf_version", "parameter_count", "source", "training"}
       config.json         the model's Keras config (backbone family and sizes, heads, class names, targets)
       model.weights.h5    its weights
       preprocessing.json  the FusionConfig its inputs were made with (task models trained on fused clips)
@@ -21,6 +21,7 @@ a run's fold checkpoints, `mmder-export --weights`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from mmder_tf.errors import CheckpointError, ConfigError
@@ -78,12 +79,13 @@ def looks_like_path(preset) -> bool:
 
 # ----------------------------------------------------------------------------- writing
 
-def save_preset(model, directory, preprocessing=None, *, source=None) -> Path:
+def save_preset(model, directory, preprocessing=None, *, source=None, training=None) -> Path:
     """Write `model` (a backbone, classifier or pre-training model of this package) as a preset folder.
 
     `preprocessing`: the FusionConfig its inputs are made with (default: the model's
-    own `preprocessing`, set when it was loaded from a preset). An existing preset
-    at `directory` is replaced; anything else there is refused.
+    own `preprocessing`, set when it was loaded from a preset). `training`: JSON facts of
+    how it was trained that serving needs (e.g. {"modality_dropout": {"video": p, "audio": q}}),
+    kept in metadata.json. An existing preset at `directory` is replaced; anything else is refused.
     """
     import json
 
@@ -91,7 +93,7 @@ def save_preset(model, directory, preprocessing=None, *, source=None) -> Path:
 
     import mmder_tf
     from mmder_tf.config import FusionConfig
-    from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
+    from mmder_tf.fileio import TEMP_TAG, WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
 
     name = type(model).__name__
     if name not in MODEL_CLASSES:
@@ -110,13 +112,15 @@ def save_preset(model, directory, preprocessing=None, *, source=None) -> Path:
         "mmder_tf_version": mmder_tf.__version__,
         "parameter_count": int(model.count_params()),
         "source": None if source is None else str(source),
+        "training": dict(training or {}),
     }
     config = keras.saving.serialize_keras_object(model)
     check_replaceable(directory, is_preset, "an mmder_tf preset", option="save_to_preset")
     directory.parent.mkdir(parents=True, exist_ok=True)
     with WriterLock(directory.parent, "save_to_preset", "wait for it, or save to another folder",
                     name=f".{directory.name}.lock"):
-        clean_stale_temps(directory.parent, prefix=directory.name)  # copies left by a killed writer
+        # Copies of this preset left by a killed writer (not those of a sibling whose name starts alike).
+        clean_stale_temps(directory.parent, prefix=directory.name + TEMP_TAG)
         check_replaceable(directory, is_preset, "an mmder_tf preset", option="save_to_preset")
         tmp = temp_path(directory)
         tmp.mkdir()
@@ -129,10 +133,7 @@ def save_preset(model, directory, preprocessing=None, *, source=None) -> Path:
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
             replace_dir(tmp, directory)
         finally:
-            if tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became the preset
     return directory
 
 
@@ -379,10 +380,10 @@ class PresetIO:
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return config
 
-    def save_to_preset(self, directory, preprocessing=None, *, source=None) -> Path:
+    def save_to_preset(self, directory, preprocessing=None, *, source=None, training=None) -> Path:
         """Write this model (config, weights and, for a task model, the FusionConfig of its inputs) as a
         preset folder that `from_preset(directory)` reads back. Atomic; replaces only a preset."""
-        return save_preset(self, directory, preprocessing, source=source)
+        return save_preset(self, directory, preprocessing, source=source, training=training)
 
     @classmethod
     def from_preset(cls, preset, **kwargs):

@@ -589,6 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def preset_modality_dropout(path) -> tuple[float, float]:
+    """(p_video, p_audio) a classifier preset was trained with, from its metadata ((0, 0) when not recorded)."""
+    from mmder_tf.models.preset_io import read_metadata
+
+    dropout = (read_metadata(path).get("training") or {}).get("modality_dropout") or {}
+    return float(dropout.get("video", 0.0)), float(dropout.get("audio", 0.0))
+
+
 def load_preset_classifier(path):
     """(model, config, class_names, preset, source) of an EmotionClassifier preset folder, in float32: the
     inputs are made with the preset's own preprocessing settings."""
@@ -692,9 +700,14 @@ def main(argv=None) -> int:
             model, config, class_names, preset, source = load_run(args.run, args.fold)
         else:
             raise ConfigError("give a run folder or --weights")
+        if args.run:
+            modality_dropout = run_modality_dropout(args.run)
+        else:
+            from mmder_tf.models.preset_io import is_preset
+
+            modality_dropout = preset_modality_dropout(args.weights) if is_preset(args.weights) else (0.0, 0.0)
         out = export_saved_model(model, config, class_names, args.output, preset=preset, source=source,
-                                 overwrite=args.overwrite,
-                                 modality_dropout=run_modality_dropout(args.run) if args.run else (0.0, 0.0))
+                                 overwrite=args.overwrite, modality_dropout=modality_dropout)
     except MMDERError as error:
         print(f"mmder-export: error: {error}", file=sys.stderr)
         return 2

@@ -401,7 +401,8 @@ class RunConfig:
             # The paper's 1e-2 trains a frozen encoder's head; a randomly initialised
             # encoder trained end to end diverges at that rate.
             given["lr"] = DEMO_DEFAULTS["lr"]
-        fusion = given.pop("fusion", None) or FusionConfig()
+        # A classifier preset brings the fusion settings it was trained with; options given still win.
+        fusion = given.pop("fusion", None) or preset_preprocessing(given.get("weights")) or FusionConfig()
         changes = {key: given.pop(key) for key in FUSION_OPTIONS if key in given}
         try:
             fusion = fusion.replace(**changes)
@@ -446,6 +447,13 @@ class RunConfig:
     @classmethod
     def from_run(cls, run_dir) -> "RunConfig":
         return read_run_file(Path(run_dir) / RUN_FILE)[0]
+
+
+def preset_preprocessing(weights) -> FusionConfig | None:
+    """The FusionConfig a preset folder's inputs were made with (models.preset_io), or None."""
+    from mmder_tf.models.preset_io import is_preset, load_preprocessing
+
+    return load_preprocessing(weights) if weights and is_preset(weights) else None
 
 
 def encoder_image_size(weights=None, preset=None) -> int | None:

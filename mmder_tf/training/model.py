@@ -89,6 +89,14 @@ class TrainedFold:
     def preset(self) -> str:
         return preset_of(self.model.backbone)
 
+    def save_to_preset(self, directory):
+        """This fold's model as a preset folder, the run's fusion settings as its preprocessing: what
+        `EmotionClassifier.from_preset(directory)` and `mmder-export --weights directory` read."""
+        p_video, p_audio = self.config.modality_dropout
+        return self.model.save_to_preset(directory, preprocessing=self.fusion, source=str(self.checkpoint),
+                                         training={"modality_dropout": {"video": p_video, "audio": p_audio},
+                                                   "dataset": self.config.dataset})
+
 
 def finished_folds(run_dir) -> list[int]:
     folds = []
