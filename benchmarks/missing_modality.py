@@ -12,7 +12,7 @@ subject-independent folds of 4 test actors), this trains:
 - the three specialised models as today: FSLF (audio-video), video only, audio only;
 - per strategy, ONE model with modality dropout (`--modality-dropout`), tested on the
   same test actors with both modalities, with video alone and with audio alone (the
-  missing one is the fixed placeholder image);
+  missing one is the fixed placeholder image; for SFAS the present modality);
 - for `--learned-strategies`, the same with the learned tubelet placeholder.
 
 `--short-folds` runs the strategies other than FSLF and CFAS on fewer folds (time on
