@@ -89,13 +89,13 @@ class EmotionClassifier(keras.Model, PresetIO):
         h, w = _pair(backbone.image_size, "image_size")
         inputs = keras.Input(shape=(backbone.num_frames, h, w, 3), dtype=input_dtype, name="pixels")
         normalized = normalize(inputs)
-        self.placeholder_tubelets = None
+        placeholder_tubelets = None  # attributes only after keras.Model.__init__ (the torch backend insists)
         if placeholder == "learned":
             initial = [(c / 255.0 - m) / s for c, m, s in zip(PLACEHOLDER_RGB, normalize.mean, normalize.std)]
-            self.placeholder_tubelets = PlaceholderTubelets(
+            placeholder_tubelets = PlaceholderTubelets(
                 backbone.tubelet_size, backbone.patch_size, PLACEHOLDER_RGB, initial, dtype=dtype,
                 name="placeholder_tubelets")
-            normalized = self.placeholder_tubelets(inputs, normalized)
+            normalized = placeholder_tubelets(inputs, normalized)
         pooled = pool(backbone(normalized))
         dimension_head = scaling = None
         if targets:
@@ -116,7 +116,7 @@ class EmotionClassifier(keras.Model, PresetIO):
         self.pixel_dtype = input_dtype
         self.pooling = pooling
         self.targets = targets
-        self.placeholder = placeholder
+        self.placeholder, self.placeholder_tubelets = placeholder, placeholder_tubelets
         self._mode = None
         self.mode = mode
 
