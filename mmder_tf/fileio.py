@@ -62,7 +62,8 @@ def clean_stale_temps(directory, prefix: str = "", min_age_s: float = 0.0) -> li
 
     A temporary name of this process is kept (it is being written); any other one
     is a leftover of a killed run, since the caller holds the folder's lock.
-    `prefix` limits the clean-up to temporaries of `.{prefix}...`; `min_age_s`
+    `prefix` limits the clean-up to the temporaries of the one path named `prefix`
+    (`.{prefix}.tmp-...`, so `model` never takes `model_v2`'s); `min_age_s`
     spares younger ones (in folders that other hosts may write under other locks).
     """
     removed = []
@@ -71,7 +72,7 @@ def clean_stale_temps(directory, prefix: str = "", min_age_s: float = 0.0) -> li
         return removed
     for child in directory.iterdir():
         pid = _temp_pid(child.name)
-        if pid is None or pid == os.getpid() or not child.name.startswith(f".{prefix}"):
+        if pid is None or pid == os.getpid() or (prefix and not child.name.startswith(f".{prefix}{TEMP_TAG}")):
             continue
         try:
             if min_age_s and time.time() - child.lstat().st_mtime < min_age_s:

@@ -105,6 +105,12 @@ def test_temporary_names_are_unique_and_leftovers_are_cleaned(tmp_path):
     removed = clean_stale_temps(tmp_path)
     assert [p.name for p in removed] == [".best.weights.h5.tmp-999999-0000beef.weights.h5"]
     assert mine.exists() and (tmp_path / ".notes.txt").exists()
+    # an export to models/ens cleans its own leftovers, never those of models/ens_v2 written beside it
+    sibling = tmp_path / ".ens_v2.tmp-999998-0000cafe"
+    own = tmp_path / ".ens.tmp-999997-0000f00d"
+    sibling.mkdir()
+    own.mkdir()
+    assert clean_stale_temps(tmp_path, prefix="ens") == [own] and sibling.exists()
 
 
 def test_written_files_follow_the_umask(tmp_path):

@@ -93,7 +93,7 @@ def save_preset(model, directory, preprocessing=None, *, source=None, training=N
 
     import mmder_tf
     from mmder_tf.config import FusionConfig
-    from mmder_tf.fileio import TEMP_TAG, WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
+    from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
 
     name = type(model).__name__
     if name not in MODEL_CLASSES:
@@ -120,7 +120,7 @@ def save_preset(model, directory, preprocessing=None, *, source=None, training=N
     with WriterLock(directory.parent, "save_to_preset", "wait for it, or save to another folder",
                     name=f".{directory.name}.lock"):
         # Copies of this preset left by a killed writer (not those of a sibling whose name starts alike).
-        clean_stale_temps(directory.parent, prefix=directory.name + TEMP_TAG)
+        clean_stale_temps(directory.parent, prefix=directory.name)
         check_replaceable(directory, is_preset, "an mmder_tf preset", option="save_to_preset")
         tmp = temp_path(directory)
         tmp.mkdir()
