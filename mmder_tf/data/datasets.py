@@ -483,11 +483,11 @@ def scan_iemocap(data_dir, video_dir="dialog/avi/DivX") -> Manifest:
 
 
 # ---------------------------------------------------------------- generic CSV
-def _read_csv(csv_path, required, layout: str):
-    """(path, its folder, rows as stripped dicts) of a manifest CSV that has the `required` columns."""
+def _read_csv(csv_path, required, layout: str, what: str = "manifest CSV"):
+    """(path, its folder, rows as stripped dicts) of a CSV that has the `required` columns."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DatasetError(f"manifest CSV not found: {csv_path}")
+        raise DatasetError(f"{what} not found: {csv_path}")
     with open(csv_path, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -521,16 +521,9 @@ def attach_targets(manifest: Manifest, table) -> Manifest:
     zero); rows whose key is not in the manifest are ignored. Any dataset works:
     e.g. your own valence ratings for RAVDESS clips keyed as in the manifest.
     """
-    table = Path(table)
-    if not table.is_file():
-        raise DatasetError(f"targets table not found: {table}")
-    with open(table, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
-    if "key" not in columns:
-        raise DatasetError(f"{table}: needs a 'key' column (the manifest's clip keys) and numeric target columns")
-    names = numeric_columns(rows, [c for c in columns if c != "key"])
+    table, _, rows = _read_csv(table, ("key",), "a 'key' column (the manifest's clip keys) and numeric target columns",
+                               what="targets table")
+    names = numeric_columns(rows, [c for c in (rows[0] if rows else ()) if c != "key"])
     if not names:
         raise DatasetError(f"{table}: no numeric target column besides 'key'")
     by_key = {row["key"]: row for row in rows}

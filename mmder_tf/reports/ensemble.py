@@ -108,11 +108,6 @@ def select_weights(val_posteriors, val_labels, step: float = 0.1, significance: 
     return (candidate if used == "validation" else uniform), choice
 
 
-def choose_weights(val_posteriors, val_labels, step: float = 0.1, significance: float = SIGNIFICANCE) -> np.ndarray:
-    """The weights select_weights uses (validation candidate or the mean)."""
-    return select_weights(val_posteriors, val_labels, step, significance)[0]
-
-
 def _check_disjoint(val_subjects, test_subjects, fold):
     overlap = sorted(set(val_subjects) & set(test_subjects))
     if overlap:
