@@ -193,7 +193,7 @@ Trained with modality dropout (`modality_dropout=0.25` in the training cell's `f
 audio-only files and videos without a usable face: a missing modality is a placeholder image the
 model learned to ignore. `results.md` then holds a three-way table (audio + video, video only,
 audio only; per fold and pooled), the export accepts such clips and `mmder-predict` marks each
-result's modalities. The README's "Missing modalities" section has the numbers measured on the
+result's modalities. docs/missing-modalities.md has the numbers measured on the
 generated data against three specialised models.
 """
 

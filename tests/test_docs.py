@@ -9,9 +9,12 @@ import argparse
 import bisect
 import configparser
 import functools
+import json
 import importlib
+import os
 import re
 import runpy
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -122,7 +125,8 @@ def _catch_help(action, parser, namespace, values, option_string=None):
 def parser_of(command: str) -> argparse.ArgumentParser:
     """The parser a command builds: a console script, `python -m` module or script path, run up to
     the point where argparse would print --help."""
-    with mock.patch.object(argparse._HelpAction, "__call__", _catch_help), \
+    # os.environ restored: a command's start may set variables (quiet TensorFlow) later tests must not see.
+    with mock.patch.object(argparse._HelpAction, "__call__", _catch_help), mock.patch.dict(os.environ), \
             mock.patch.object(sys, "argv", [command, "--help"]), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # runpy: module already imported
         try:
@@ -142,84 +146,27 @@ def parser_of(command: str) -> argparse.ArgumentParser:
     raise AssertionError(f"{command} has no command line parser (no --help)")
 
 
-def option_actions(parser) -> dict:
-    return dict(parser._option_string_actions)
-
-
-def all_parsers(docs) -> tuple[dict, list]:
-    """Every command the documents run, with its parser, and the commands that have none."""
-    names = set()
-    for doc in docs:
-        for snippet in snippets(doc)[0]:
-            names.update(command for command, _ in commands(snippet) if command)
-    parsers, problems = {}, []
-    for name in sorted(names | set(SCRIPTS)):
+def describe(requests: dict) -> dict:
+    """For each command: its options ({option: choices or None}) and, for each complete command line
+    given, None if its parser takes it or the parser's error; a command without a parser: its error."""
+    table = {}
+    for command, lines in requests.items():
         try:
-            parsers[name] = parser_of(name)
+            parser = parser_of(command)
         except (ImportError, AssertionError) as error:
-            problems.append(f"{name}: no such command ({error})")
-    return parsers, problems
-
-
-def _choice_problem(option, action, value):
-    """A value written after an option: `{a,b}` must be all its choices, `a|b` and `a` some of them."""
-    if action.choices is None or not value or value.startswith("-"):
-        return None
-    choices = {str(c) for c in action.choices}
-    if value.startswith("{") and value.endswith("}"):
-        listed = set(value[1:-1].split(","))
-        return None if listed == choices else f"{option} {value}: the choices are {{{','.join(map(str, action.choices))}}}"
-    if "|" in value or value in choices or value.isidentifier():
-        listed = {v for v in value.split("|") if v and v != "..."}
-        wrong = sorted(listed - choices)
-        return f"{option} {value}: {', '.join(wrong)} not among {sorted(choices)}" if wrong else None
-    return None
-
-
-def option_problems(docs) -> list:
-    """Options of a command must be its own. A bare option (`--mode x`) is checked against the command
-    last named in its section when that command has it (`mmder-finetune` options: ...), else against
-    every command."""
-    parsers, problems = all_parsers(docs)
-    for doc in docs:
-        context = (None, None)  # (section, command)
-        for snippet in snippets(doc)[0]:
-            for command, tokens in commands(snippet):
-                if command and command not in parsers:
-                    continue
-                if command and not snippet.fenced:  # named in the prose, not run in an example
-                    context = (snippet.section, command)
-                named = context[1] if context[0] == snippet.section else None
-                for i, token in enumerate(tokens):
-                    if not token.startswith("--"):
-                        continue
-                    option = token.split("=", 1)[0]
-                    value = token.split("=", 1)[1] if "=" in token else (tokens[i + 1] if i + 1 < len(tokens) else "")
-                    if command:
-                        candidates = [parsers[command]]
-                    elif named and option in option_actions(parsers[named]):
-                        candidates = [parsers[named]]
-                    else:
-                        candidates = list(parsers.values())
-                    actions = [option_actions(p)[option] for p in candidates if option in option_actions(p)]
-                    if not actions:
-                        problems.append(f"{snippet.where()}: {command or 'no command'} has the option {option}"
-                                        if not command else f"{snippet.where()}: {command} has no option {option}")
-                        continue
-                    issues = [_choice_problem(option, a, value) for a in actions]
-                    if all(issues):
-                        problems.append(f"{snippet.where()}: {issues[0]}")
-                if command and snippet.fenced and snippet.language in _SHELL_BLOCKS:
-                    problems += _parse_problems(snippet, parsers[command], command, tokens)
-    return problems
+            table[command] = {"error": str(error)}
+            continue
+        options = {option: None if action.choices is None else [str(c) for c in action.choices]
+                   for option, action in parser._option_string_actions.items()}
+        table[command] = {"options": options, "parses": [_parse_error(parser, line) for line in lines]}
+    return table
 
 
 class _Refused(Exception):
     pass
 
 
-def _parse_problems(snippet, parser, command, tokens):
-    """A complete command of a code block must parse (types, choices, required arguments)."""
+def _parse_error(parser, tokens):
     def refuse(message):
         raise _Refused(message)
 
@@ -227,8 +174,79 @@ def _parse_problems(snippet, parser, command, tokens):
         try:
             parser.parse_args(tokens)
         except _Refused as refused:
-            return [f"{snippet.where()}: {command} refuses it: {refused}"]
-    return []
+            return str(refused)
+    return None
+
+
+def described(requests: dict) -> dict:
+    """describe() in a fresh process: running a command up to its --help imports what it imports and
+    may set process-wide state (a benchmark pins TensorFlow to one thread), which the suite must not inherit."""
+    result = subprocess.run([sys.executable, __file__], input=json.dumps(requests), capture_output=True,
+                            text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _choice_problem(option, choices, value):
+    """A value written after an option: `{a,b}` must be all its choices, `a|b` and `a` some of them."""
+    if choices is None or not value or value.startswith("-"):
+        return None
+    if value.startswith("{") and value.endswith("}"):
+        listed = value[1:-1].split(",")
+        return None if set(listed) == set(choices) else f"{option} {value}: the choices are {{{','.join(choices)}}}"
+    if "|" in value or value in choices or value.isidentifier():
+        wrong = sorted({v for v in value.split("|") if v and v != "..."} - set(choices))
+        return f"{option} {value}: {', '.join(wrong)} not among {sorted(choices)}" if wrong else None
+    return None
+
+
+def option_problems(docs) -> list:
+    """Options of a command must be its own. A bare option (`--mode x`) is checked against the command
+    last named in its section when that command has it (`mmder-finetune` options: ...), else against
+    every command. Complete commands of shell blocks must parse (types, choices, required arguments)."""
+    found = [(snippet, command, tokens) for doc in docs for snippet in snippets(doc)[0]
+             for command, tokens in commands(snippet)]
+    requests = {command: [] for command in SCRIPTS}
+    for snippet, command, tokens in found:
+        if command:
+            requests.setdefault(command, [])
+            if snippet.fenced and snippet.language in _SHELL_BLOCKS:
+                requests[command].append(tokens)
+    table = described(requests)
+    problems = [f"{command}: no such command ({entry['error']})" for command, entry in table.items() if "error" in entry]
+    options = {command: entry["options"] for command, entry in table.items() if "options" in entry}
+    parses = {command: iter(entry["parses"]) for command, entry in table.items() if "parses" in entry}
+    context = (None, None, None)  # (document, section, command named in its prose)
+    for snippet, command, tokens in found:
+        if command and command not in options:
+            continue
+        if command and not snippet.fenced:  # named in the prose, not run in an example
+            context = (snippet.doc, snippet.section, command)
+        named = context[2] if context[:2] == (snippet.doc, snippet.section) else None
+        for i, token in enumerate(tokens):
+            if not token.startswith("--"):
+                continue
+            option = token.split("=", 1)[0]
+            value = token.split("=", 1)[1] if "=" in token else (tokens[i + 1] if i + 1 < len(tokens) else "")
+            if command:
+                candidates = [options[command]]
+            elif named and option in options[named]:
+                candidates = [options[named]]
+            else:
+                candidates = list(options.values())
+            choices = [known[option] for known in candidates if option in known]
+            if not choices:
+                owner = f"{command} has no option" if command else "no command has the option"
+                problems.append(f"{snippet.where()}: {owner} {option}")
+                continue
+            issues = [_choice_problem(option, c, value) for c in choices]
+            if all(issues):
+                problems.append(f"{snippet.where()}: {issues[0]}")
+        if command and snippet.fenced and snippet.language in _SHELL_BLOCKS:
+            error = next(parses[command])
+            if error:
+                problems.append(f"{snippet.where()}: {command} refuses it: {error}")
+    return problems
 
 
 # ----------------------------------------------------------------------------- Python names and paths
@@ -357,11 +375,13 @@ def test_the_checks_fail_on_wrong_names(tmp_path):
     doc = tmp_path / "wrong.md"
     doc.write_text(
         "Run `mmder-finetune --strategy fslf --no-such-option` or `--preset {tiny,small,base,large,huge}`;\n"
+        "`--no-such-flag`;\n"
         "`--strategy cfas|nope`. See `mmder_tf.fusion.clip.no_such_function`, `fusion.nowhere.fuse`\n"
         "and `mmder_tf/media/no_such_file.py`, `tests/test_docs.py::test_nothing`, [x](no_such_page.md).\n\n"
         "```bash\npython -m mmder_tf.finetune --strategy nope\npython -m mmder_tf.no_such_command --x\n```\n")
     options = "\n".join(option_problems([doc]))
-    assert "has no option --no-such-option" in options
+    assert "mmder-finetune has no option --no-such-option" in options
+    assert "no command has the option --no-such-flag" in options
     assert "--preset {tiny,small,base,large,huge}: the choices are" in options  # mmder-finetune's, named before
     assert "nope not among" in options
     assert "refuses it" in options
@@ -379,3 +399,7 @@ def test_the_checks_fail_on_wrong_names(tmp_path):
 def test_every_console_script_is_documented(command):
     text = "\n".join(doc.read_text() for doc in DOC_FILES)
     assert command in text, f"{command} is installed but no page of the documentation names it"
+
+
+if __name__ == "__main__":  # described(): the commands' parsers, read in a process of their own
+    print(json.dumps(describe(json.loads(sys.stdin.read()))))
