@@ -1,6 +1,6 @@
 """MAE-DFER's LGI-Former and HiCMAE's visual encoder against the upstream PyTorch code's own outputs.
 
-../shared/golden/{mae_dfer,hicmae} hold random-weight checkpoints in the upstream
+../shared/golden/{mae_dfer,hicmae} (or $MMDER_GOLDEN/...) hold random-weight checkpoints in the upstream
 layouts with every intermediate tensor the upstream code computed from them
 (see their README.md). Bar: relative max error (max|ours - theirs| / max|theirs|)
 <= 1e-5 in float32; the golden READMEs show that one wrong fact (LayerNorm eps,
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import torch
+from conftest import golden_dir
 
 from mmder_tf import EmotionClassifier, LGIFormerBackbone, convert_checkpoint, load_pretrained  # noqa: E402
 from mmder_tf.errors import CheckpointError, ConfigError  # noqa: E402
@@ -23,7 +24,7 @@ from mmder_tf.models.convert import check_tensors, main, model_targets, read_che
 from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, sincos_position_table  # noqa: E402
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = golden_dir()
 MAE_DFER, HICMAE = GOLDEN / "mae_dfer", GOLDEN / "hicmae"
 TOL = 1e-5
 # Geometry of each golden folder (README table); heads are not recoverable from tensor shapes at these widths.
