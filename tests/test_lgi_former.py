@@ -9,7 +9,6 @@ GELU form, sine-cosine layout, region partition) costs >= 1.5e-5.
 import argparse
 import json
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
