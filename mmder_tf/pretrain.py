@@ -16,11 +16,9 @@ import sys
 from mmder_tf.config import STRATEGIES, FusionConfig
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 
-PRESETS = ("tiny", "small", "base", "large", "huge")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmder_tf.training.pretrain import DECODE_MODES, PRETRAIN_DATASETS, TARGETS
+    from mmder_tf.training.pretrain import DECODE_MODES, PRESETS, PRETRAIN_DATASETS, TARGETS
 
     p = argparse.ArgumentParser(prog="mmder-pretrain", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", help="folder of clips (scanned recursively) or a dataset folder with --dataset")
@@ -40,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --decode-workers parallel tf.data workers (no disk; for data whose cache would not fit)")
     p.add_argument("--cache", help="prepared cache folder (default OUT/cache)")
     p.add_argument("--decode-workers", type=int, default=8, help="clips decoded at once (stream) / prepare processes")
-    p.add_argument("--preset", choices=PRESETS, default="base", help="encoder size (default base)")
+    p.add_argument("--preset", choices=PRESETS, default="base", help="encoder: a VideoMAE size, or MAE-DFER's LGI-Former (mae-dfer, mae-dfer-tiny; use --target mae-dfer) (default base)")
     p.add_argument("--decoder", help="decoder preset (default: the encoder preset's)")
     p.add_argument("--weights", help="continue from a pre-training checkpoint (MCG-NJU .pth, HF folder, a preset, or a run)")
     p.add_argument("--mask-ratio", type=float, default=0.9)

@@ -153,6 +153,53 @@ def test_preset_round_trip_and_geometry_errors(tmp_path):
         load_pretrained(HICMAE / "ft_small" / "ckpt.pth", image_size=64, region_size=(2, 2, 2))
 
 
+def test_head_count_is_read_from_args_or_refused_never_guessed(tmp_path, capsys):
+    from mmder_tf.models.convert import resolve_heads
+
+    # The golden checkpoints carry no args: 96 wide (3 heads) and a 48-wide decoder (3 heads) are no standard widths.
+    ckpt = MAE_DFER / "ft_small_b" / "ckpt.pth"
+    geometry = {k: v for k, v in FT["ft_small_b"].items() if k != "num_heads"}
+    with pytest.raises(CheckpointError, match="96-wide encoder cannot be read.*num_heads="):
+        load_pretrained(ckpt, classifier=True, **geometry)
+    assert main([str(ckpt), str(tmp_path / "guess"), "--num-frames", "8", "--image-size", "64", "--region-size", "2,2,2"]) == 1
+    assert "--num-heads" in capsys.readouterr().err and not (tmp_path / "guess").exists()
+    with pytest.raises(CheckpointError, match="48-wide decoder cannot be read.*num_heads"):
+        load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, **PRETRAIN)
+
+    # Saved args (upstream's names) give heads and geometry: nothing to pass.
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+    path = tmp_path / "with_args.pth"
+    args = argparse.Namespace(model="vit_custom", num_frames=8, input_size=64, lg_region_size=[2, 2, 2], num_heads=3)
+    torch.save({"model": state, "epoch": 9, "args": args}, path)
+    clf = load_pretrained(path, classifier=True)
+    assert (clf.backbone.num_heads, clf.backbone.num_frames, clf.backbone.image_size) == (3, 8, 64)
+    assert rel(clf(to_pixels(np.load(MAE_DFER / "ft_small_b" / "io.npz")["x"])), np.load(MAE_DFER / "ft_small_b" / "io.npz")["logits"]) <= TOL
+    # Upstream's args name only the model: its size fixes the heads when its width is the tensors'.
+    assert resolve_heads(512, args={"model": "vit_base_dim512_no_depth_patch16_160"}) == 8
+    assert resolve_heads(384, args={"model": "pretrain_videomae_base_dim512_no_depth_patch16_160"}, decoder=True) == 6
+    assert resolve_heads(1024, args={"model": "vit_large_patch16_224"}) == 16
+    with pytest.raises(CheckpointError, match="num_heads"):
+        resolve_heads(96, args={"model": "vit_small_patch16_224"})  # the name says 384 wide: no evidence for 96
+
+
+def test_pretraining_pth_round_trip_records_heads_and_geometry(tmp_path):
+    model = load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, decoder_overrides={"num_heads": 3},
+                            **PRETRAIN)
+    model.save_to_preset(tmp_path / "mae")
+    assert main([str(tmp_path / "mae"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
+    back = load_pretrained(tmp_path / "mae.pth", pretraining=True)  # 4 heads, 96 px, (2, 3, 6) regions: all recorded
+
+    def config(layer):
+        return {k: v for k, v in layer.get_config().items() if k != "name"}
+
+    assert config(back.backbone) == config(model.backbone) and config(back.decoder) == config(model.decoder)
+    for a, b in zip(back.weights, model.weights):
+        if "seed" not in a.path:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert main([str(tmp_path / "mae.pth"), str(tmp_path / "again"), "--pretraining"]) == 0
+    assert config(load_pretrained(tmp_path / "again", pretraining=True).backbone) == config(model.backbone)
+
+
 def test_incomplete_mae_dfer_checkpoint_names_every_problem(tmp_path):
     state = torch.load(MAE_DFER / "ft_small_b" / "ckpt.pth", map_location="cpu", weights_only=True)["model"]
     del state["blocks.1.third_attn_norm1.weight"]

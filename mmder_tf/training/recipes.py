@@ -134,14 +134,21 @@ def warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int, min_lr: f
     return WarmupCosine(base_lr, total_steps, warmup_steps, min_lr)
 
 
+# Token parameters that are never decayed, as VideoMAE / MAE-DFER exclude them (their `no_weight_decay`
+# sets): the MAE mask token and LGI-Former's region tokens (upstream `lg_region_tokens`).
+NO_DECAY_NAMES = ("mask_token", "region_tokens")
+
+
 def make_optimizer(settings: dict, steps_per_epoch: int, epochs: int, depth: int):
     lr = settings["lr"]
     if settings.get("cosine"):
         lr = warmup_cosine(lr, steps_per_epoch * epochs, steps_per_epoch * settings.get("warmup_epochs", 0))
     if settings.get("layer_decay", 1.0) == 1.0 and not settings.get("no_decay_1d"):
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=settings["weight_decay"])
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=settings["weight_decay"])
+        optimizer.exclude_from_weight_decay(var_names=[f"^{name}$" for name in NO_DECAY_NAMES])
+        return optimizer
     return make_layer_decay_adamw(lr, settings["weight_decay"], depth, settings.get("layer_decay", 1.0),
-                                  settings.get("no_decay_1d", False))
+                                  settings.get("no_decay_1d", False), no_decay_names=NO_DECAY_NAMES)
 
 
 def make_loss_and_metrics(soft_labels: bool):
