@@ -91,8 +91,10 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetError) as error:
         print(f"mmder-pretrain: error: {error}", file=sys.stderr)
         return 2
+    from mmder_tf.cli import quiet_tensorflow
     from mmder_tf.training.pretrain import run
 
+    quiet_tensorflow(verbose=config.verbose >= 2)
     try:
         run(config)
     except (ConfigError, DatasetError, CheckpointError) as error:

@@ -329,6 +329,24 @@ def test_layer_decay_groups_follow_the_blocks():
     assert set(groups.values()) == {0, 1, 2, 3}
 
 
+def test_region_tokens_are_not_decayed():
+    """MAE-DFER excludes lg_region_tokens from weight decay, as norms and biases; 2-D kernels still decay."""
+    from mmder_tf.training import recipes
+
+    backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
+    clf = EmotionClassifier(backbone, 3)
+    variables = clf.trainable_variables
+    for recipe in ("mae-dfer", "paper"):
+        settings = {**recipes.recipe_settings(recipe, 8), "cosine": False}  # full lr on the first step
+        optimizer = recipes.make_optimizer(settings, 10, 1, backbone.depth)
+        before = {v.path: np.array(v) for v in variables}
+        # Zero gradients: Adam's step is 0, so only the decoupled weight decay can move a weight.
+        optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
+        moved = {v.path for v in variables if not np.array_equal(np.asarray(v), before[v.path])}
+        assert "region_tokens/region_tokens" not in moved, recipe
+        assert "block_0/mlp/fc1/kernel" in moved, recipe
+
+
 # ---------------------------------------------------------------- downstream: finetune, feature cache, export
 
 

@@ -246,7 +246,8 @@ def make_trainer(mae, seed: int):
     """
     import keras
     import tensorflow as tf
-    from keras.src.losses import loss as loss_module
+
+    from mmder_tf import compat
 
     class MaskedAutoencoderTrainer(keras.Model):
         def __init__(self, model, **kwargs):
@@ -274,7 +275,7 @@ def make_trainer(mae, seed: int):
             mask_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + tf.cast(replica, tf.int64), step])
             with tf.GradientTape() as tape:
                 loss = self._loss(pixels, mask_seed, True)
-                scaled = self.optimizer.scale_loss(loss_module.scale_loss_for_distribution(loss))
+                scaled = self.optimizer.scale_loss(compat.scale_loss_for_distribution(loss))
             gradients = tape.gradient(scaled, self.trainable_weights)
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
             self.loss_tracker.update_state(loss)

@@ -80,7 +80,7 @@ class LayerDecayAdamW(keras.optimizers.Adam):
         super().build(variables)
         self._lr_scales = [self.layer_decay ** (self.depth + 1 - layer_id(v.path, self.depth)) for v in variables]
         self._decays = [0.0 if (self.no_decay_1d and len(v.shape) <= 1) or v.path.endswith(self.no_decay_names)
-                        or not self._use_weight_decay(v)
+                        or not compat.uses_weight_decay(self, v)
                         else self.decoupled_weight_decay for v in variables]
 
     def lr_scale(self, variable) -> float:
