@@ -3,7 +3,6 @@ behind the README figure it backs. The numbers of a smoke run mean nothing and a
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
