@@ -180,7 +180,10 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
         if missing_allowed and one.strategy not in ("video", "audio"):
             drawn = (draw_modalities(parsed["key"], modality_dropout, seed, epoch) if modality_dropout
                      else tf.constant(fixed))
-            present = tf.logical_and(drawn, tf.stack([True, parsed["has_audio"] > 0]))
+            has_audio = parsed["has_audio"] > 0
+            if modality_dropout:  # never drop the only modality a clip has: a silent clip keeps its video
+                drawn = tf.stack([tf.logical_or(drawn[0], tf.logical_not(has_audio)), drawn[1]])
+            present = tf.logical_and(drawn, tf.stack([True, has_audio]))
         return fuse_aligned(frames, waveform, parsed["duration"], one, epoch=epoch, modalities=present)
 
     def fuse(serialized):

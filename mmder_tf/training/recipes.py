@@ -9,6 +9,7 @@ import math
 
 import keras
 
+from mmder_tf.config import PLACEHOLDER_RGB
 from mmder_tf.errors import ConfigError
 from mmder_tf import compat
 from mmder_tf.training.config import RECIPES
@@ -233,4 +234,10 @@ def mix_batch(x, y, seed, num_classes: int, mixup_alpha: float, cutmix_alpha: fl
         mixed, lam = do_cutmix() if use_cutmix else do_mixup()
     else:
         mixed, lam = tf.cond(use_cutmix, do_cutmix, do_mixup)
+    # Where both clips have the missing-modality placeholder, the mix IS the placeholder: keep it bit-exact
+    # (x * lam + x * (1 - lam) rounds off it), so the classifier still knows that modality is absent.
+    colour = tf.constant(PLACEHOLDER_RGB, tf.float32)
+    both = tf.logical_and(tf.reduce_all(tf.equal(x, colour), -1, keepdims=True),
+                          tf.reduce_all(tf.equal(x_flip, colour), -1, keepdims=True))
+    mixed = tf.where(both, x, mixed)
     return mixed, onehot * lam + y_flip * (1.0 - lam)
