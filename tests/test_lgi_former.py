@@ -381,6 +381,11 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
     exported = export_run(out, tmp_path / "export", fold=2)
     assert read_metadata(exported)["preset"] == "mae-dfer-tiny"
+    # The export records its dataset (it read a run.json key that does not exist): --timeline's window is RAVDESS's.
+    from mmder_tf.serving.timeline import DATASET_CLIP_SECONDS, default_window
+
+    assert read_metadata(exported)["dataset"] == "ravdess"
+    assert default_window(read_metadata(exported)) == DATASET_CLIP_SECONDS["ravdess"]
     # The trained fold as a preset: the same logits, the run's fusion settings as its preprocessing.
     from mmder_tf.training.model import load_fold
 
