@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmder_tf.config import STRATEGIES, FusionConfig
+from mmder_tf.config import CROPS, STRATEGIES, FusionConfig, default_crop
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --strategy random: the comma list drawn from (default: all)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--num-frames", type=int, default=16)
-    p.add_argument("--crop", choices=("center", "face", "none"), default="center")
+    p.add_argument("--crop", choices=CROPS,
+                   help="frame crop (default: the tracked face for ravdess, cremad and iemocap, else the centre square)")
     p.add_argument("--decode", choices=DECODE_MODES, default="cache",
                    help="cache: decode once into a TFRecord cache (fast epochs); stream: decode every epoch "
                         "with --decode-workers parallel tf.data workers (no disk; for data whose cache would not fit)")
@@ -73,7 +74,8 @@ def config_from_args(argv=None):
     if strategy == "random":
         strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
         strategy = strategies[0] if strategies else "fslf"
-    fusion = FusionConfig(strategy=strategy, image_size=args.image_size, num_frames=args.num_frames, crop=args.crop)
+    crop = args.crop or default_crop(args.dataset, args.data_dir)
+    fusion = FusionConfig(strategy=strategy, image_size=args.image_size, num_frames=args.num_frames, crop=crop)
     return PretrainConfig(
         out=args.out, dataset=args.dataset, data_dir=args.data_dir, manifest=args.manifest, fusion=fusion,
         strategies=strategies, decode=args.decode, cache=args.cache, decode_workers=args.decode_workers,

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
+from mmder_tf.config import CROPS, REAL_DATASET_CROP, FusionConfig, default_crop, face_crop_mode
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
@@ -163,21 +163,6 @@ def _fingerprint(manifest: Manifest) -> str:
 
 def shard_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{shard:05d}.tfrecord"
-
-
-# The real datasets' default crop, chosen by benchmarks/face.py on the real clips
-# (README "Faces"): the tracked face crop puts the face at ~RATIO of the input's
-# area where the centre square leaves it a fraction.
-REAL_DATASET_CROP = "face"
-
-
-def default_crop(dataset: str, data_dir=None) -> str:
-    """The crop `mmder-prepare` uses without --crop: REAL_DATASET_CROP for RAVDESS, CREMA-D and IEMOCAP
-    recordings; the centre square for csv manifests and for generated data (a folder with synthetic.json,
-    whose drawn faces are not what the detector was trained on)."""
-    if data_dir is not None and (Path(data_dir) / "synthetic.json").is_file():
-        return "center"
-    return REAL_DATASET_CROP if dataset in ("ravdess", "cremad", "iemocap") else "center"
 
 
 def sidecar_path(out_dir, shard: int) -> Path:
