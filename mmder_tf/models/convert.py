@@ -961,10 +961,12 @@ def load_pretrained(
     model). MAE-DFER checkpoints give an `LGIFormerBackbone`, the others a
     `VideoMAEBackbone` (HiCMAE: its visual encoder; the audio and fusion
     encoders and decoders are dropped).
-    Depth, width and MLP size come from the tensors; heads and LayerNorm eps
-    from the HF config when there is one (else the ViT table and 1e-6; pass
-    `num_heads=` for other widths). `num_frames` / `image_size` (an int or
-    (height, width)) default to the checkpoint's config, else the release's:
+    Depth, width and MLP size come from the tensors; heads from `num_heads=`, else
+    the args saved beside the weights (upstream's `--model` name, or the heads this
+    package's .pth export records), else the HF config, else the standard ViT widths;
+    any other width is refused with a message naming `num_heads` (never guessed).
+    LayerNorm eps from the HF config, else 1e-6. `num_frames` / `image_size` (an int or
+    (height, width)) default to the checkpoint's saved args or config, else the release's:
     16 / 224 (VideoMAE), 16 / 160 (MAE-DFER, HiCMAE); `region_size` (t, h, w)
     in tubelets, MAE-DFER only, defaults to (2, 5, 10).
     `allow_missing_head`: leave fc_norm/head fresh when the checkpoint has none,
