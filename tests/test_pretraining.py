@@ -196,6 +196,11 @@ def test_frame_difference_target_matches_upstream_golden():
         pixel_targets(golden["pixels_uint8"][:, :3], 3, 16, frame_difference=True)
 
 
+def test_golden_data_has_an_environment_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMDER_GOLDEN", str(tmp_path))
+    assert golden_dir() == tmp_path  # as MMDER_REALCLIPS for the clips: no fixed ../shared/golden
+
+
 def test_tube_mask_is_seeded_and_repeats_over_time():
     a = np.asarray(random_tube_mask(3, (4, 14, 14), 0.9, seed=7))
     b = np.asarray(random_tube_mask(3, (4, 14, 14), 0.9, seed=7))
