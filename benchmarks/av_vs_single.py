@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmder_tf import finetune  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402
 
 
 def add_demo_arguments(parser, folds: str = "1"):
@@ -40,6 +41,13 @@ def add_demo_arguments(parser, folds: str = "1"):
     parser.add_argument("--synthetic-dir")
     parser.add_argument("--synthetic-actors", type=int, default=24)
     parser.add_argument("--synthetic-clips", type=int, default=1)
+    add_smoke(parser)
+
+
+def demo_smoke(opts, work: Path):
+    """--smoke: 4 generated actors at 32 px, one epoch, one of two folds."""
+    return smoke_sizes(opts, preset="tiny", image_size=32, epochs=1, batch_size=4, folds="1", num_folds=2,
+                       synthetic_actors=4, synthetic_clips=1, synthetic_dir=str(work / "data"))
 
 
 def demo_argv(opts, strategy: str, out: Path, work: Path, folds: str | None = None, epochs: int | None = None):
@@ -62,6 +70,7 @@ def main(argv=None):
     add_demo_arguments(parser)
     opts = parser.parse_args(argv)
     work = Path(opts.work or tempfile.mkdtemp(prefix="mmder_av_"))
+    demo_smoke(smoke_sizes(opts, strategies="fslf,audio"), work)
     lines = []
     for strategy in opts.strategies.split(","):
         argv = demo_argv(opts, strategy, work / strategy, work)

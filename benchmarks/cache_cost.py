@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _smoke import add_smoke, smoke_sizes  # noqa: E402
 from mmder_tf.config import FusionConfig  # noqa: E402
 from mmder_tf.data import prepare as prepare_lib  # noqa: E402
 from mmder_tf.data.datasets import scan_folder  # noqa: E402
@@ -46,7 +47,8 @@ def main(argv=None):
     parser.add_argument("--strategy", default="fslf")
     parser.add_argument("--workers", default="1,2", help="parallel decoding workers to time (comma list)")
     parser.add_argument("--formats", default="png,raw,jpeg")
-    opts = parser.parse_args(argv)
+    add_smoke(parser)
+    opts = smoke_sizes(parser.parse_args(argv), image_size=32, workers="1", formats="raw")
     from mmder_tf.data import pipeline
 
     manifest = scan_folder(opts.clips)

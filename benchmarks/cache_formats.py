@@ -36,6 +36,7 @@ from mmder_tf.config import FusionConfig  # noqa: E402
 from mmder_tf.data.datasets import load_manifest  # noqa: E402
 from mmder_tf.data.pipeline import make_dataset  # noqa: E402
 from mmder_tf.data.prepare import prepare  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 REALCLIPS = Path(__file__).resolve().parents[2] / "shared" / "realclips"
 CLIPS = ("1001_DFA_ANG_XX.flv", "1001_DFA_DIS_XX.flv", "1001_DFA_FEA_XX.flv", "1001_DFA_HAP_XX.flv",
@@ -53,7 +54,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
+    add_smoke(parser)
+    args = smoke_sizes(parser.parse_args(argv), size=32, repeats=1)
     import keras
 
     from mmder_tf.serving.export import build_classifier

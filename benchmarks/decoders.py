@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import percore  # noqa: E402,F401  (before numpy: one core for every thread, ffmpeg children included)
 import numpy as np  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -80,7 +81,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="*", type=Path, default=DEFAULT_CLIPS)
     parser.add_argument("--repeats", type=int, default=5)
+    add_smoke(parser)
     args = parser.parse_args(argv)
+    smoke_sizes(args, repeats=1, clips=args.clips[:1])
     methods = {"moviepy": with_moviepy, "pyav": with_pyav, "decode_clip": with_decode_clip}
     for path in args.clips:
         shapes = {}

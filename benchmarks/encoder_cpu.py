@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Must be set before TensorFlow is imported. Pass TF_ENABLE_ONEDNN_OPTS=0 to measure without it.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 
 def interleaved_medians(fns, repeats):
@@ -52,6 +53,11 @@ def add_arguments(parser, presets):
     parser.add_argument("--mode", choices=["xla", "graph", "eager"], default="graph",
                         help="how ours runs: tf.function with jit_compile, tf.function, or eager")
     parser.add_argument("--hf-attention", choices=["sdpa", "eager"], default="sdpa")
+    add_smoke(parser)
+
+
+def smoke(args):
+    return smoke_sizes(args, presets=["tiny"], frames=4, image_size=32, repeats=1)
 
 
 def set_threads(threads):
@@ -116,7 +122,7 @@ def theirs(cfg, frames, size, attn):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, ["base", "large"])
-    args = parser.parse_args(argv)
+    args = smoke(parser.parse_args(argv))
     tf, torch = set_threads(args.threads)
 
     from mmder_tf.models.videomae.presets import BACKBONE_PRESETS

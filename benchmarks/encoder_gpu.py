@@ -19,6 +19,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 
 def step_flops(cfg, frames, size, tubelet=2, patch=16):
@@ -51,6 +52,11 @@ def add_arguments(parser, preset, batch):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--keras-dtype", default="mixed_bfloat16")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak (H200: 790)")
+    add_smoke(parser)
+
+
+def smoke(args):
+    return smoke_sizes(args, preset="tiny", frames=4, image_size=32, batch=2, steps=1, warmup=1, keras_dtype="float32")
 
 
 def time_torch_training(loss_of, parameters, lr, weight_decay, x, device, args, betas=(0.9, 0.999)):
@@ -130,7 +136,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, "large", 8)
     parser.add_argument("--num-classes", type=int, default=7)
-    args = parser.parse_args(argv)
+    args = smoke(parser.parse_args(argv))
 
     import numpy as np
     import torch

@@ -44,6 +44,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from preprocess import timed  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 
 def altered(frames):
@@ -70,12 +71,13 @@ def altered(frames):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    add_smoke(parser)
+    args = smoke_sizes(parser.parse_args(argv), repeats=1)
 
     from mmder_tf.media import face
     from mmder_tf.media.decode import decode_clip
 
-    clips = sorted(p for p in REALCLIPS.iterdir() if p.suffix in (".mp4", ".flv"))
+    clips = sorted(p for p in REALCLIPS.iterdir() if p.suffix in (".mp4", ".flv"))[: 1 if args.smoke else None]
     robust = {name: {"mtcnn": 0, "haar": 0, "total": 0} for name in ("turned 25 deg", "dark 35%", "small 1/3")}
     totals = {"mtcnn": [], "every": [], "haar": []}
     agreement = []

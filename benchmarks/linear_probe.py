@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmder_tf import finetune  # noqa: E402
 from mmder_tf.training import protocol  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 _pipeline_clip_dataset = protocol.clip_dataset
 
@@ -98,8 +99,11 @@ def main(argv=None):
     parser.add_argument("--actors", type=int, help="demo dataset actors (default: the demo's)")
     parser.add_argument("--clips", type=int, help="demo dataset clips per actor and class (default: the demo's); "
                         "more clips amortise the fixed per-run costs as a real dataset does")
+    add_smoke(parser)
     opts = parser.parse_args(argv)
     work = Path(opts.work or tempfile.mkdtemp(prefix="mmder_lp_"))
+    smoke_sizes(opts, preset="tiny", image_size=32, epochs=1, batch_size=4, actors=4, clips=1,
+                synthetic_dir=str(work / "data"))
     common = ["--strategy", opts.strategy, "--preset", opts.preset, "--image-size", str(opts.image_size),
               "--epochs", str(opts.epochs), "--folds", opts.folds, "--batch-size", str(opts.batch_size),
               "--mode", "linear_probe", "--select", "last", "--cache", str(work / "cache"), "--verbose", "0"]
@@ -109,6 +113,8 @@ def main(argv=None):
         common += ["--synthetic-actors", str(opts.actors)]
     if opts.clips:
         common += ["--synthetic-clips", str(opts.clips)]
+    if opts.smoke:
+        common += ["--num-folds", "2"]
     # Warm-up (untimed): generate + prepare the data, import and initialise everything once.
     run(common + ["--out", str(work / "warmup"), "--epochs", "1"], recompute=False)
     cached, cached_wall, cached_cpu, cached_pred = run(common + ["--out", str(work / "cached")], recompute=False)

@@ -26,6 +26,7 @@ from mmder_tf.fusion import alignment  # noqa: E402
 from mmder_tf.fusion.spectrogram import power_to_db, settings_from_config, spectrogram_values  # noqa: E402
 from mmder_tf.fusion.spectrogram import _mel_power64  # noqa: E402
 from mmder_tf.media.decode import decode_clip  # noqa: E402
+from _smoke import add_smoke  # noqa: E402  (this folder is on sys.path)
 
 REALCLIPS = Path(__file__).resolve().parents[2] / "shared" / "realclips"
 
@@ -46,11 +47,13 @@ def spreads(values):
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", default="fslf")
+    add_smoke(parser)
     args = parser.parse_args(argv)
     config = FusionConfig(strategy=args.strategy, spectrogram="mfcc")
     settings = settings_from_config(config)
     clips = sorted(REALCLIPS.glob("1001_*.flv")) + [REALCLIPS / "01-01-01-01-01-01-01.mp4"] + sorted(
         (REALCLIPS / "audio-only").glob("*.mp3"))
+    clips = clips[:1] if args.smoke else clips
     summary = {"before": [], "after": []}
     for path in clips:
         clip = decode_clip(path, config.frames_per_modality, need_video=False, sample_rate=config.sample_rate)

@@ -33,7 +33,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from av_vs_single import add_demo_arguments, demo_argv  # noqa: E402  (this folder is on sys.path)
+from av_vs_single import add_demo_arguments, demo_argv, demo_smoke  # noqa: E402  (this folder is on sys.path)
+from _smoke import smoke_sizes  # noqa: E402
 from mmder_tf import finetune  # noqa: E402
 
 KINDS = ("audio_video", "video", "audio")
@@ -60,6 +61,7 @@ def main(argv=None):
     add_demo_arguments(parser, folds="all")
     opts = parser.parse_args(argv)
     work = Path(opts.work or tempfile.mkdtemp(prefix="mmder_missing_"))
+    demo_smoke(smoke_sizes(opts, strategies="fslf", learned_strategies="", dropout_epochs=1, short_folds=None), work)
 
     def train(name, strategy, folds, extra=(), epochs=None):
         started = time.perf_counter()

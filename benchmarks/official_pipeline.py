@@ -34,6 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _smoke import add_smoke  # noqa: E402  (this folder is on sys.path)
 
 OFFICIAL_SAMPLE_RATE = 44100
 PRE_EMPHASIS = 0.97
@@ -146,9 +147,14 @@ def official_fuse(path, strategy="fslf", num_frames=16, image_size=224):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="time the official preprocessing of one clip")
-    parser.add_argument("clip", type=Path)
+    parser.add_argument("clip", type=Path, nargs="?", help="the clip to time (--smoke: a real RAVDESS clip)")
     parser.add_argument("--strategy", default="fslf")
+    add_smoke(parser)
     args = parser.parse_args(argv)
+    if args.clip is None:
+        if not args.smoke:
+            parser.error("the clip to time is required")
+        args.clip = Path(__file__).resolve().parents[2] / "shared" / "realclips" / "01-01-01-01-01-01-01.mp4"
     official_fuse(args.clip, args.strategy)  # warm-up (imports, matplotlib fonts)
     start = time.perf_counter()
     fused = official_fuse(args.clip, args.strategy)

@@ -34,6 +34,7 @@ from mmder_tf.data.datasets import load_manifest  # noqa: E402
 from mmder_tf.data.pipeline import cached_keys, make_dataset  # noqa: E402
 from mmder_tf.data.prepare import prepare  # noqa: E402
 from mmder_tf.fusion.clip import fuse_clip  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 BAR = 25.0
 
@@ -61,7 +62,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--work", help="folder for clips and cache (default: a temporary one)")
-    args = parser.parse_args(argv)
+    add_smoke(parser)
+    args = smoke_sizes(parser.parse_args(argv), clips=7, size=32, source_size=64, epochs=1, batch=4, strategies="fslf")
 
     work = Path(args.work or tempfile.mkdtemp(prefix="mmder_bench_"))
     per_actor = 7

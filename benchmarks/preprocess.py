@@ -36,6 +36,7 @@ REALCLIPS = REPO.parent / "shared" / "realclips"
 
 # One TF thread, set before TensorFlow runs any op (later settings are ignored).
 import tensorflow as tf  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -97,7 +98,8 @@ def main(argv=None):
     parser.add_argument("--crop", default="center", choices=("center", "face", "aligned", "none"))
     parser.add_argument("--clips", nargs="+", choices=("generated", "RAVDESS", "CREMA-D"),
                         default=("generated", "RAVDESS", "CREMA-D"))
-    args = parser.parse_args(argv)
+    add_smoke(parser)
+    args = smoke_sizes(parser.parse_args(argv), repeats=1, official_repeats=1, graph_repeats=1, clips=("RAVDESS",))
     core = CORE
 
     from official_pipeline import official_fuse

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encoder_cpu import add_arguments, interleaved_medians, set_threads  # noqa: E402  (also sets KERAS_BACKEND=tensorflow and oneDNN before TF loads)
+from encoder_cpu import add_arguments, interleaved_medians, set_threads, smoke  # noqa: E402  (also sets KERAS_BACKEND=tensorflow and oneDNN before TF loads)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -82,7 +82,7 @@ def main(argv=None):
     add_arguments(parser, ["base"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--mask-ratio", type=float, default=0.9)
-    args = parser.parse_args(argv)
+    args = smoke(parser.parse_args(argv))
     tf, torch = set_threads(args.threads)
 
     import numpy as np

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmder_tf import finetune  # noqa: E402
 from mmder_tf import pretrain as pretrain_cli  # noqa: E402
 from mmder_tf.data import synthetic  # noqa: E402
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 
 
 def generate_sets(work: Path, difficulty: str, opts) -> tuple[Path, Path]:
@@ -76,9 +77,24 @@ def evaluate(evaluation: Path, out: Path, cache: Path, mode: str, weights, opts)
             "--preset", "tiny", "--image-size", str(opts.image_size), "--strategy", opts.strategy, "--mode", mode,
             "--epochs", str(epochs), "--lr", str(lr), "--batch-size", "8", "--num-folds", str(opts.folds),
             "--select", "last", "--seed", str(opts.seed), "--verbose", "0", "--workers", str(opts.workers)]
+    if opts.smoke:
+        argv += ["--folds", "1"]
     if weights:
         argv += ["--weights", str(weights)]
-    return finetune.run_protocol(finetune.resolve_options(argv))
+    return finetune.run_protocol(finetune.config_from_argv(argv))
+
+
+def paired(pretrained: dict, random: dict) -> str:
+    """Per-fold paired comparison (same folds, same test actors): mean ± std of the WAR differences, wins."""
+    import numpy as np
+
+    folds = sorted(set(pretrained["folds"]) & set(random["folds"]), key=int)
+    gains = np.array([pretrained["folds"][f]["war"] - random["folds"][f]["war"] for f in folds]) * 100
+    spread = gains.std(ddof=1) if len(gains) > 1 else float("nan")
+    wins = int((gains > 0).sum())
+    return (f"paired per fold: gain {gains.mean():+.2f} ± {spread:.2f} points over {len(folds)} folds "
+            f"(pretrained better in {wins}, worse in {int((gains < 0).sum())}; per fold "
+            + ", ".join(f"{g:+.1f}" for g in gains) + ")")
 
 
 def main(argv=None):
@@ -103,7 +119,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", help="folder for data and runs (default: a temporary one)")
-    opts = parser.parse_args(argv)
+    add_smoke(parser)
+    # --smoke: 4 + 3 generated actors at 32 px, one epoch each, one fold of two
+    opts = smoke_sizes(parser.parse_args(argv), difficulty="standard", eval_actors=4, pretrain_actors=3, clips=1,
+                       clip_size=32, seconds=0.6, image_size=32, folds=2, pretrain_epochs=1, batch_size=4,
+                       probe_epochs=1, finetune_epochs=1, workers=1)
     work = Path(opts.work or tempfile.mkdtemp(prefix="mmder_pretrain_gain_"))
     difficulties = [d.strip() for d in opts.difficulty.split(",") if d.strip()]
     summary = {}
@@ -126,6 +146,7 @@ def main(argv=None):
                 print(f"[{difficulty}] {mode:12s} {name:10s} WAR {100 * result['war_mean']:6.2f} "
                       f"± {100 * result['war_std']:5.2f}  UAR {100 * result['uar_mean']:6.2f}  "
                       f"({len(result['folds'])} folds of {opts.eval_actors} actors)", flush=True)
+            print(f"[{difficulty}] {mode:12s} {paired(rows[(mode, 'pretrained')], rows[(mode, 'random')])}", flush=True)
         summary[difficulty] = {"ratio": ratio, "rows": rows}
         print(f"[{difficulty}] {time.perf_counter() - started:.0f} s", flush=True)
     for difficulty in reversed(difficulties):

@@ -22,7 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from encoder_gpu import add_arguments, time_steps, time_torch_training  # noqa: E402
+from encoder_gpu import add_arguments, smoke, time_steps, time_torch_training  # noqa: E402
 
 BETAS, WEIGHT_DECAY, LR = (0.9, 0.95), 0.05, 1.5e-4
 
@@ -130,7 +130,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, "base", 32)
     parser.add_argument("--mask-ratio", type=float, default=0.9)
-    args = parser.parse_args(argv)
+    args = smoke(parser.parse_args(argv))
 
     import numpy as np
     import torch

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _smoke import add_smoke, smoke_sizes  # noqa: E402  (this folder is on sys.path)
 REALCLIPS = REPO.parent / "shared" / "realclips"
 FPS, WIDTH, HEIGHT, RATE = 10, 320, 240, 16000
 
@@ -118,7 +119,8 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, nargs="+", default=(1, 5, 10))
     parser.add_argument("--window", type=float, default=3.0)
     parser.add_argument("--hop", type=float, default=3.0)
-    args = parser.parse_args(argv)
+    add_smoke(parser)
+    args = smoke_sizes(parser.parse_args(argv), minutes=(0.1,))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = export_model(tmp)

@@ -8,6 +8,13 @@ Keras' public API lacks three things this package needs:
   two fixes for `model.fit` under tf.distribute (see their docstrings).
 - `weight_entries(model)`: where `save_weights` puts each variable in a .weights.h5
   file, so a strict loader can name every missing, unexpected or mis-shaped tensor.
+- `scale_loss_for_distribution(loss)`: a custom train step's loss divided by the
+  replicas in sync, as Keras' own losses are (wrong gradients under tf.distribute without it).
+- `sublayers(model)`, `uses_weight_decay(optimizer, variable)`: a model's nested layers,
+  and whether an optimizer's own exclusions (`exclude_from_weight_decay`) spare a variable.
+
+Each fails loudly (`KerasInternalsError`) when the internal has moved, never by falling back
+to something that silently computes another thing.
 
 `tests/test_compat.py` exercises each against the installed Keras and fails when
 Keras changes under them; `check_keras_version()` warns when running a Keras
@@ -37,11 +44,45 @@ def check_keras_version() -> bool:
     return False
 
 
+class KerasInternalsError(RuntimeError):
+    """A private Keras internal this package relies on is gone: update mmder_tf/compat.py."""
+
+
+def _internal(owner, name: str, what: str):
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise KerasInternalsError(f"Keras {keras_minor_version()} has no {what} (mmder_tf.compat was checked on "
+                                  f"Keras {', '.join(TESTED_KERAS)}): update mmder_tf/compat.py") from None
+
+
 # ----------------------------------------------------------------------------- optimizers
 
 def variable_index(optimizer, variable) -> int:
     """The optimizer's slot of `variable` (Keras 3: BaseOptimizer._get_variable_index)."""
-    return optimizer._get_variable_index(variable)
+    return _internal(optimizer, "_get_variable_index", "BaseOptimizer._get_variable_index")(variable)
+
+
+def uses_weight_decay(optimizer, variable) -> bool:
+    """False when the optimizer's `exclude_from_weight_decay` lists spare `variable` (BaseOptimizer._use_weight_decay)."""
+    return bool(_internal(optimizer, "_use_weight_decay", "BaseOptimizer._use_weight_decay")(variable))
+
+
+# ----------------------------------------------------------------------------- losses and layers
+
+def scale_loss_for_distribution(loss):
+    """`loss` / replicas in sync under a tf.distribute strategy, unchanged otherwise (what Keras' own
+    losses do; keras.src.losses.loss.scale_loss_for_distribution)."""
+    try:
+        from keras.src.losses import loss as loss_module
+    except ImportError:
+        loss_module = None
+    return _internal(loss_module, "scale_loss_for_distribution", "keras.src.losses.loss.scale_loss_for_distribution")(loss)
+
+
+def sublayers(model) -> list:
+    """Every layer nested in `model`, depth first, without the model itself (Layer._flatten_layers)."""
+    return list(_internal(model, "_flatten_layers", "Layer._flatten_layers")(include_self=False, recursive=True))
 
 
 # ----------------------------------------------------------------------------- tf.distribute fit

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from mmder_tf.errors import ConfigError
 
@@ -99,6 +100,22 @@ def input_kind(modalities) -> str:
 
 
 CROPS = ("center", "face", "aligned", "none")
+
+
+# The real datasets' default crop, chosen by benchmarks/face.py on the real clips
+# (README "Faces"): the tracked face crop puts the face at ~RATIO of the input's
+# area where the centre square leaves it a fraction.
+REAL_DATASET_CROP = "face"
+
+
+def default_crop(dataset: str, data_dir=None) -> str:
+    """The crop of a dataset's clips unless --crop says otherwise (prepare, finetune, pretrain; exports and
+    predictions carry the run's): REAL_DATASET_CROP for RAVDESS, CREMA-D and IEMOCAP
+    recordings; the centre square for csv manifests and for generated data (a folder with synthetic.json,
+    whose drawn faces are not what the detector was trained on)."""
+    if data_dir is not None and (Path(data_dir) / "synthetic.json").is_file():
+        return "center"
+    return REAL_DATASET_CROP if dataset in ("ravdess", "cremad", "iemocap") else "center"
 
 
 def face_crop_mode(crop: str) -> str | None:

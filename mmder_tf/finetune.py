@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mmder_tf.cli import quiet_tensorflow
-from mmder_tf.config import CLASSIFIER_MODES, STRATEGIES, add_spectrogram_arguments
+from mmder_tf.config import CLASSIFIER_MODES, CROPS, STRATEGIES, add_spectrogram_arguments
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 from mmder_tf.training.config import (
     DATASETS, DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS, PRESETS, RAVDESS_CLASS_COUNTS, RECIPES, SELECT_CHOICES,
@@ -81,6 +81,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true",
                    help="train a randomly initialised encoder on a real dataset on purpose (default mode then "
                         "finetune); without it a real-dataset run needs --weights")
+    p.add_argument("--crop", choices=CROPS,
+                   help="frame crop (default: the tracked face for ravdess, cremad and iemocap, as mmder-prepare; "
+                        "the centre square for csv, generated data and the demo)")
     p.add_argument("--official", action="store_true",
                    help="official preprocessing (frame choice, MFCC, SFAS wrap) and input std 0.225")
     p.add_argument("--mean", help="input mean per channel, 'R,G,B' or one value (default ImageNet 0.485,0.456,0.406)")

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmder_tf.config import STRATEGIES, FusionConfig
+from mmder_tf.config import CROPS, STRATEGIES, FusionConfig, default_crop
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
-
-PRESETS = ("tiny", "small", "base", "large", "huge")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmder_tf.training.pretrain import DECODE_MODES, PRETRAIN_DATASETS, TARGETS
+    from mmder_tf.training.pretrain import DECODE_MODES, PRESETS, PRETRAIN_DATASETS, TARGETS
 
     p = argparse.ArgumentParser(prog="mmder-pretrain", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", help="folder of clips (scanned recursively) or a dataset folder with --dataset")
@@ -34,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --strategy random: the comma list drawn from (default: all)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--num-frames", type=int, default=16)
-    p.add_argument("--crop", choices=("center", "face", "none"), default="center")
+    p.add_argument("--crop", choices=CROPS,
+                   help="frame crop (default: the tracked face for ravdess, cremad and iemocap, else the centre square)")
     p.add_argument("--decode", choices=DECODE_MODES, default="cache",
                    help="cache: decode once into a TFRecord cache (fast epochs); stream: decode every epoch "
                         "with --decode-workers parallel tf.data workers (no disk; for data whose cache would not fit)")
     p.add_argument("--cache", help="prepared cache folder (default OUT/cache)")
     p.add_argument("--decode-workers", type=int, default=8, help="clips decoded at once (stream) / prepare processes")
-    p.add_argument("--preset", choices=PRESETS, default="base", help="encoder size (default base)")
+    p.add_argument("--preset", choices=PRESETS, default="base", help="encoder: a VideoMAE size, or MAE-DFER's LGI-Former (mae-dfer, mae-dfer-tiny; use --target mae-dfer) (default base)")
     p.add_argument("--decoder", help="decoder preset (default: the encoder preset's)")
     p.add_argument("--weights", help="continue from a pre-training checkpoint (MCG-NJU .pth, HF folder, a preset, or a run)")
     p.add_argument("--mask-ratio", type=float, default=0.9)
@@ -75,7 +74,8 @@ def config_from_args(argv=None):
     if strategy == "random":
         strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
         strategy = strategies[0] if strategies else "fslf"
-    fusion = FusionConfig(strategy=strategy, image_size=args.image_size, num_frames=args.num_frames, crop=args.crop)
+    crop = args.crop or default_crop(args.dataset, args.data_dir)
+    fusion = FusionConfig(strategy=strategy, image_size=args.image_size, num_frames=args.num_frames, crop=crop)
     return PretrainConfig(
         out=args.out, dataset=args.dataset, data_dir=args.data_dir, manifest=args.manifest, fusion=fusion,
         strategies=strategies, decode=args.decode, cache=args.cache, decode_workers=args.decode_workers,
@@ -93,8 +93,10 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetError) as error:
         print(f"mmder-pretrain: error: {error}", file=sys.stderr)
         return 2
+    from mmder_tf.cli import quiet_tensorflow
     from mmder_tf.training.pretrain import run
 
+    quiet_tensorflow(verbose=config.verbose >= 2)
     try:
         run(config)
     except (ConfigError, DatasetError, CheckpointError) as error:

@@ -19,6 +19,15 @@ def _realclips_dir() -> Path:
     )
 
 
+def golden_dir() -> Path:
+    """The upstream golden tensors (../shared/golden); MMDER_GOLDEN overrides, as MMDER_REALCLIPS does for clips."""
+    candidates = [os.environ.get("MMDER_GOLDEN"), REPO.parent / "shared" / "golden", REPO / "shared" / "golden"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise RuntimeError("golden tensors not found: set MMDER_GOLDEN or place shared/golden beside the repository")
+
+
 @pytest.fixture(scope="session")
 def realclips_dir() -> Path:
     return _realclips_dir()

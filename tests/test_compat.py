@@ -60,3 +60,35 @@ def test_unknown_keras_version_warns(monkeypatch):
     monkeypatch.setattr(compat, "TESTED_KERAS", ("0.1",))
     with pytest.warns(RuntimeWarning, match="private Keras internals"):
         assert not compat.check_keras_version()
+
+
+def test_no_private_keras_outside_compat():
+    import re
+    from pathlib import Path
+
+    private = re.compile(r"keras\.src|\._flatten_layers\(|\._use_weight_decay\(|\._get_variable_index\(|\._symbolic_build\(")
+    package = Path(compat.__file__).parent
+    offenders = [f"{p.relative_to(package)}:{i}" for p in sorted(package.rglob("*.py")) if p.name != "compat.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    assert not offenders, f"private Keras used outside compat.py: {offenders}"
+
+
+def test_loss_scaling_sublayers_and_decay_exclusions():
+    import tensorflow as tf
+
+    assert float(compat.scale_loss_for_distribution(tf.constant(3.0))) == 3.0  # one replica: unchanged
+    model = _tiny()
+    assert any(isinstance(layer, VideoMAEBackbone) for layer in compat.sublayers(model))
+    optimizer = keras.optimizers.AdamW()
+    optimizer.exclude_from_weight_decay(var_names=["^bias$"])
+    kernel, bias = model.head.kernel, model.head.bias
+    assert compat.uses_weight_decay(optimizer, kernel) and not compat.uses_weight_decay(optimizer, bias)
+
+
+def test_a_moved_internal_fails_loudly(monkeypatch):
+    """Before: the multitask loss returned an unscaled loss when this internal was missing (wrong under tf.distribute)."""
+    from keras.src.losses import loss as loss_module
+
+    monkeypatch.delattr(loss_module, "scale_loss_for_distribution")
+    with pytest.raises(compat.KerasInternalsError, match="scale_loss_for_distribution.*update mmder_tf/compat.py"):
+        compat.scale_loss_for_distribution(1.0)

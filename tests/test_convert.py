@@ -178,12 +178,13 @@ def test_videomae_pretraining_layout_parity(hf_encoder_final_norm, tmp_path):
     })
     path = tmp_path / "pretrain.pth"
     torch.save({"model": state, "epoch": 800, "args": argparse.Namespace(model="pretrain_videomae_small")}, path)
-    backbone = load_pretrained(path, num_frames=8, image_size=48)
-    assert backbone.num_heads == 96 // 64  # no config: heads from the width table (other widths -> width // 64)
+    # No config, and the args' model name ("small": 384 wide) does not match the 96-wide tensors: heads unknown.
+    with pytest.raises(CheckpointError, match="head count of its 96-wide encoder cannot be read.*num_heads="):
+        load_pretrained(path, num_frames=8, image_size=48)
     backbone = load_pretrained(path, num_frames=8, image_size=48, num_heads=3)
     x = ((ref["x"] / 255.0 - MEAN) / STD).astype(np.float32)
     assert np.abs(np.asarray(backbone(x)) - ref["tokens"]).max() <= TOL
-    report = convert_checkpoint(path, tmp_path / "enc", num_frames=8, image_size=48)
+    report = convert_checkpoint(path, tmp_path / "enc", num_frames=8, image_size=48, num_heads=3)
     assert report["model"] == "VideoMAEBackbone" and report["layout"] == "videomae_pretrain"
     assert "mask_token" in report["ignored"] and "decoder.norm.weight" in report["ignored"]
 
@@ -222,20 +223,20 @@ def save(tmp_path, state, name="ckpt.pth"):
 def test_missing_tensor_is_named(tmp_path, good_state):
     del good_state["blocks.1.mlp.fc2.bias"]
     with pytest.raises(CheckpointError, match=r"missing \(1\): blocks\.1\.mlp\.fc2\.bias") as err:
-        load_pretrained(save(tmp_path, good_state), classifier=True)
+        load_pretrained(save(tmp_path, good_state), classifier=True, num_heads=2)
     assert "nothing was loaded" in str(err.value)
 
 
 def test_unexpected_tensor_is_named(tmp_path, good_state):
     good_state["blocks.0.attn.relative_position_bias_table"] = torch.zeros(10, 2)
     with pytest.raises(CheckpointError, match=r"unexpected \(1\): blocks\.0\.attn\.relative_position_bias_table \(10, 2\)"):
-        load_pretrained(save(tmp_path, good_state), classifier=True)
+        load_pretrained(save(tmp_path, good_state), classifier=True, num_heads=2)
 
 
 def test_wrong_shape_is_named_and_nothing_loads(tmp_path, good_state):
     good_state["blocks.1.attn.proj.weight"] = torch.zeros(64, 32)
     with pytest.raises(CheckpointError, match=r"wrong shape \(1\): blocks\.1\.attn\.proj\.weight: checkpoint \(64, 32\)"):
-        load_pretrained(save(tmp_path, good_state), classifier=True)
+        load_pretrained(save(tmp_path, good_state), classifier=True, num_heads=2)
 
 
 def test_several_problems_reported_together(tmp_path, good_state):
@@ -243,7 +244,7 @@ def test_several_problems_reported_together(tmp_path, good_state):
     good_state["extra.weight"] = torch.zeros(3)
     good_state["blocks.1.mlp.fc1.bias"] = torch.zeros(5)
     with pytest.raises(CheckpointError) as err:
-        load_pretrained(save(tmp_path, good_state), classifier=True)
+        load_pretrained(save(tmp_path, good_state), classifier=True, num_heads=2)
     message = str(err.value)
     assert "blocks.0.norm1.weight" in message and "extra.weight" in message and "blocks.1.mlp.fc1.bias" in message
 
@@ -253,12 +254,13 @@ def test_encoder_only_needs_allow_missing_head(tmp_path, good_state):
         del good_state[key]
     path = save(tmp_path, good_state)
     with pytest.raises(CheckpointError, match="(?s)head.weight.*allow_missing_head"):
-        convert_checkpoint(path, tmp_path / "x", num_frames=4, image_size=32, num_classes=7)
-    report = convert_checkpoint(path, tmp_path / "x", num_frames=4, image_size=32, num_classes=7, allow_missing_head=True)
+        convert_checkpoint(path, tmp_path / "x", num_frames=4, image_size=32, num_classes=7, num_heads=2)
+    report = convert_checkpoint(path, tmp_path / "x", num_frames=4, image_size=32, num_classes=7, allow_missing_head=True,
+                                num_heads=2)
     assert report["model"] == "EmotionClassifier" and sorted(report["fresh"]) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
     assert load_pretrained(tmp_path / "x", classifier=True).num_classes == 7
     with pytest.raises(ConfigError, match="num_classes"):
-        load_pretrained(path, classifier=True, allow_missing_head=True)
+        load_pretrained(path, classifier=True, allow_missing_head=True, num_heads=2)
 
 
 def test_not_a_checkpoint(tmp_path):

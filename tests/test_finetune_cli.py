@@ -318,3 +318,28 @@ def test_linear_probe_with_feature_cache_and_reevaluation(small_dataset, small_c
     np.testing.assert_allclose(logits, head_logits, rtol=1e-4, atol=1e-4)
     assert evaluated["folds"]["2"]["war"] == pytest.approx(fold["war"])
     assert evaluated["folds"]["2"]["uar"] == pytest.approx(fold["uar"])
+
+
+def test_crop_is_the_datasets_default_and_a_prepared_face_cache_is_accepted(tmp_path):
+    """Before: the face default lived only in mmder-prepare; mmder-finetune had no --crop, trained on centre
+    squares and refused the face cache mmder-prepare made for the same dataset."""
+    from mmder_tf import finetune as finetune_cli
+    from mmder_tf import pretrain as pretrain_cli
+    from mmder_tf.config import FusionConfig, default_crop
+    from mmder_tf.data.pipeline import check_config
+    from mmder_tf.data.prepare import frame_sets
+
+    data = tmp_path / "RAVDESS"
+    data.mkdir()
+    argv = ["--dataset", "ravdess", "--data-dir", str(data), "--preset", "tiny", "--from-scratch", "--image-size", "32"]
+    config = finetune_cli.config_from_argv(argv)
+    assert config.fusion.crop == default_crop("ravdess", data) == "face"
+    assert finetune_cli.config_from_argv(argv + ["--crop", "center"]).fusion.crop == "center"
+    assert finetune_cli.config_from_argv(["--preset", "tiny"]).fusion.crop == "center"  # generated demo data
+    pretrain = pretrain_cli.config_from_args(["--dataset", "ravdess", "--data-dir", str(data), "--out", str(tmp_path / "p")])
+    assert pretrain.fusion.crop == "face"
+    # What mmder-prepare --dataset ravdess writes (its default crop, the same rule) is what the run reads.
+    prepared = FusionConfig(image_size=32, crop=default_crop("ravdess", data))
+    settings = {"image_size": 32, "crop": prepared.crop, "sample_rate": prepared.sample_rate,
+                "official": prepared.official, "frame_sets": [list(f) for f in frame_sets(prepared)]}
+    check_config({"settings": settings}, config.fusion)

@@ -1,6 +1,6 @@
 """MAE-DFER's LGI-Former and HiCMAE's visual encoder against the upstream PyTorch code's own outputs.
 
-../shared/golden/{mae_dfer,hicmae} hold random-weight checkpoints in the upstream
+../shared/golden/{mae_dfer,hicmae} (or $MMDER_GOLDEN/...) hold random-weight checkpoints in the upstream
 layouts with every intermediate tensor the upstream code computed from them
 (see their README.md). Bar: relative max error (max|ours - theirs| / max|theirs|)
 <= 1e-5 in float32; the golden READMEs show that one wrong fact (LayerNorm eps,
@@ -9,13 +9,13 @@ GELU form, sine-cosine layout, region partition) costs >= 1.5e-5.
 import argparse
 import json
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 import torch
+from conftest import golden_dir
 
 from mmder_tf import EmotionClassifier, LGIFormerBackbone, convert_checkpoint, load_pretrained  # noqa: E402
 from mmder_tf.errors import CheckpointError, ConfigError  # noqa: E402
@@ -23,7 +23,7 @@ from mmder_tf.models.convert import check_tensors, main, model_targets, read_che
 from mmder_tf.models.layers import IMAGENET_MEAN, IMAGENET_STD, sincos_position_table  # noqa: E402
 from mmder_tf.models.videomae.backbone import VideoMAEBackbone  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN = golden_dir()
 MAE_DFER, HICMAE = GOLDEN / "mae_dfer", GOLDEN / "hicmae"
 TOL = 1e-5
 # Geometry of each golden folder (README table); heads are not recoverable from tensor shapes at these widths.
@@ -151,6 +151,53 @@ def test_preset_round_trip_and_geometry_errors(tmp_path):
         load_pretrained(folder / "ckpt.pth", num_frames=16, image_size=64, region_size=(2, 2, 2), num_heads=3)
     with pytest.raises(ConfigError, match="region_size applies to MAE-DFER"):
         load_pretrained(HICMAE / "ft_small" / "ckpt.pth", image_size=64, region_size=(2, 2, 2))
+
+
+def test_head_count_is_read_from_args_or_refused_never_guessed(tmp_path, capsys):
+    from mmder_tf.models.convert import resolve_heads
+
+    # The golden checkpoints carry no args: 96 wide (3 heads) and a 48-wide decoder (3 heads) are no standard widths.
+    ckpt = MAE_DFER / "ft_small_b" / "ckpt.pth"
+    geometry = {k: v for k, v in FT["ft_small_b"].items() if k != "num_heads"}
+    with pytest.raises(CheckpointError, match="96-wide encoder cannot be read.*num_heads="):
+        load_pretrained(ckpt, classifier=True, **geometry)
+    assert main([str(ckpt), str(tmp_path / "guess"), "--num-frames", "8", "--image-size", "64", "--region-size", "2,2,2"]) == 1
+    assert "--num-heads" in capsys.readouterr().err and not (tmp_path / "guess").exists()
+    with pytest.raises(CheckpointError, match="48-wide decoder cannot be read.*num_heads"):
+        load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, **PRETRAIN)
+
+    # Saved args (upstream's names) give heads and geometry: nothing to pass.
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+    path = tmp_path / "with_args.pth"
+    args = argparse.Namespace(model="vit_custom", num_frames=8, input_size=64, lg_region_size=[2, 2, 2], num_heads=3)
+    torch.save({"model": state, "epoch": 9, "args": args}, path)
+    clf = load_pretrained(path, classifier=True)
+    assert (clf.backbone.num_heads, clf.backbone.num_frames, clf.backbone.image_size) == (3, 8, 64)
+    assert rel(clf(to_pixels(np.load(MAE_DFER / "ft_small_b" / "io.npz")["x"])), np.load(MAE_DFER / "ft_small_b" / "io.npz")["logits"]) <= TOL
+    # Upstream's args name only the model: its size fixes the heads when its width is the tensors'.
+    assert resolve_heads(512, args={"model": "vit_base_dim512_no_depth_patch16_160"}) == 8
+    assert resolve_heads(384, args={"model": "pretrain_videomae_base_dim512_no_depth_patch16_160"}, decoder=True) == 6
+    assert resolve_heads(1024, args={"model": "vit_large_patch16_224"}) == 16
+    with pytest.raises(CheckpointError, match="num_heads"):
+        resolve_heads(96, args={"model": "vit_small_patch16_224"})  # the name says 384 wide: no evidence for 96
+
+
+def test_pretraining_pth_round_trip_records_heads_and_geometry(tmp_path):
+    model = load_pretrained(MAE_DFER / "pretrain_small" / "ckpt.pth", pretraining=True, decoder_overrides={"num_heads": 3},
+                            **PRETRAIN)
+    model.save_to_preset(tmp_path / "mae")
+    assert main([str(tmp_path / "mae"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
+    back = load_pretrained(tmp_path / "mae.pth", pretraining=True)  # 4 heads, 96 px, (2, 3, 6) regions: all recorded
+
+    def config(layer):
+        return {k: v for k, v in layer.get_config().items() if k != "name"}
+
+    assert config(back.backbone) == config(model.backbone) and config(back.decoder) == config(model.decoder)
+    for a, b in zip(back.weights, model.weights):
+        if "seed" not in a.path:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert main([str(tmp_path / "mae.pth"), str(tmp_path / "again"), "--pretraining"]) == 0
+    assert config(load_pretrained(tmp_path / "again", pretraining=True).backbone) == config(model.backbone)
 
 
 def test_incomplete_mae_dfer_checkpoint_names_every_problem(tmp_path):
@@ -282,6 +329,24 @@ def test_layer_decay_groups_follow_the_blocks():
     assert set(groups.values()) == {0, 1, 2, 3}
 
 
+def test_region_tokens_are_not_decayed():
+    """MAE-DFER excludes lg_region_tokens from weight decay, as norms and biases; 2-D kernels still decay."""
+    from mmder_tf.training import recipes
+
+    backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
+    clf = EmotionClassifier(backbone, 3)
+    variables = clf.trainable_variables
+    for recipe in ("mae-dfer", "paper"):
+        settings = {**recipes.recipe_settings(recipe, 8), "cosine": False}  # full lr on the first step
+        optimizer = recipes.make_optimizer(settings, 10, 1, backbone.depth)
+        before = {v.path: np.array(v) for v in variables}
+        # Zero gradients: Adam's step is 0, so only the decoupled weight decay can move a weight.
+        optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
+        moved = {v.path for v in variables if not np.array_equal(np.asarray(v), before[v.path])}
+        assert "region_tokens/region_tokens" not in moved, recipe
+        assert "block_0/mlp/fc1/kernel" in moved, recipe
+
+
 # ---------------------------------------------------------------- downstream: finetune, feature cache, export
 
 
@@ -316,6 +381,11 @@ def test_lgi_former_linear_probe_run_and_export(small_dataset, small_cache, tmp_
     assert results["run"]["feature_cache"] is True and fold["weights_kind"] == "head"
     exported = export_run(out, tmp_path / "export", fold=2)
     assert read_metadata(exported)["preset"] == "mae-dfer-tiny"
+    # The export records its dataset (it read a run.json key that does not exist): --timeline's window is RAVDESS's.
+    from mmder_tf.serving.timeline import DATASET_CLIP_SECONDS, default_window
+
+    assert read_metadata(exported)["dataset"] == "ravdess"
+    assert default_window(read_metadata(exported)) == DATASET_CLIP_SECONDS["ravdess"]
     # The trained fold as a preset: the same logits, the run's fusion settings as its preprocessing.
     from mmder_tf.training.model import load_fold
 

@@ -185,3 +185,25 @@ def test_crop_half_is_applied_before_resizing(clips, tmp_path):
         expected = prepare_frames(np.ascontiguousarray(part), CONFIG.replace(crop="none"), size=(64, 64)).numpy()[0]
         np.testing.assert_array_equal(examples[f"{source.key}#{half}"], expected)
     assert np.abs(examples[f"{source.key}#left"].astype(int) - examples[f"{source.key}#right"].astype(int)).mean() > 4
+
+
+def test_a_bug_that_fails_every_clip_stops_the_run_naming_the_first_error(realclips, tmp_path, monkeypatch):
+    """Before: the per-clip `except Exception` turned a programming error into skipped clips, without limit."""
+    from mmder_tf.data.pipeline import decoding_dataset
+
+    paths = [p for name, p in sorted(realclips.items()) if name.endswith(".flv")][:4]
+    (tmp_path / "clips.csv").write_text("path,label,subject\n" + "".join(f"{p},ANG,s{i}\n" for i, p in enumerate(paths)))
+    manifest = load_manifest("csv", manifest=tmp_path / "clips.csv")
+
+    def broken(record, settings, config):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(prep, "encode_clip", broken)
+    config = FusionConfig(image_size=32)
+    with pytest.raises(DatasetError, match=r"of 4 clips failed with unexpected errors.*first: .*TypeError: unsupported"):
+        prep.prepare(manifest, tmp_path / "cache", config, progress=False, num_workers=1)
+    stream = decoding_dataset(manifest.records, config, 2, training=False, num_parallel_calls=1,
+                              on_skip=lambda record, reason: None)
+    with pytest.raises(Exception, match="clips failed with unexpected errors.*TypeError"):
+        for _ in stream:
+            pass

@@ -148,6 +148,22 @@ def test_run_writes_encoder_figure_history_and_reports_the_bad_clip(reference_ru
     assert (reference_run / "logs").is_dir()
 
 
+def test_lgi_former_pretrains_from_scratch_with_its_own_mask_in_the_figure(small_dataset, small_cache, tmp_path):
+    """MAE-DFER's recipe end to end: LGI-Former, frame-difference target, the window mask in the epoch figure."""
+    from mmder_tf import load_pretrained
+    from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
+
+    out = tmp_path / "run"
+    argv = _argv(small_dataset, out, small_cache, ["--preset", "mae-dfer-tiny", "--target", "mae-dfer", "--epochs", "1",
+                                                   "--warmup-epochs", "0"])
+    assert cli.main(argv) == 0
+    assert [p.name for p in (out / "figures").iterdir()] == ["epoch_001.png"]
+    whole = load_pretrained(out, pretraining=True)
+    assert isinstance(whole, LGIFormerPretrainer) and whole.frame_difference and whole.backbone.image_size == 32
+    summary = json.loads((out / "pretrain.json").read_text())
+    assert summary["finished"] and np.isfinite(summary["history"][-1]["loss"])
+
+
 def test_encoder_loads_directly_and_finetunes_from_the_run(reference_run, small_dataset, small_cache, tmp_path):
     from mmder_tf import finetune, load_pretrained
 

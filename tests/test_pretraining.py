@@ -22,6 +22,7 @@ from mmder_tf.models.videomae.pretraining import (  # noqa: E402
     tube_mask,
 )
 from mmder_tf.models.videomae.presets import DECODER_PRESETS  # noqa: E402
+from conftest import golden_dir  # noqa: E402
 from test_convert import to_videomae_keys  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -165,14 +166,15 @@ def test_normalised_target_against_numpy():
 
     def reference_target(frames, diff):
         v = frames.astype(np.float64) / 255.0
-        if diff:
-            v[:, 1::2] = v[:, 1::2] - v[:, 0::2]
         out = []
         for t in range(0, 4, 2):
             for r in range(0, 32, 16):
                 for c in range(0, 48, 16):
-                    tube = v[0, t:t + 2, r:r + 16, c:c + 16].reshape(-1, 3)  # (frame, row, col) x channel
-                    tube = (tube - tube.mean(0)) / (tube.std(0, ddof=1) + 1e-6)
+                    tube = v[0, t:t + 2, r:r + 16, c:c + 16].reshape(2, -1, 3)  # frame x (row, col) x channel
+                    flat = tube.reshape(-1, 3)
+                    tube = (tube - flat.mean(0)) / (flat.std(0, ddof=1) + 1e-6)
+                    if diff:  # upstream: normalise the tubelet first, then the second frame minus the first
+                        tube[1] = tube[1] - tube[0]
                     out.append(tube.reshape(-1))  # channel fastest
         return np.stack(out)[None]
 
@@ -182,6 +184,21 @@ def test_normalised_target_against_numpy():
         np.testing.assert_allclose(got, reference_target(x, diff), atol=2e-4)
     raw = np.asarray(pixel_targets(x, 2, 16, normalize=False))
     np.testing.assert_allclose(raw[0, 0, :3], x[0, 0, 0, 0] / 255.0, rtol=1e-6)
+
+
+def test_frame_difference_target_matches_upstream_golden():
+    """MAE-DFER's target as upstream computes it (golden README addendum): normalise, then difference."""
+    golden = np.load(golden_dir() / "mae_dfer" / "frame_diff_target.npz")
+    got = np.asarray(pixel_targets(golden["pixels_uint8"], 2, 16, normalize=True, frame_difference=True))
+    assert got.shape == golden["target"].shape
+    np.testing.assert_allclose(got, golden["target"], atol=1e-4)
+    with pytest.raises(ConfigError, match="even tubelet size"):
+        pixel_targets(golden["pixels_uint8"][:, :3], 3, 16, frame_difference=True)
+
+
+def test_golden_data_has_an_environment_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMDER_GOLDEN", str(tmp_path))
+    assert golden_dir() == tmp_path  # as MMDER_REALCLIPS for the clips: no fixed ../shared/golden
 
 
 def test_tube_mask_is_seeded_and_repeats_over_time():
@@ -272,7 +289,9 @@ def test_training_hook_traced_step_and_encoder_export(tiny, tmp_path):
     # The command line exports a pre-training run to the MCG-NJU layout, which loads back to the same model.
     assert convert_main([str(tmp_path / "mae"), str(tmp_path / "mae.pth"), "--pretraining"]) == 0
     assert "encoder_to_decoder.weight" in torch.load(tmp_path / "mae.pth", weights_only=True)["model"]
-    back = mmder_tf.load_pretrained(tmp_path / "mae.pth", 4, 32, pretraining=True, num_heads=2, decoder_overrides={"num_heads": 2})
+    # It records what the tensors cannot tell (heads, input size): nothing to pass to load it back.
+    back = mmder_tf.load_pretrained(tmp_path / "mae.pth", pretraining=True)
+    assert back.backbone.get_config() == tiny.backbone.get_config() and back.decoder.num_heads == tiny.decoder.num_heads
     np.testing.assert_allclose(np.asarray(back.reconstruct(x, mask)[0]), np.asarray(tiny.reconstruct(x, mask)[0]), atol=1e-6)
     assert convert_main([str(tmp_path / "mae"), str(tmp_path / "mae.npz"), "--pretraining"]) == 1
     with pytest.raises(CheckpointError, match="no decoder"):

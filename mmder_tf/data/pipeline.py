@@ -180,7 +180,10 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
         if missing_allowed and one.strategy not in ("video", "audio"):
             drawn = (draw_modalities(parsed["key"], modality_dropout, seed, epoch) if modality_dropout
                      else tf.constant(fixed))
-            present = tf.logical_and(drawn, tf.stack([True, parsed["has_audio"] > 0]))
+            has_audio = parsed["has_audio"] > 0
+            if modality_dropout:  # never drop the only modality a clip has: a silent clip keeps its video
+                drawn = tf.stack([tf.logical_or(drawn[0], tf.logical_not(has_audio)), drawn[1]])
+            present = tf.logical_and(drawn, tf.stack([True, has_audio]))
         return fuse_aligned(frames, waveform, parsed["duration"], one, epoch=epoch, modalities=present)
 
     def fuse(serialized):
@@ -277,7 +280,8 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
     lossless raw frames) and the same parse-and-fuse as the cache. A clip that cannot be decoded is
     left out and passed to `on_skip(record, reason)`, once per clip; the epoch is then shorter.
     """
-    from mmder_tf.data.prepare import CacheSettings, encode_clip, frame_sets
+    from mmder_tf.data.prepare import CacheSettings, FailureBudget, encode_clip, frame_sets
+    from mmder_tf.errors import MediaError
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -289,6 +293,7 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
         frame_sets=frame_sets(config), frame_format="raw", jpeg_quality=0,
         shard_size=1, require_audio=require_audio, manifest_fingerprint="", num_clips=len(records))
     reported = set()
+    budget = FailureBudget(len(records))
 
     def encode(index):
         record = records[int(index)]
@@ -299,6 +304,8 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
                 reported.add(record.key)
                 detail = getattr(exc, "reason", None) or (str(exc).splitlines() or [""])[0]
                 reason = f"{type(exc).__name__}: {detail}"
+                if not isinstance(exc, MediaError):
+                    budget.record(record.path, type(exc).__name__, detail)
                 if on_skip is not None:
                     on_skip(record, reason)
                 else:

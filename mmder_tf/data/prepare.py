@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
+from mmder_tf.config import CROPS, REAL_DATASET_CROP, FusionConfig, default_crop, face_crop_mode
 from mmder_tf.cli import quiet_tensorflow
 from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
@@ -68,6 +68,24 @@ FRAME_FORMATS = ("png", "raw", "jpeg")
 SETTINGS = "settings.json"
 INDEX = "index.json"
 SKIPPED = "skipped.json"
+# A clip that fails with an error that is not a media error (a bug, not a bad file) is skipped too, but
+# when more than this share of the clips fail that way the run stops, naming the first such error.
+UNEXPECTED_FAILURE_SHARE = 0.05
+
+
+class FailureBudget:
+    """Counts clips that failed with an unexpected (non-media) error; raises DatasetError naming the first
+    once more than `share` of `total` clips did, so a programming error cannot quietly skip a dataset."""
+
+    def __init__(self, total: int, share: float = UNEXPECTED_FAILURE_SHARE):
+        self.total, self.share, self.count, self.first = int(total), float(share), 0, None
+
+    def record(self, path, error: str, reason: str):
+        self.count += 1
+        self.first = self.first or f"{path}: {error}: {reason}"
+        if self.count > self.share * self.total:
+            raise DatasetError(f"{self.count} of {self.total} clips failed with unexpected errors (more than "
+                               f"{self.share:.0%}: a bug, not bad files); the first: {self.first}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,21 +163,6 @@ def _fingerprint(manifest: Manifest) -> str:
 
 def shard_path(out_dir, shard: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{shard:05d}.tfrecord"
-
-
-# The real datasets' default crop, chosen by benchmarks/face.py on the real clips
-# (README "Faces"): the tracked face crop puts the face at ~RATIO of the input's
-# area where the centre square leaves it a fraction.
-REAL_DATASET_CROP = "face"
-
-
-def default_crop(dataset: str, data_dir=None) -> str:
-    """The crop `mmder-prepare` uses without --crop: REAL_DATASET_CROP for RAVDESS, CREMA-D and IEMOCAP
-    recordings; the centre square for csv manifests and for generated data (a folder with synthetic.json,
-    whose drawn faces are not what the detector was trained on)."""
-    if data_dir is not None and (Path(data_dir) / "synthetic.json").is_file():
-        return "center"
-    return REAL_DATASET_CROP if dataset in ("ravdess", "cremad", "iemocap") else "center"
 
 
 def sidecar_path(out_dir, shard: int) -> Path:
@@ -322,9 +325,9 @@ def _write_shard(out_dir, shard, target, items, settings, config, written, skipp
                 except MediaError as exc:
                     skipped.append({"key": record.key, "path": record.path, "error": type(exc).__name__,
                                     "reason": exc.reason})
-                except Exception as exc:  # noqa: BLE001 - one clip must not stop thousands
+                except Exception as exc:  # noqa: BLE001 - one clip must not stop thousands (FailureBudget: many do)
                     skipped.append({"key": record.key, "path": record.path, "error": type(exc).__name__,
-                                    "reason": str(exc).splitlines()[0] if str(exc) else repr(exc)})
+                                    "reason": str(exc).splitlines()[0] if str(exc) else repr(exc), "unexpected": True})
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
     sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio, "content": content}
@@ -431,6 +434,7 @@ def _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_sp
         done = sum(len(assignment[s]) for s in mine if s not in todo)
         bar = tqdm(total=sum(len(assignment[s]) for s in mine), initial=done, desc="prepare", unit="clip")
     skipped_now, busy = 0, {}
+    budget = FailureBudget(sum(len(assignment[s]) for s in todo))
 
     def done(result):
         nonlocal skipped_now
@@ -439,6 +443,9 @@ def _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_sp
             busy[number] = held
             return
         skipped_now += len(skipped)
+        for item in skipped:
+            if item.get("unexpected"):
+                budget.record(item["path"], item["error"], item["reason"])
         if bar is not None:
             bar.update(count)
             bar.set_postfix(skipped=skipped_now)

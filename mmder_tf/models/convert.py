@@ -43,7 +43,7 @@ from mmder_tf.models.preset_io import (
     register_model_classes,
     save_preset,
 )
-from mmder_tf.models.videomae.presets import heads_for_width
+from mmder_tf.models.videomae.presets import DECODER_HEADS_BY_WIDTH, HEADS_BY_WIDTH
 
 HEAD_KEYS = ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")
 # Pre-training extras that belong to the decoder, not the encoder.
@@ -57,10 +57,11 @@ HICMAE_IMAGE_SIZE = 160
 
 
 class Checkpoint:
-    """Tensors (numpy, float32) of one checkpoint, its Hugging Face config if any, and where it came from."""
+    """Tensors (numpy, float32) of one checkpoint, its Hugging Face config if any, the training
+    arguments saved beside the weights if any (`args`, as a dict), and where it came from."""
 
-    def __init__(self, path, state, hf_config=None):
-        self.path, self.state, self.hf_config = str(path), state, hf_config
+    def __init__(self, path, state, hf_config=None, args=None):
+        self.path, self.state, self.hf_config, self.args = str(path), state, hf_config, dict(args or {})
 
 
 # ---------------------------------------------------------------- reading
@@ -104,6 +105,10 @@ def _import_torch(path):
 
 def _load_torch_state(path, trust_pickle=False, mmap=False):
     """The tensor dict of a torch file, unpickled without running code unless `trust_pickle`."""
+    return _unwrap_state(_load_torch_object(path, trust_pickle, mmap), path)
+
+
+def _load_torch_object(path, trust_pickle=False, mmap=False):
     torch = _import_torch(path)
     import argparse as _argparse
 
@@ -121,11 +126,19 @@ def _load_torch_state(path, trust_pickle=False, mmap=False):
             "`python -m mmder_tf.convert SRC DST --trust-pickle` and use the preset folder DST; "
             "from Python, trust_pickle=True)")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {type(exc).__name__}: {str(exc)[:300]}{hint}") from exc
-    return _unwrap_state(obj, path)
+    return obj
 
 
 def _read_torch(path, trust_pickle=False):
     return {k: _to_numpy(v) for k, v in _load_torch_state(path, trust_pickle).items()}
+
+
+def _recorded_args(obj) -> dict:
+    """The training arguments upstream saves next to the weights (`args`: a Namespace, or a dict); {} if none."""
+    args = obj.get("args") if isinstance(obj, dict) else None
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    return dict(args) if isinstance(args, dict) else {}
 
 
 def _read_safetensors(path):
@@ -188,7 +201,8 @@ def read_checkpoint(path, trust_pickle=False) -> Checkpoint:
         if (path.parent / "config.json").is_file():
             hf_config = json.loads((path.parent / "config.json").read_text())
         return Checkpoint(path, state, hf_config)
-    return Checkpoint(path, _read_torch(path, trust_pickle))
+    obj = _load_torch_object(path, trust_pickle)
+    return Checkpoint(path, {k: _to_numpy(v) for k, v in _unwrap_state(obj, path).items()}, args=_recorded_args(obj))
 
 
 def run_folder_weights(path, pretraining: bool = False) -> Path:
@@ -261,12 +275,14 @@ def checkpoint_input(path, trust_pickle=False) -> dict:
         return {k: hf_config[k] for k in ("num_frames", "image_size") if k in hf_config}
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or directory")
-    keys = {k.removeprefix("module.") for k in _load_torch_state(path, trust_pickle, mmap=True)}
+    obj = _load_torch_object(path, trust_pickle, mmap=True)
+    keys = {k.removeprefix("module.") for k in _unwrap_state(obj, path)}
     layout = _detect_layout(keys, path)
+    recorded = recorded_geometry(_recorded_args(obj))
     if layout == "mae_dfer":
         from mmder_tf.models.lgi_former.convert import RELEASED_GEOMETRY
 
-        return {k: RELEASED_GEOMETRY[k] for k in ("num_frames", "image_size")}
+        return {k: recorded.get(k, RELEASED_GEOMETRY[k]) for k in ("num_frames", "image_size")}
     if layout == "hicmae":
         return {"num_frames": 16, "image_size": HICMAE_IMAGE_SIZE}
     return {}
@@ -441,10 +457,60 @@ def check_pos_embed(value, path):
         raise CheckpointError(f"{path}: pos_embed is a learned position embedding; only VideoMAE's fixed sine-cosine table is supported")
 
 
+# ---------------------------------------------------------------- what the tensors cannot tell
+
+# Upstream's args name the model only (`--model`), not its heads: the size in that name gives
+# (encoder width, heads, decoder width, decoder heads) as the VideoMAE / MAE-DFER model functions fix them.
+_UPSTREAM_SIZES = {"small": (384, 6, 192, 3), "base": (768, 12, 384, 6), "large": (1024, 16, 512, 8),
+                   "huge": (1280, 16, 640, 8), "base_dim512": (512, 8, 384, 6)}
+
+
+def recorded_geometry(args) -> dict:
+    """num_frames / image_size / region_size as the checkpoint's saved args record them (upstream's names)."""
+    out = {}
+    if args.get("num_frames") is not None:
+        out["num_frames"] = int(args["num_frames"])
+    size = args.get("input_size")
+    if size is not None:
+        out["image_size"] = int(size) if np.ndim(size) == 0 else tuple(int(v) for v in size)
+    if args.get("lg_region_size") is not None:
+        out["region_size"] = tuple(int(v) for v in args["lg_region_size"])
+    return out
+
+
+def _recorded_heads(args, width, decoder):
+    for key in ("decoder_num_heads",) if decoder else ("num_heads", "encoder_num_heads"):
+        if args.get(key) is not None:
+            return int(args[key])
+    m = re.search(r"_(small|base|large|huge)(_dim512)?(?:_|$)", str(args.get("model", "")))
+    size = _UPSTREAM_SIZES.get(m.group(1) + (m.group(2) or "")) if m else None
+    if size is not None and size[2 if decoder else 0] == width:  # a name that disagrees with the tensors is no evidence
+        return size[3 if decoder else 1]
+    return None
+
+
+def resolve_heads(width, given=None, args=None, config_value=None, decoder=False, path="checkpoint"):
+    """Attention heads of a `width`-wide encoder (decoder): the caller's, else the saved args', else the
+    HF config's, else a standard width's; refused when none of them can tell."""
+    what = "decoder" if decoder else "encoder"
+    heads = next((int(v) for v in (given, _recorded_heads(args or {}, width, decoder), config_value) if v is not None), None)
+    if heads is None:
+        heads = (DECODER_HEADS_BY_WIDTH if decoder else HEADS_BY_WIDTH).get(int(width))
+    if heads is None:
+        how = ("decoder_overrides={'num_heads': N} (mmder-convert --decoder-num-heads N)" if decoder
+               else "num_heads=N (mmder-convert --num-heads N)")
+        raise CheckpointError(f"{path}: the head count of its {width}-wide {what} cannot be read (no saved args or config "
+                              f"name it, and {width} is not a standard width): pass {how}")
+    if heads < 1 or width % heads:
+        raise ConfigError(f"{path}: num_heads {heads} does not divide the {what} width {width}")
+    return heads
+
+
 # ---------------------------------------------------------------- architecture
 
 
-def infer_backbone_config(tensors, hf_config=None, num_frames=None, image_size=None, path="checkpoint"):
+def infer_backbone_config(tensors, hf_config=None, num_frames=None, image_size=None, path="checkpoint", num_heads=None,
+                          args=None):
     """VideoMAEBackbone kwargs from tensor shapes (and the HF config, which wins for heads, eps, sizes)."""
     hf_config = hf_config or {}
     patch = tensors.get("patch_embed.proj.weight")
@@ -472,7 +538,7 @@ def infer_backbone_config(tensors, hf_config=None, num_frames=None, image_size=N
     return {
         "hidden_dim": int(hidden_dim),
         "depth": depth,
-        "num_heads": int(hf_config.get("num_attention_heads", heads_for_width(hidden_dim))),
+        "num_heads": resolve_heads(hidden_dim, num_heads, args, hf_config.get("num_attention_heads"), path=path),
         "mlp_ratio": float(mlp_ratio),
         "patch_size": int(ph),
         "tubelet_size": int(tubelet),
@@ -640,23 +706,34 @@ def videomae_pretraining_state(pretrainer):
     return state
 
 
+def pretraining_args(pretrainer) -> dict:
+    """What the tensors cannot tell (heads, input geometry) under upstream's argument names; a plain dict, not
+    upstream's Namespace, so that `torch.load(weights_only=True)` reads the file without an allow-list."""
+    b = pretrainer.backbone
+    args = {"num_frames": int(b.num_frames), "input_size": b.image_size if np.ndim(b.image_size) == 0 else list(b.image_size),
+            "tubelet_size": int(b.tubelet_size), "encoder_num_heads": int(b.num_heads),
+            "decoder_num_heads": int(pretrainer.decoder.num_heads)}
+    if getattr(b, "region_size", None) is not None:
+        args["lg_region_size"] = [int(v) for v in b.region_size]
+    return args
+
+
 def save_videomae_pretraining(pretrainer, path):
-    """torch.save the MCG-NJU state dict (torch tensors under "model") to `path`, atomically. Returns the path."""
+    """torch.save the MCG-NJU state dict (torch tensors under "model") and the heads and input geometry
+    (under "args", where upstream saves its own) to `path`, atomically. Returns the path."""
     path = Path(path)
     torch = _import_torch(path)
     state = {k: torch.from_numpy(v) for k, v in videomae_pretraining_state(pretrainer).items()}
     with replacing(path) as tmp:
-        torch.save({"model": state}, tmp)
+        torch.save({"model": state, "args": pretraining_args(pretrainer)}, tmp)
     return path
 
 
 # ---------------------------------------------------------------- architecture of the decoder
 
 
-def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", path="checkpoint"):
+def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", path="checkpoint", num_heads=None, args=None):
     """MAEDecoder kwargs from the decoder tensors (and the HF config, which wins for heads and eps)."""
-    from mmder_tf.models.videomae.presets import decoder_heads_for_width
-
     hf_config = hf_config or {}
     missing = [k for k in ("encoder_to_decoder.weight", "decoder.head.weight") if k not in tensors]
     if missing:
@@ -677,7 +754,7 @@ def infer_decoder_config(tensors, hf_config=None, layout="videomae_pretrain", pa
     return {
         "hidden_dim": width,
         "depth": depth,
-        "num_heads": int(hf_config.get("decoder_num_attention_heads", decoder_heads_for_width(width))),
+        "num_heads": resolve_heads(width, num_heads, args, hf_config.get("decoder_num_attention_heads"), decoder=True, path=path),
         "output_dim": int(tensors["decoder.head.weight"].shape[0]),
         "mlp_ratio": fc1.shape[0] / width if fc1 is not None else 4.0,
         "layer_norm_epsilon": float(hf_config.get("layer_norm_eps", VIDEOMAE_EPS)),
@@ -705,8 +782,14 @@ def _build_from_torch(
     from mmder_tf.models.classifier import EmotionClassifier
 
     overrides = dict(overrides)
+    num_heads = overrides.pop("num_heads", None)
+    recorded = recorded_geometry(ckpt.args)
+    num_frames = recorded.get("num_frames") if num_frames is None else num_frames
+    image_size = recorded.get("image_size") if image_size is None else image_size
     region_size = overrides.pop("region_size", None)
     layout = _detect_layout({k.removeprefix("module.") for k in ckpt.state}, ckpt.path)
+    if region_size is None and layout == "mae_dfer":
+        region_size = recorded.get("region_size")
     lgi_former = layout == "mae_dfer"
     if region_size is not None and not lgi_former:
         raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
@@ -720,14 +803,14 @@ def _build_from_torch(
         from mmder_tf.models.lgi_former import convert as lgi_convert
         from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
 
-        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path)
+        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path, num_heads, ckpt.args)
         backbone_class = LGIFormerBackbone
     else:
         from mmder_tf.models.videomae.backbone import VideoMAEBackbone
 
         if layout == "hicmae" and image_size is None:
             image_size = HICMAE_IMAGE_SIZE
-        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path, num_heads, ckpt.args)
         backbone_class = VideoMAEBackbone
     config.update(overrides)
     try:
@@ -770,28 +853,36 @@ def _build_pretrainer_from_torch(ckpt, num_frames, image_size, dtype, overrides,
     from mmder_tf.models.videomae.backbone import VideoMAEBackbone
     from mmder_tf.models.videomae.pretraining import MAEDecoder, VideoMAEPretrainer
 
-    overrides = dict(overrides)
+    overrides, decoder_overrides = dict(overrides), dict(decoder_overrides or {})
+    num_heads, decoder_heads = overrides.pop("num_heads", None), decoder_overrides.pop("num_heads", None)
+    recorded = recorded_geometry(ckpt.args)
+    num_frames = recorded.get("num_frames") if num_frames is None else num_frames
+    image_size = recorded.get("image_size") if image_size is None else image_size
     region_size = overrides.pop("region_size", None)
     tensors, layout, ignored, origin = canonical_state(ckpt, keep_decoder=True)
+    if region_size is None and layout == "mae_dfer_pretrain":
+        region_size = recorded.get("region_size")
     if layout not in ("videomae_pretrain", "huggingface", "mae_dfer_pretrain"):
         raise CheckpointError(f"{ckpt.path}: a {layout} checkpoint; pretraining=True reads VideoMAE pre-training checkpoints "
                               "(MCG-NJU encoder.*/decoder.* or a Hugging Face VideoMAEForPreTraining directory) and "
                               "MAE-DFER's")
     if region_size is not None and layout != "mae_dfer_pretrain":
         raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
+    # First: an encoder-only checkpoint is told so, whatever else it lacks.
+    decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path, decoder_heads, ckpt.args),
+                      **decoder_overrides}
     if layout == "mae_dfer_pretrain":
         from mmder_tf.models.lgi_former import convert as lgi_convert
         from mmder_tf.models.lgi_former.backbone import LGIFormerBackbone
         from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
 
-        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path)
+        config = lgi_convert.infer_backbone_config(tensors, num_frames, image_size, region_size, ckpt.path, num_heads, ckpt.args)
         backbone_class, pretrainer_class, settings = LGIFormerBackbone, LGIFormerPretrainer, {}
     else:
-        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path)
+        config = infer_backbone_config(tensors, ckpt.hf_config, num_frames, image_size, ckpt.path, num_heads, ckpt.args)
         norm_pix_loss = bool((ckpt.hf_config or {}).get("norm_pix_loss", True))
         backbone_class, pretrainer_class, settings = VideoMAEBackbone, VideoMAEPretrainer, {"norm_pix_loss": norm_pix_loss}
     config.update(overrides)
-    decoder_config = {**infer_decoder_config(tensors, ckpt.hf_config, layout, ckpt.path), **(decoder_overrides or {})}
     backbone = backbone_class(**config, dtype=dtype)
     decoder = MAEDecoder(**decoder_config, dtype=backbone.patch_embed.dtype_policy, name="decoder")
     model = pretrainer_class(backbone, decoder, dtype=dtype, **settings)
@@ -870,10 +961,12 @@ def load_pretrained(
     model). MAE-DFER checkpoints give an `LGIFormerBackbone`, the others a
     `VideoMAEBackbone` (HiCMAE: its visual encoder; the audio and fusion
     encoders and decoders are dropped).
-    Depth, width and MLP size come from the tensors; heads and LayerNorm eps
-    from the HF config when there is one (else the ViT table and 1e-6; pass
-    `num_heads=` for other widths). `num_frames` / `image_size` (an int or
-    (height, width)) default to the checkpoint's config, else the release's:
+    Depth, width and MLP size come from the tensors; heads from `num_heads=`, else
+    the args saved beside the weights (upstream's `--model` name, or the heads this
+    package's .pth export records), else the HF config, else the standard ViT widths;
+    any other width is refused with a message naming `num_heads` (never guessed).
+    LayerNorm eps from the HF config, else 1e-6. `num_frames` / `image_size` (an int or
+    (height, width)) default to the checkpoint's saved args or config, else the release's:
     16 / 224 (VideoMAE), 16 / 160 (MAE-DFER, HiCMAE); `region_size` (t, h, w)
     in tubelets, MAE-DFER only, defaults to (2, 5, 10).
     `allow_missing_head`: leave fc_norm/head fresh when the checkpoint has none,
@@ -1012,7 +1105,8 @@ def main(argv=None):
                         help="frame size, N or H,W (default: checkpoint config, else 224; MAE-DFER and HiCMAE 160)")
     parser.add_argument("--region-size", type=_int_tuple(3, 3), default=None,
                         help="MAE-DFER region size t,h,w in tubelets (default 2,5,10)")
-    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: by width, 64 channels a head)")
+    parser.add_argument("--num-heads", type=int, default=None,
+                        help="attention heads (default: the checkpoint's args or config, else a standard width's)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (default: the checkpoint's head)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names")
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
@@ -1020,7 +1114,7 @@ def main(argv=None):
     parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary pickled objects in torch files")
     parser.add_argument("--pretraining", action="store_true",
                         help="convert the whole masked autoencoder (encoder + decoder); dst a preset folder, or .pth for the MCG-NJU layout")
-    parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: by width)")
+    parser.add_argument("--decoder-num-heads", type=int, default=None, help="decoder attention heads (--pretraining; default: as --num-heads)")
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up logs")
     args = parser.parse_args(argv)
     quiet_tensorflow(args.verbose)

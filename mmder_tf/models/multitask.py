@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from mmder_tf import compat
 from mmder_tf.errors import ConfigError
 
 CATEGORY = "category"
@@ -72,7 +73,7 @@ def target_statistics(table):
 
 
 def _find_scaling(model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.sublayers(model):
         if isinstance(layer, TargetScaling):
             return layer
     raise ConfigError(f"{model.name} has no TargetScaling layer: build the classifier with targets")
@@ -158,11 +159,7 @@ class MultiTaskModel(keras.Model):
                 self.log_variance_metrics[i].update_state(s[i])
         for extra in self.losses:  # regularisers of the task model, if any
             total = total + ops.cast(ops.sum(extra), "float32")
-        try:
-            from keras.src.losses.loss import scale_loss_for_distribution
-        except ImportError:  # pragma: no cover - moved in another Keras
-            return total
-        return scale_loss_for_distribution(total)
+        return compat.scale_loss_for_distribution(total)  # per replica, as Keras' own losses (tf.distribute)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.accuracy_metric.update_state(y[CATEGORY], y_pred[CATEGORY])

@@ -547,9 +547,9 @@ def load_run(run_dir, fold=None):
 def export_run(run_dir, export_dir, fold=None, *, overwrite=False) -> Path:
     """Export one finished fold of a `mmder-finetune` run (the notebooks' and the CLI's RUN path)."""
     model, config, class_names, preset, source = load_run(run_dir, fold)
-    dataset = json.loads((Path(run_dir) / "run.json").read_text()).get("args", {}).get("dataset")
     return export_saved_model(model, config, class_names, export_dir, preset=preset, source=source,
-                              overwrite=overwrite, dataset=dataset, modality_dropout=run_modality_dropout(run_dir))
+                              overwrite=overwrite, dataset=run_dataset(run_dir),
+                              modality_dropout=run_modality_dropout(run_dir))
 
 
 def run_modality_dropout(run_dir) -> tuple[float, float]:
@@ -557,6 +557,13 @@ def run_modality_dropout(run_dir) -> tuple[float, float]:
     from mmder_tf.training.config import RunConfig
 
     return RunConfig.from_run(run_dir).modality_dropout
+
+
+def run_dataset(run_dir) -> str:
+    """The dataset a run trained on (its clips' length is the timeline's default window)."""
+    from mmder_tf.training.config import RunConfig
+
+    return RunConfig.from_run(run_dir).dataset
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -700,14 +707,15 @@ def main(argv=None) -> int:
             model, config, class_names, preset, source = load_run(args.run, args.fold)
         else:
             raise ConfigError("give a run folder or --weights")
+        dataset = None
         if args.run:
-            modality_dropout = run_modality_dropout(args.run)
+            modality_dropout, dataset = run_modality_dropout(args.run), run_dataset(args.run)
         else:
             from mmder_tf.models.preset_io import is_preset
 
             modality_dropout = preset_modality_dropout(args.weights) if is_preset(args.weights) else (0.0, 0.0)
         out = export_saved_model(model, config, class_names, args.output, preset=preset, source=source,
-                                 overwrite=args.overwrite, modality_dropout=modality_dropout)
+                                 overwrite=args.overwrite, modality_dropout=modality_dropout, dataset=dataset)
     except MMDERError as error:
         print(f"mmder-export: error: {error}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mmder_tf.config import (
     CLASSIFIER_MODES, IMAGENET_MEAN, IMAGENET_STD, MODALITIES, OFFICIAL_STD, PLACEHOLDERS, SPECTROGRAM_OPTIONS,
-    FusionConfig, check_fields, default_placeholder,
+    FusionConfig, check_fields, default_crop, default_placeholder,
 )
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
@@ -33,7 +33,7 @@ RAVDESS_CLASS_COUNTS = (7, 8)
 # diverges beyond these encoders; the paper recipe there needs an explicit lr.
 PAPER_FINETUNE_PRESETS = ("tiny", "small")
 # The fusion settings a command line sets (FusionConfig fields), besides the strategy.
-FUSION_OPTIONS = ("strategy", "image_size", "official") + tuple(SPECTROGRAM_OPTIONS)
+FUSION_OPTIONS = ("strategy", "image_size", "official", "crop") + tuple(SPECTROGRAM_OPTIONS)
 
 CATEGORY = "category"
 TASK_WEIGHTINGS = ("uncertainty", "fixed")
@@ -402,7 +402,11 @@ class RunConfig:
             # encoder trained end to end diverges at that rate.
             given["lr"] = DEMO_DEFAULTS["lr"]
         # A classifier preset brings the fusion settings it was trained with; options given still win.
-        fusion = given.pop("fusion", None) or preset_preprocessing(given.get("weights")) or FusionConfig()
+        fusion = given.pop("fusion", None) or preset_preprocessing(given.get("weights"))
+        if fusion is None:
+            # The dataset's crop (face crops for the real datasets) unless one is given: the same rule as
+            # mmder-prepare's, so its cache is the one this run reads.
+            fusion = FusionConfig(crop=default_crop(dataset, given.get("data_dir")))
         changes = {key: given.pop(key) for key in FUSION_OPTIONS if key in given}
         try:
             fusion = fusion.replace(**changes)

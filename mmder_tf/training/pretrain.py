@@ -39,11 +39,15 @@ import numpy as np
 
 from mmder_tf.config import STRATEGIES, FusionConfig
 from mmder_tf.errors import ConfigError, DatasetError
+from mmder_tf.models.lgi_former.presets import BACKBONE_PRESETS as LGI_PRESETS
 from mmder_tf.models.preset_io import ENCODER_PRESET, PRETRAINING_PRESET
+from mmder_tf.models.videomae.presets import BACKBONE_PRESETS as VIDEOMAE_PRESETS
 
 PRETRAIN_DATASETS = ("folder", "csv", "ravdess", "cremad", "iemocap")
 DECODE_MODES = ("cache", "stream")
 TARGETS = ("pixel", "mae-dfer")
+# Encoders mmder-pretrain builds from scratch: VideoMAE's ViTs and MAE-DFER's LGI-Former.
+PRESETS = (*VIDEOMAE_PRESETS, *LGI_PRESETS)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -213,10 +217,16 @@ def build_model(config: PretrainConfig):
         # The checkpoint fixes the architecture; the run fixes the masking and the target.
         model.mask_ratio, model.frame_difference = config.mask_ratio, config.target == "mae-dfer"
         return model
+    settings = dict(mask_ratio=config.mask_ratio, frame_difference=config.target == "mae-dfer", seed=config.seed)
+    if config.preset in LGI_PRESETS:
+        from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
+
+        # MAE-DFER pre-trains its LGI-Former with VideoMAE-B's decoder (384 wide, 6 heads); the test size a tiny one.
+        decoder = config.decoder or ("tiny" if config.preset == "mae-dfer-tiny" else "base")
+        geometry = {"num_frames": config.fusion.num_frames, "image_size": config.fusion.image_size}
+        return LGIFormerPretrainer.from_builtin(config.preset, decoder, backbone_overrides=geometry, **settings)
     return VideoMAEPretrainer.from_preset(config.preset, num_frames=config.fusion.num_frames,
-                                          image_size=config.fusion.image_size, decoder=config.decoder,
-                                          mask_ratio=config.mask_ratio, frame_difference=config.target == "mae-dfer",
-                                          seed=config.seed)
+                                          image_size=config.fusion.image_size, decoder=config.decoder, **settings)
 
 
 def mask_noise(mae, batch_size, seed):
@@ -236,7 +246,8 @@ def make_trainer(mae, seed: int):
     """
     import keras
     import tensorflow as tf
-    from keras.src.losses import loss as loss_module
+
+    from mmder_tf import compat
 
     class MaskedAutoencoderTrainer(keras.Model):
         def __init__(self, model, **kwargs):
@@ -264,7 +275,7 @@ def make_trainer(mae, seed: int):
             mask_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + tf.cast(replica, tf.int64), step])
             with tf.GradientTape() as tape:
                 loss = self._loss(pixels, mask_seed, True)
-                scaled = self.optimizer.scale_loss(loss_module.scale_loss_for_distribution(loss))
+                scaled = self.optimizer.scale_loss(compat.scale_loss_for_distribution(loss))
             gradients = tape.gradient(scaled, self.trainable_weights)
             self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
             self.loss_tracker.update_state(loss)
@@ -284,13 +295,13 @@ def encoder_of(mae):
 
 def make_pretrain_optimizer(config: PretrainConfig, steps_per_epoch: int, depth: int):
     """AdamW as VideoMAE pre-trains: betas (0.9, 0.95), decoupled decay except 1-D weights (norms,
-    biases) and the mask token, lr warmed up linearly then cosine to min_lr, per step."""
+    biases), the mask token and LGI-Former's region tokens, lr warmed up linearly then cosine to min_lr, per step."""
     from mmder_tf.training import recipes
 
     schedule = recipes.warmup_cosine(config.peak_lr, steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs,
                                config.min_lr)
     return recipes.make_layer_decay_adamw(schedule, config.weight_decay, depth, layer_decay=1.0, no_decay_1d=True,
-                                    beta_1=config.beta_1, beta_2=config.beta_2, no_decay_names=("mask_token",))
+                                    beta_1=config.beta_1, beta_2=config.beta_2, no_decay_names=recipes.NO_DECAY_NAMES)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -306,7 +317,6 @@ def make_epoch_callback(config: PretrainConfig, mae, out: Path, preview, is_chie
     import keras
     import tensorflow as tf
 
-    from mmder_tf.models.videomae.pretraining import tube_mask
     from mmder_tf.reports.reconstruction import reconstruction_grid, save_png
 
     class PretrainOutputs(keras.callbacks.Callback):
@@ -321,7 +331,8 @@ def make_epoch_callback(config: PretrainConfig, mae, out: Path, preview, is_chie
 
     def write_figure(model, pixels, path, seed):
         noise = mask_noise(model, pixels.shape[0], tf.constant([seed, -2], tf.int64))
-        mask = np.asarray(tube_mask(noise, model.token_grid[0], model.mask_ratio))
+        # The model's own masking rule: LGI-Former's per-window mask keeps the regions even, a tube mask would not.
+        mask = np.asarray(model.mask_from_noise(noise, model.token_grid)[0])
         predictions, _ = model.reconstruct(tf.convert_to_tensor(pixels), mask, training=False)
         frames = range(0, pixels.shape[1], max(1, pixels.shape[1] // 8))
         image = reconstruction_grid(pixels, mask, np.asarray(tf.cast(predictions, tf.float32)),

@@ -9,6 +9,7 @@ import math
 
 import keras
 
+from mmder_tf.config import PLACEHOLDER_RGB
 from mmder_tf.errors import ConfigError
 from mmder_tf import compat
 from mmder_tf.training.config import RECIPES
@@ -80,7 +81,7 @@ class LayerDecayAdamW(keras.optimizers.Adam):
         super().build(variables)
         self._lr_scales = [self.layer_decay ** (self.depth + 1 - layer_id(v.path, self.depth)) for v in variables]
         self._decays = [0.0 if (self.no_decay_1d and len(v.shape) <= 1) or v.path.endswith(self.no_decay_names)
-                        or not self._use_weight_decay(v)
+                        or not compat.uses_weight_decay(self, v)
                         else self.decoupled_weight_decay for v in variables]
 
     def lr_scale(self, variable) -> float:
@@ -134,14 +135,21 @@ def warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int, min_lr: f
     return WarmupCosine(base_lr, total_steps, warmup_steps, min_lr)
 
 
+# Token parameters that are never decayed, as VideoMAE / MAE-DFER exclude them (their `no_weight_decay`
+# sets): the MAE mask token and LGI-Former's region tokens (upstream `lg_region_tokens`).
+NO_DECAY_NAMES = ("mask_token", "region_tokens")
+
+
 def make_optimizer(settings: dict, steps_per_epoch: int, epochs: int, depth: int):
     lr = settings["lr"]
     if settings.get("cosine"):
         lr = warmup_cosine(lr, steps_per_epoch * epochs, steps_per_epoch * settings.get("warmup_epochs", 0))
     if settings.get("layer_decay", 1.0) == 1.0 and not settings.get("no_decay_1d"):
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=settings["weight_decay"])
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=settings["weight_decay"])
+        optimizer.exclude_from_weight_decay(var_names=[f"^{name}$" for name in NO_DECAY_NAMES])
+        return optimizer
     return make_layer_decay_adamw(lr, settings["weight_decay"], depth, settings.get("layer_decay", 1.0),
-                                  settings.get("no_decay_1d", False))
+                                  settings.get("no_decay_1d", False), no_decay_names=NO_DECAY_NAMES)
 
 
 def make_loss_and_metrics(soft_labels: bool):
@@ -226,4 +234,10 @@ def mix_batch(x, y, seed, num_classes: int, mixup_alpha: float, cutmix_alpha: fl
         mixed, lam = do_cutmix() if use_cutmix else do_mixup()
     else:
         mixed, lam = tf.cond(use_cutmix, do_cutmix, do_mixup)
+    # Where both clips have the missing-modality placeholder, the mix IS the placeholder: keep it bit-exact
+    # (x * lam + x * (1 - lam) rounds off it), so the classifier still knows that modality is absent.
+    colour = tf.constant(PLACEHOLDER_RGB, tf.float32)
+    both = tf.logical_and(tf.reduce_all(tf.equal(x, colour), -1, keepdims=True),
+                          tf.reduce_all(tf.equal(x_flip, colour), -1, keepdims=True))
+    mixed = tf.where(both, x, mixed)
     return mixed, onehot * lam + y_flip * (1.0 - lam)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 from mmder_tf.errors import CheckpointError
-from mmder_tf.models.videomae.presets import heads_for_width
 
 RELEASED_GEOMETRY = {"num_frames": 16, "image_size": 160, "region_size": (2, 5, 10)}
 # What upstream's fine-tuning does not use from a pre-training checkpoint.
@@ -61,8 +60,11 @@ def canonical_state(state, path, keep_final_norm=True, keep_decoder=False):
     return out, layout, ignored, origin
 
 
-def infer_backbone_config(tensors, num_frames=None, image_size=None, region_size=None, path="checkpoint"):
-    """LGIFormerBackbone kwargs: architecture from the tensor shapes, geometry from the caller or the release."""
+def infer_backbone_config(tensors, num_frames=None, image_size=None, region_size=None, path="checkpoint", num_heads=None,
+                          args=None):
+    """LGIFormerBackbone kwargs: architecture from the tensor shapes, heads from the caller or the saved args
+    (else a standard width's, else refused), geometry from the caller or the release."""
+    from mmder_tf.models.convert import resolve_heads
     from mmder_tf.models.layers import _pair
     from mmder_tf.models.lgi_former.layers import region_layout
 
@@ -93,7 +95,7 @@ def infer_backbone_config(tensors, num_frames=None, image_size=None, region_size
     return {
         "hidden_dim": hidden_dim,
         "depth": max(indices) + 1,
-        "num_heads": heads_for_width(hidden_dim),
+        "num_heads": resolve_heads(hidden_dim, num_heads, args, path=path),
         "mlp_ratio": fc1.shape[0] / hidden_dim if fc1 is not None else 4.0,
         "patch_size": patch_size,
         "tubelet_size": tubelet,

@@ -14,12 +14,9 @@ BACKBONE_PRESETS = {
     "huge": {"hidden_dim": 1280, "depth": 32, "num_heads": 16},
 }
 
-# Heads of the standard ViT widths; conversion uses it when a checkpoint has no config.
-HEADS_BY_WIDTH = {384: 6, 768: 12, 1024: 16, 1280: 16}
-
-
-def heads_for_width(hidden_dim: int) -> int:
-    return HEADS_BY_WIDTH.get(int(hidden_dim), max(1, int(hidden_dim) // 64))
+# Heads of the standard ViT widths (and 512: MAE-DFER's and HiCMAE's released 8 x 64); conversion uses it
+# when a checkpoint records neither args nor config. Any other width is refused without `num_heads=`.
+HEADS_BY_WIDTH = {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16}
 
 
 # Pre-training decoders by encoder size (VideoMAE's scripts: S 192/3, B 384/6, L 512/8, H 640/8 wide/heads;
@@ -32,9 +29,5 @@ DECODER_PRESETS = {
     "huge": {"hidden_dim": 640, "depth": 12, "num_heads": 8},
 }
 
-# Decoder heads by width, for checkpoints without a config (640 has 8 heads of 80, not 10 of 64).
+# Decoder heads by width, for checkpoints without args or config (640 has 8 heads of 80, not 10 of 64).
 DECODER_HEADS_BY_WIDTH = {p["hidden_dim"]: p["num_heads"] for p in DECODER_PRESETS.values()}
-
-
-def decoder_heads_for_width(hidden_dim: int) -> int:
-    return DECODER_HEADS_BY_WIDTH.get(int(hidden_dim), max(1, int(hidden_dim) // 64))

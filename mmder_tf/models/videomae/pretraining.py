@@ -173,30 +173,29 @@ def pixel_targets(pixels, tubelet_size: int = 2, patch_size: int = 16, normalize
 
     VideoMAE's norm_pix_loss: per tubelet and per channel over its tubelet*patch*patch
     values, (x - mean) / (sqrt(unbiased variance) + 1e-6), on pixels scaled to 0..1;
-    channel fastest. `frame_difference=True` is MAE-DFER's target: every frame of a
-    tubelet after the first is replaced by its difference from the first before
-    the normalisation.
+    channel fastest. `frame_difference=True` is MAE-DFER's target, in upstream's order:
+    every tubelet is normalised FIRST, then every second frame is replaced by itself
+    minus the frame before it (both already normalised), so the difference half of a
+    token is (f1 - f0) / s with the tubelet's own s, not a normalised raw difference.
     """
     x = ops.cast(pixels, "float32") / 255.0
     ts, p = int(tubelet_size), int(patch_size)
-    if frame_difference:
-        if ts < 2:
-            raise ConfigError("the frame-difference target needs a tubelet of at least 2 frames")
-        shape = ops.shape(x)
-        frames, height, width, channels = [int(s) if s is not None else shape[i + 1] for i, s in enumerate(x.shape[1:5])]
-        tubes = ops.reshape(x, (-1, frames // ts, ts, height, width, channels))
-        first = tubes[:, :, :1]
-        x = ops.reshape(ops.concatenate([first, tubes[:, :, 1:] - first], axis=2), (-1, frames, height, width, channels))
+    if frame_difference and ts % 2:
+        # frame pairs (0, 1), (2, 3), ... must not straddle two tubelets
+        raise ConfigError(f"the frame-difference target needs an even tubelet size, got {ts}")
     patches = patchify(x, ts, p)
-    if not normalize:
-        return patches
     channels = int(x.shape[-1])
     values = ts * p * p
     num = ops.shape(patches)[1] if patches.shape[1] is None else patches.shape[1]
-    grouped = ops.reshape(patches, (-1, num, values, channels))
-    mean = ops.mean(grouped, axis=-2, keepdims=True)
-    var = ops.sum(ops.square(grouped - mean), axis=-2, keepdims=True) / float(values - 1)
-    grouped = (grouped - mean) / (ops.sqrt(var) + _TARGET_EPS)
+    grouped = ops.reshape(patches, (-1, num, values, channels))  # values in (frame, row, column) order
+    if normalize:
+        mean = ops.mean(grouped, axis=-2, keepdims=True)
+        var = ops.sum(ops.square(grouped - mean), axis=-2, keepdims=True) / float(values - 1)
+        grouped = (grouped - mean) / (ops.sqrt(var) + _TARGET_EPS)
+    if frame_difference:
+        pairs = ops.reshape(grouped, (-1, num, ts // 2, 2, p * p, channels))
+        even, odd = pairs[:, :, :, 0], pairs[:, :, :, 1]
+        grouped = ops.stack([even, odd - even], axis=3)
     return ops.reshape(grouped, (-1, num, values * channels))
 
 
