@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 
 from mmder_tf.errors import ConfigError
 
@@ -135,6 +136,13 @@ class FusionConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "strategy", check_strategy(self.strategy))
+        # A hand-edited run.json may hold "64" or 64.0: refuse with the field's name, not a later traceback.
+        for name in ("num_frames", "image_size", "sample_rate", "n_fft", "n_mels", "n_mfcc", "rfas_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if self.image_size < 32:
+            raise ConfigError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.num_frames % 2 or self.num_frames < 2:
             raise ConfigError(f"num_frames must be even and >= 2 (tubelets pair frames), got {self.num_frames}")
         if self.image_size % 32:

@@ -23,7 +23,7 @@ import numpy as np
 import keras
 
 from mmder_tf.config import SEED_MIX
-from mmder_tf.errors import ConfigError
+from mmder_tf.errors import ConfigError, TrainingDivergedError
 from mmder_tf import compat
 from mmder_tf.training.config import DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS
 
@@ -230,6 +230,23 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         atomic_write_text(self.fold_dir / "history.csv", "\n".join(rows) + "\n")
 
 
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raise TrainingDivergedError at the end of an epoch whose loss is NaN or infinite.
+
+    Runs before the checkpoint callbacks, so the diverged epoch's weights are never
+    saved, selected or evaluated: the run stops with a message instead of reporting
+    chance-level metrics as if they were a result (Keras' TerminateOnNaN only stops quietly).
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss") and not np.isfinite(float(v))}
+        if bad:
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch + 1} ({detail}); no result is reported. Lower the learning "
+                f"rate (--lr) or check the data; the checkpoints of the epochs before are kept")
+
+
 def build_epoch_stream(epoch_dataset, initial_epoch: int, epochs: int, steps_per_epoch: int, mix=None, seed: int = 0,
                        float_batches: bool = False):
     """One dataset covering epochs [initial_epoch, epochs): epoch_dataset(e) must yield the
@@ -285,7 +302,7 @@ def fit_resumable(model, *, fold_dir, epoch_dataset, steps_per_epoch: int, epoch
     if val_data is None:
         monitor = None
     checkpoint = ResumableCheckpoint(fold_dir, monitor, initial_epoch)
-    callbacks = [checkpoint, *extra_callbacks]
+    callbacks = [StopOnDivergence(), checkpoint, *extra_callbacks]
     if tensorboard and _tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "logs"), write_graph=False,
                                                      profile_batch=0))
