@@ -106,3 +106,46 @@ def test_prepare_refuses_image_size_zero(small_dataset, tmp_path, capsys):
     assert prepare.main(["--dataset", "ravdess", "--data-dir", str(small_dataset), "--image-size", "0",
                          "--out", str(tmp_path / "cache"), "--no-progress"]) == 2
     assert "image_size must be a positive multiple of 32" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 2: NaN / Inf audio samples
+
+@pytest.fixture(scope="module")
+def nan_audio_clip(tmp_path_factory):
+    """A real mkv whose float PCM audio holds 100 NaN samples (the probe's case)."""
+    from mmder_tf.media.decode import write_video
+
+    frames = np.zeros((50, 32, 32, 3), np.uint8)
+    frames[..., 1] = np.arange(50)[:, None, None] * 4
+    audio = 0.3 * np.sin(np.arange(32000) / 16000 * 2 * np.pi * 330).astype(np.float32)
+    audio[4000:4100] = np.nan
+    return write_video(tmp_path_factory.mktemp("nan") / "nan.mkv", frames, fps=25, audio=audio, sample_rate=16000,
+                       audio_codec="pcm_f32le")
+
+
+def test_nan_audio_is_refused_by_the_decoder_and_the_window_stream(nan_audio_clip):
+    from mmder_tf.errors import CorruptMediaError
+    from mmder_tf.media.decode import decode_clip
+    from mmder_tf.media.stream import stream_windows
+
+    with pytest.raises(CorruptMediaError, match=r"nan.mkv: the audio holds 100 NaN or infinite sample"):
+        decode_clip(nan_audio_clip, 8)
+    assert decode_clip(nan_audio_clip, 8, need_audio=False).frames  # the video alone is fine
+    results = [clip for _, clip in stream_windows(nan_audio_clip, 1.0, 1.0, 8)]
+    assert len(results) == 2  # a window at a time: the damaged one is reported, the other one decoded
+    assert isinstance(results[0], CorruptMediaError) and "NaN or infinite" in str(results[0])
+    assert results[1].waveform is not None and np.isfinite(results[1].waveform).all()
+
+
+def test_predict_reports_a_clip_with_nan_audio_as_failed(nan_audio_clip, tmp_path, capsys):
+    import keras
+
+    from mmder_tf.serving import export, predict
+
+    config = FusionConfig(strategy="fslf", image_size=32)
+    keras.utils.set_random_seed(0)
+    model_dir = tmp_path / "export"
+    export.export_saved_model(export.build_classifier("tiny", config, ["a", "b"]), config, ["a", "b"], model_dir)
+    predict.main([str(nan_audio_clip), "--model", str(model_dir), "--no-progress"])
+    captured = capsys.readouterr()
+    assert "NaN or infinite sample" in captured.out + captured.err
