@@ -137,15 +137,61 @@ def test_nan_audio_is_refused_by_the_decoder_and_the_window_stream(nan_audio_cli
     assert results[1].waveform is not None and np.isfinite(results[1].waveform).all()
 
 
-def test_predict_reports_a_clip_with_nan_audio_as_failed(nan_audio_clip, tmp_path, capsys):
+def _export(out, image_size=32, classes=("a", "b", "c")):
     import keras
 
-    from mmder_tf.serving import export, predict
+    from mmder_tf.serving import export
 
-    config = FusionConfig(strategy="fslf", image_size=32)
+    config = FusionConfig(strategy="fslf", image_size=image_size)
     keras.utils.set_random_seed(0)
-    model_dir = tmp_path / "export"
-    export.export_saved_model(export.build_classifier("tiny", config, ["a", "b"]), config, ["a", "b"], model_dir)
-    predict.main([str(nan_audio_clip), "--model", str(model_dir), "--no-progress"])
+    export.export_saved_model(export.build_classifier("tiny", config, list(classes)), config, list(classes), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("export") / "1")
+
+
+def test_predict_reports_a_clip_with_nan_audio_as_failed(nan_audio_clip, tiny_export, capsys):
+    from mmder_tf.serving import predict
+
+    predict.main([str(nan_audio_clip), "--model", str(tiny_export), "--no-progress"])
     captured = capsys.readouterr()
     assert "NaN or infinite sample" in captured.out + captured.err
+
+
+# ----------------------------------------------------------------------------- 3: a tampered export is refused
+
+def _tampered(source, target):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_export_whose_asset_class_names_were_reversed_is_refused(tiny_export, nan_audio_clip, tmp_path, capsys):
+    from mmder_tf.serving import predict
+
+    tampered = _tampered(tiny_export, tmp_path / "tampered")
+    asset = tampered / "assets" / "mmder_tf.json"
+    metadata = json.loads(asset.read_text())
+    metadata["class_names"] = metadata["class_names"][::-1]
+    asset.write_text(json.dumps(metadata))
+    assert predict.main([str(nan_audio_clip), "--model", str(tampered), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "disagrees with the SavedModel's own metadata on class_names" in err and "['c', 'b', 'a']" in err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_export_whose_graph_comes_from_another_size_is_refused(tiny_export, tmp_path):
+    from mmder_tf.errors import CheckpointError
+    from mmder_tf.serving.predict import ExportedModel
+
+    other = _export(tmp_path / "other64", image_size=64)
+    tampered = _tampered(tiny_export, tmp_path / "tampered")
+    (tampered / "saved_model.pb").write_bytes((other / "saved_model.pb").read_bytes())
+    with pytest.raises(CheckpointError, match=r"disagrees with the SavedModel's own metadata on .*fusion_config.* "
+                                              r"\(image_size: assets 32, graph 64\)"):
+        ExportedModel(tampered)
+    ExportedModel(tiny_export)  # the untouched export loads

@@ -80,6 +80,9 @@ class ExportedModel:
                                   "export it again") from None
         if "serving_default" not in loaded.signatures:
             raise CheckpointError(f"{self.path}: the SavedModel has no serving_default signature")
+        from mmder_tf.serving.export import check_graph_metadata
+
+        check_graph_metadata(self.path, loaded, self.metadata)
         self._loaded = loaded  # the signature functions need their object alive
         self._serve = loaded.signatures["serving_default"]
         from mmder_tf.serving.export import accepts_missing_modalities
