@@ -3,6 +3,7 @@
 files, ...) and checks the behaviour that replaced it."""
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,198 @@ def test_export_whose_graph_comes_from_another_size_is_refused(tiny_export, tmp_
                                               r"\(image_size: assets 32, graph 64\)"):
         ExportedModel(tampered)
     ExportedModel(tiny_export)  # the untouched export loads
+
+
+# ----------------------------------------------------------------------------- 8 and 12: full disks, many epochs
+
+def _fit(out, epochs, callbacks=(), calls=None):
+    import keras
+    import tensorflow as tf
+
+    from mmder_tf.training import engine
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
+    y = np.arange(8) % 3
+
+    def epoch_dataset(epoch):
+        if calls is not None:
+            calls.append(epoch)
+        order = np.random.default_rng([0, epoch]).permutation(8)
+        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(4)
+
+    info = engine.fit_resumable(model, fold_dir=out, epoch_dataset=epoch_dataset, steps_per_epoch=2, epochs=epochs,
+                                monitor=None, verbose=0, tensorboard=False, extra_callbacks=callbacks)
+    return model, info
+
+
+def test_many_epochs_do_not_build_every_pipeline_before_the_first_step(tmp_path):
+    import keras
+
+    from mmder_tf.training import engine
+
+    class Stop(Exception):
+        pass
+
+    class StopAtFirstStep(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise Stop
+
+    calls = []
+    with pytest.raises(Stop):
+        _fit(tmp_path / "fold", 10**6, [StopAtFirstStep()], calls)
+    assert 1 <= len(calls) <= engine.EPOCHS_PER_FIT
+
+
+def test_fits_in_chunks_give_the_uninterrupted_result(tmp_path, monkeypatch):
+    from mmder_tf.training import engine
+
+    whole, info_whole = _fit(tmp_path / "whole", 5)
+    monkeypatch.setattr(engine, "EPOCHS_PER_FIT", 2)
+    chunked, info = _fit(tmp_path / "chunked", 5)
+    assert [h["epoch"] for h in info["history"]] == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose([h["loss"] for h in info["history"]], [h["loss"] for h in info_whole["history"]],
+                               rtol=1e-6)
+    for a, b in zip(whole.get_weights(), chunked.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint_and_a_rerun_resumes(tmp_path, monkeypatch):
+    import shutil
+
+    import keras
+
+    from mmder_tf import fileio
+
+    real_usage = shutil.disk_usage
+    full = {"now": False}
+
+    def usage(path):
+        total, used, free = real_usage(path)
+        return type(real_usage(path))(total, used, 0 if full["now"] else free)
+
+    class FillTheDiskInEpoch3(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            full["now"] = epoch == 2
+
+    monkeypatch.setattr(fileio.shutil, "disk_usage", usage)
+    with pytest.raises(OSError) as raised:
+        _fit(tmp_path / "fold", 4, [FillTheDiskInEpoch3()])
+    message = fileio.file_system_error(raised.value)
+    assert message.startswith("no space left on the device mounted at ") and "last good checkpoint" in message
+    backup = tmp_path / "fold" / "backup"
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2  # epochs 1 and 2 complete
+    assert not [p for p in backup.iterdir() if ".tmp-" in p.name]
+    full["now"] = False
+    resumed, info = _fit(tmp_path / "fold", 4)  # the same command again, with space
+    assert info["resumed_from"] == 2 and [h["epoch"] for h in info["history"]] == [0, 1, 2, 3]
+    whole, _ = _fit(tmp_path / "whole", 4)
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- 6: every media name gets a line
+
+def test_predict_folder_reports_dangling_links_and_fifos(tiny_export, nan_audio_clip, tmp_path, capsys):
+    from mmder_tf.serving import predict
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    os.mkfifo(folder / "pipe.mkv")
+    (folder / "nan.mkv").symlink_to(nan_audio_clip)
+    items = dict(predict.expand_paths([folder]))
+    assert set(items) == {str(folder / n) for n in ("gone.mp4", "pipe.mkv", "nan.mkv")}
+    assert "a symbolic link to a missing file" in items[str(folder / "gone.mp4")]
+    assert "a named pipe (FIFO)" in items[str(folder / "pipe.mkv")]
+    assert items[str(folder / "nan.mkv")] is None
+    assert predict.main([str(folder), "--model", str(tiny_export), "--no-progress", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 2 and "gone.mp4" in err and "pipe.mkv" in err
+
+
+# ----------------------------------------------------------------------------- 5: a symbolic link loop
+
+def test_a_link_loop_in_a_folder_dataset_visits_each_clip_once_and_warns(tmp_path):
+    from mmder_tf.data.datasets import scan_folder
+
+    for subject in ("id1", "id2"):
+        (tmp_path / subject).mkdir()
+        (tmp_path / subject / "a.mp4").write_bytes(b"clip")
+    (tmp_path / "id1" / "loop").symlink_to(tmp_path)  # id1/loop/id2/a.mp4 is id2's clip under id1
+    (tmp_path / "id2" / "again.mp4").symlink_to(tmp_path / "id2" / "a.mp4")
+    with pytest.warns(UserWarning, match=r"2 folder\(s\) or file\(s\) reached a second time"):
+        manifest = scan_folder(tmp_path)
+    assert [(r.key, r.subject) for r in manifest.records] == [("id1/a.mp4", "id1"), ("id2/a.mp4", "id2")]
+
+
+# ----------------------------------------------------------------------------- 9, 11, 12: arguments and read-only disks
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seconds", "nan"], "seconds must be in 0.6..600.0, got nan"),
+    (["--fps", "1e9"], "fps must be in 1..240.0"),
+    (["--sample-rate", "100"], "sample_rate must be in 8000..96000 Hz"),
+])
+def test_synthetic_refuses_unusable_numbers_at_once(tmp_path, capsys, argv, message):
+    from mmder_tf.data import synthetic
+
+    assert synthetic.main([str(tmp_path / "out"), "--actors", "1", "--workers", "1", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_visualize_refuses_a_huge_image_size(capsys, tmp_path):
+    from mmder_tf.reports import visualize
+
+    assert visualize.main([str(tmp_path / "clip.mp4"), "--image-size", "100000", "--out", str(tmp_path / "x.png")]) \
+        == 2
+    assert "image_size must be a positive multiple of 32 up to 2048" in capsys.readouterr().err
+
+
+def _read_only_folder(tmp_path, monkeypatch):
+    """A read-only folder: a read-only tmpfs where the machine lets us mount one (root), else the same
+    refusal simulated (os.access and the writers' open report EROFS)."""
+    import errno
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                                            capture_output=True).returncode == 0:
+        return folder, lambda: subprocess.run(["umount", str(folder)], check=False)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(folder) + os.sep):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    return folder, lambda: None
+
+
+def test_demo_data_in_a_read_only_home_names_synthetic_dir(tmp_path, monkeypatch, capsys):
+    folder, release = _read_only_folder(tmp_path, monkeypatch)
+    try:
+        assert finetune.main(["--synthetic-dir", str(folder / "cache"), "--out", str(tmp_path / "run"),
+                              "--verbose", "0"]) == 2
+    finally:
+        release()
+    err = capsys.readouterr().err
+    assert "cannot write the demo dataset to" in err and "pass --synthetic-dir" in err and err.count("\n") == 1
+
+
+def test_prepare_into_a_read_only_folder_is_one_line(small_dataset, tmp_path, monkeypatch, capsys):
+    from mmder_tf.data import prepare
+
+    folder, release = _read_only_folder(tmp_path, monkeypatch)
+    try:
+        code = prepare.main(["--dataset", "ravdess", "--data-dir", str(small_dataset), "--image-size", "32",
+                             "--out", str(folder / "cache"), "--no-progress"])
+    finally:
+        release()
+    err = capsys.readouterr().err
+    assert code == 1 and "mmder-prepare: error: cannot write: read-only file system" in err, err
+    assert "Traceback" not in err

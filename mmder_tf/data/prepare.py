@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.config import CROPS, FusionConfig, face_crop_mode
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
@@ -554,6 +554,7 @@ def load_index(cache_dir) -> dict:
     return index
 
 
+@one_line_file_errors("mmder-prepare")
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, choices=DATASETS)

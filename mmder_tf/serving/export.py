@@ -49,7 +49,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
 from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
@@ -690,6 +690,7 @@ def warn_training_mismatch(weights, config: FusionConfig) -> list[str]:
     return differences
 
 
+@one_line_file_errors("mmder-export")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)
