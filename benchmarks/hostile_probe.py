@@ -203,6 +203,9 @@ def run_probes(work: Path):
     base = ["--dataset", "ravdess", "--data-dir", str(data), "--image-size", "32", "--no-progress"]
     probe("same clip under two subjects", "identical content under subjects")(
         lambda: prepare.main(base + ["--out", str(cache)]))
+    # A writer mid-way: the cache holds no index yet (a finished cache is read without the lock, issue 25).
+    finished_index = (cache / "index.json").read_bytes()
+    (cache / "index.json").unlink()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time; from mmder_tf.fileio import WriterLock
         WriterLock({str(cache)!r}, "mmder-prepare").acquire(); print("READY", flush=True); time.sleep(600)""")],
@@ -218,6 +221,7 @@ def run_probes(work: Path):
     finally:
         holder.kill()
         holder.wait()
+        (cache / "index.json").write_bytes(finished_index)
     probe("prepare with other settings into an existing cache", "other settings", guard=cache / "shards")(
         lambda: prepare.main(base[:-3] + ["--image-size", "64", "--no-progress", "--out", str(cache)]))
     notes = work / "notes"

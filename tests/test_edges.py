@@ -391,3 +391,32 @@ def test_prepare_into_a_read_only_folder_is_one_line(small_dataset, tmp_path, mo
     err = capsys.readouterr().err
     assert code == 1 and "mmder-prepare: error: cannot write: read-only file system" in err, err
     assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- 10: a finished shared cache
+
+def test_a_finished_cache_is_read_without_the_writer_lock(small_dataset, small_cache, tmp_path):
+    """Multi-worker runs on one shared cache: a worker took the writer lock just to check a finished
+    cache, and the other one failed on it. Readers of a complete cache no longer ask for the lock."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from mmder_tf.data.datasets import load_manifest
+    from mmder_tf.data.prepare import prepare
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from mmder_tf.fileio import WriterLock
+        WriterLock({str(small_cache)!r}, "mmder-prepare").acquire()
+        print("READY", flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "READY"
+        index = prepare(load_manifest("ravdess", data_dir=small_dataset), small_cache,
+                        FusionConfig(strategy="fslf", image_size=32), progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert index["complete"] and index["prepared_now"] == 0
