@@ -12,7 +12,10 @@ that is not ours, a second writer, ...) and classifies the answer:
 - lost:    a file that existed before the probe is gone or changed (goal: none).
 
 Prints one line per probe and the table of issue 11. Runs in one process (the
-commands' main() functions) so it takes a few minutes on a laptop CPU.
+commands' main() functions) so it takes a few minutes on a laptop CPU. The issue-25
+situations (`edge_probes`: diverged runs, NaN audio, tampered exports, link loops,
+full and read-only disks) mount a private tmpfs where the machine allows it (root),
+else simulate the same refusal.
 """
 from __future__ import annotations
 
@@ -207,6 +210,9 @@ def run_probes(work: Path):
     base = ["--dataset", "ravdess", "--data-dir", str(data), "--image-size", "32", "--no-progress"]
     probe("same clip under two subjects", "identical content under subjects")(
         lambda: prepare.main(base + ["--out", str(cache)]))
+    # A writer mid-way: the cache holds no index yet (a finished cache is read without the lock, issue 25).
+    finished_index = (cache / "index.json").read_bytes()
+    (cache / "index.json").unlink()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time; from mmder_tf.fileio import WriterLock
         WriterLock({str(cache)!r}, "mmder-prepare").acquire(); print("READY", flush=True); time.sleep(600)""")],
@@ -222,6 +228,7 @@ def run_probes(work: Path):
     finally:
         holder.kill()
         holder.wait()
+        (cache / "index.json").write_bytes(finished_index)
     probe("prepare with other settings into an existing cache", "other settings", guard=cache / "shards")(
         lambda: prepare.main(base[:-3] + ["--image-size", "64", "--no-progress", "--out", str(cache)]))
     notes = work / "notes"
@@ -385,6 +392,154 @@ def run_probes(work: Path):
     foreign.write_bytes(b"someone's recording")
     probe("synthetic --overwrite onto foreign clips", "never replaced", guard=media)(
         lambda: synthetic_overwrite(synthetic, media))
+    edge_probes(work, data, cache, media, model_dir, good)
+
+
+@contextlib.contextmanager
+def private_mount(folder: Path, options: str):
+    """A private tmpfs at `folder` (root only, as the issue-25 probe did); yields False where it cannot be
+    mounted, and the caller simulates the same refusal instead."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                                   capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+
+
+def edge_probes(work: Path, data: Path, cache: Path, media: Path, model_dir: Path, good: Path):
+    """Issue 25: diverged runs, NaN audio, tampered exports, link loops, full and read-only disks, hand-edited
+    run files, numbers that cannot work."""
+    import errno
+
+    from mmder_tf import finetune
+    from mmder_tf.config import FusionConfig
+    from mmder_tf.data import prepare, synthetic
+    from mmder_tf.data.datasets import scan_folder
+    from mmder_tf.fusion.clip import fuse_clip
+    from mmder_tf.media.decode import write_video
+    from mmder_tf.reports import visualize
+    from mmder_tf.serving import export, predict
+    from mmder_tf.training.config import RunConfig, run_file_contents
+
+    tiny = ["--dataset", "ravdess", "--data-dir", str(data), "--image-size", "32", "--preset", "tiny",
+            "--from-scratch", "--mode", "finetune", "--epochs", "1", "--num-folds", "3", "--folds", "1",
+            "--batch-size", "4", "--cache", str(cache), "--verbose", "0", "--workers", "1"]
+    probe("finetune --lr inf", "lr must be positive and finite")(lambda: finetune.main(["--lr", "inf"]))
+    probe("finetune --lr 1e9 (the loss diverges)", "training diverged")(
+        lambda: finetune.main(tiny + ["--lr", "1e9", "--out", str(work / "diverged")]))
+    probe("finetune --seed -1", "seed must be an integer >= 0")(lambda: finetune.main(["--seed", "-1"]))
+    for name, field, value, text in [("image_size '64'", "image_size", "64", "image_size must be an integer"),
+                                     ("image_size 64.0", "image_size", 64.0, "image_size must be an integer"),
+                                     ("lr 'fast'", "lr", "fast", "lr must be a number")]:
+        saved = run_file_contents(RunConfig(fusion=FusionConfig(image_size=64), preset="tiny"))
+        (saved["config"]["fusion"] if field == "image_size" else saved["config"])[field] = value
+        edited = work / f"edited_{field}_{type(value).__name__}" / "run.json"
+        edited.parent.mkdir(exist_ok=True)
+        edited.write_text(json.dumps(saved))
+        probe(f"finetune --config run.json with {name}", text)(
+            lambda edited=edited: finetune.main(["--config", str(edited), "--out", str(work / "again")]))
+    probe("prepare --image-size 0", "image_size must be a positive multiple of 32")(
+        lambda: prepare.main(["--dataset", "ravdess", "--data-dir", str(data), "--image-size", "0", "--out",
+                              str(work / "c0"), "--no-progress"]))
+    for name, argv, text in [("synthetic --seconds nan", ["--seconds", "nan"], "seconds must be in"),
+                             ("synthetic --fps 1e9", ["--fps", "1e9"], "fps must be in"),
+                             ("synthetic --sample-rate 100", ["--sample-rate", "100"], "sample_rate must be in")]:
+        probe(name, text)(lambda argv=argv: synthetic.main([str(work / "syn"), "--actors", "1", "--workers", "1",
+                                                            *argv]))
+    probe("visualize --image-size 100000", "up to 2048")(
+        lambda: visualize.main([str(good), "--image-size", "100000", "--out", str(work / "v.png")]))
+
+    # NaN audio: float PCM in mkv
+    frames = np.zeros((50, 32, 32, 3), np.uint8)
+    audio = 0.3 * np.sin(np.arange(32000) / 16000 * 2 * np.pi * 330).astype(np.float32)
+    audio[4000:4100] = np.nan
+    nan_clip = write_video(work / "nan_audio.mkv", frames, fps=25, audio=audio, sample_rate=16000,
+                           audio_codec="pcm_f32le")
+    probe("clip whose float PCM audio holds NaN", "NaN or infinite")(
+        lambda: fuse_clip(nan_clip, config=FusionConfig(strategy="cfas", image_size=32)))
+
+    # tampered exports
+    reversed_names = work / "export_reversed"
+    shutil.rmtree(reversed_names, ignore_errors=True)
+    shutil.copytree(model_dir, reversed_names)
+    asset = reversed_names / "assets" / "mmder_tf.json"
+    metadata = json.loads(asset.read_text())
+    metadata["class_names"] = metadata["class_names"][::-1]
+    asset.write_text(json.dumps(metadata))
+    probe("export whose asset class names were reversed", "disagrees with the SavedModel's own metadata")(
+        lambda: predict.main([str(good), "--model", str(reversed_names), "--no-progress"]))
+    other = work / "export_64"
+    if not other.exists():
+        config64 = FusionConfig(strategy="cfas", image_size=64)
+        export.export_saved_model(export.build_classifier("tiny", config64, ["a", "b", "c"]), config64,
+                                  ["a", "b", "c"], other)
+    swapped = work / "export_swapped"
+    shutil.rmtree(swapped, ignore_errors=True)
+    shutil.copytree(model_dir, swapped)
+    shutil.copy(other / "saved_model.pb", swapped / "saved_model.pb")
+    probe("export whose saved_model.pb comes from a 64 px export", "disagrees with the SavedModel's own metadata")(
+        lambda: predict.main([str(good), "--model", str(swapped), "--no-progress"]))
+
+    # folders: a link loop, dangling links and FIFOs
+    loop = work / "loop"
+    shutil.rmtree(loop, ignore_errors=True)
+    for subject in ("id1", "id2"):
+        (loop / subject).mkdir(parents=True)
+        shutil.copy(good, loop / subject / "a.mp4")
+    (loop / "id1" / "back").symlink_to(loop)
+    probe("folder dataset with a symbolic link loop", "reached a second time")(lambda: scan_folder(loop))
+    odd = work / "odd_media"
+    shutil.rmtree(odd, ignore_errors=True)
+    odd.mkdir()
+    shutil.copy(good, odd / "good.mp4")
+    (odd / "gone.mp4").symlink_to(work / "deleted.mp4")
+    os.mkfifo(odd / "pipe.mp4")
+    probe("predict a folder with a dangling link and a FIFO named .mp4", "a named pipe (FIFO), not a media file")(
+        lambda: predict.main([str(odd), "--model", str(model_dir), "--no-progress"]))
+
+    # full and read-only disks (a private tmpfs where the machine allows it, else the same refusal simulated)
+    full = work / "full_disk"
+    with private_mount(full, "size=2m") as mounted:
+        import mmder_tf.fileio as fileio
+
+        real_usage = fileio.shutil.disk_usage
+        if not mounted:  # simulated: the checkpoint writer sees no free space
+            fileio.shutil.disk_usage = lambda path: type(real_usage(path))(*real_usage(path)[:2], 0)
+        try:
+            probe("finetune writing checkpoints onto a full disk", "no space left on the device")(
+                lambda: finetune.main(tiny + ["--lr", "1e-3", "--out", str(full / "run")]))
+        finally:
+            fileio.shutil.disk_usage = real_usage
+        if mounted:
+            probe("export onto a full disk", "no space left on the device")(
+                lambda: export.main(["--weights", str(work / "clf.weights.h5"), "--preset", "tiny", "--class-names",
+                                     "a,b,c", "--strategy", "cfas", "--image-size", "32", "--output",
+                                     str(full / "export")]))
+    read_only = work / "read_only"
+    with private_mount(read_only, "ro,size=1m") as mounted:
+        real_mkdir = Path.mkdir
+        if not mounted:  # simulated: creating anything under the folder is refused as on a read-only mount
+            def refuse(self, *args, **kwargs):
+                if str(self).startswith(str(read_only) + os.sep):
+                    raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+                return real_mkdir(self, *args, **kwargs)
+            Path.mkdir = refuse
+        try:
+            probe("prepare into a read-only folder", "read-only file system")(
+                lambda: prepare.main(["--dataset", "ravdess", "--data-dir", str(data), "--image-size", "32",
+                                      "--out", str(read_only / "cache"), "--no-progress"]))
+            probe("export into a read-only folder", "read-only file system")(
+                lambda: export.main(["--weights", str(work / "clf.weights.h5"), "--preset", "tiny", "--class-names",
+                                     "a,b,c", "--strategy", "cfas", "--image-size", "32", "--output",
+                                     str(read_only / "export")]))
+            probe("demo run whose data folder is read-only (read-only HOME)", "pass --synthetic-dir")(
+                lambda: finetune.main(["--synthetic-dir", str(read_only / "synthetic"), "--out",
+                                       str(work / "demo_ro"), "--verbose", "0"]))
+        finally:
+            Path.mkdir = real_mkdir
 
 
 def synthetic_overwrite(synthetic, folder):

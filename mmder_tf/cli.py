@@ -8,6 +8,7 @@ is to hold file descriptor 2 while TensorFlow loads. Any other line written then
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -60,3 +61,23 @@ def _import_holding_stderr():
     kept = [line for line in text.splitlines() if line.strip() and not _STARTUP_NOISE.match(line)]
     if kept:
         print("\n".join(kept), file=sys.stderr)
+
+
+def one_line_file_errors(prog: str):
+    """Decorate a command's main(): a write refused by the disk (full, read-only, permission) ends the
+    command with one line naming the device or file and exit status 1, never a traceback."""
+    def wrap(main):
+        @functools.wraps(main)
+        def wrapped(*args, **kwargs):
+            from mmder_tf.fileio import file_system_error
+
+            try:
+                return main(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - anything else is re-raised untouched
+                message = file_system_error(error)
+                if message is None:
+                    raise
+                print(f"{prog}: error: {message}", file=sys.stderr)
+                return 1
+        return wrapped
+    return wrap

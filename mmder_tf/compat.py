@@ -1,11 +1,12 @@
 """Every use of private Keras internals, in one place, checked against the Keras versions they were written for.
 
-Keras' public API lacks three things this package needs:
+Keras' public API lacks four things this package needs:
 
 - `variable_index(optimizer, variable)`: which slot of an optimizer a variable is
   (per-variable learning-rate scales of layer-wise decay).
 - `prebuild_distributed(model, dataset)` and `patch_multi_worker_metric_reduce()`:
   two fixes for `model.fit` under tf.distribute (see their docstrings).
+- `atomic_backup_and_restore(...)`: BackupAndRestore writing by renames (a full disk keeps the last epoch).
 - `weight_entries(model)`: where `save_weights` puts each variable in a .weights.h5
   file, so a strict loader can name every missing, unexpected or mis-shaped tensor.
 - `scale_loss_for_distribution(loss)`: a custom train step's loss divided by the
@@ -126,6 +127,54 @@ def patch_multi_worker_metric_reduce():
 
     reduce_per_replica._mmder_patched = True
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def atomic_backup_and_restore(backup_dir, save_weights):
+    """keras.callbacks.BackupAndRestore whose files are replaced by renames, never rewritten in place.
+
+    Keras writes latest.weights.h5 and training_metadata.json in place: a full disk or a kill
+    mid-write left a truncated file that every rerun then failed to load. Here each file is written
+    under a temporary name and renamed, the weights before the metadata, so the backup on disk is
+    always a complete epoch (the previous one kept as *.bkp, as with double_checkpoint).
+    `save_weights(model, path)` writes a weights file atomically (engine.save_weights_atomic).
+    A later fit of the same run (the next chunk of epochs) does not reload what it already holds.
+    Private: `_save_model`, the `_*_path` names, `_current_epoch`, `_last_batch_seen`, `model._initial_epoch`.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    import keras
+
+    from mmder_tf.fileio import atomic_write_text
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def __init__(self):
+            super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=True)
+            self.restored = False
+
+        def on_train_begin(self, logs=None):
+            if not self.restored:
+                super().on_train_begin(logs)
+                self.restored = True
+            else:  # Keras' fit starts at model._initial_epoch when set: the restore's epoch, not this chunk's
+                self.model._initial_epoch = None
+
+        def _save_model(self):
+            Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+            latest, metadata = Path(self._weights_path), Path(self._training_metadata_path)
+            previous, previous_metadata = Path(self._prev_weights_path), Path(self._prev_training_metadata_path)
+            upcoming = Path(self.backup_dir) / ".next.weights.h5"
+            save_weights(self.model, upcoming)  # checks the space first: a full disk leaves the backup as it was
+            if latest.exists() and metadata.exists():
+                os.replace(latest, previous)
+                os.replace(metadata, previous_metadata)
+            os.replace(upcoming, latest)
+            atomic_write_text(metadata, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+    return AtomicBackupAndRestore()
 
 
 # ----------------------------------------------------------------------------- weights files

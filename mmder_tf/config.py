@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+import numbers
 
 from mmder_tf.errors import ConfigError
 
@@ -123,6 +124,9 @@ def face_crop_mode(crop: str) -> str | None:
     return crop if crop in ("face", "aligned") else None
 
 
+MAX_IMAGE_SIZE = 2048
+
+
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """How one clip becomes the fused uint8 [num_frames, image_size, image_size, 3] input.
@@ -152,6 +156,14 @@ class FusionConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "strategy", check_strategy(self.strategy))
+        # A hand-edited run.json may hold "64" or 64.0: refuse with the field's name, not a later traceback.
+        for name in ("num_frames", "image_size", "sample_rate", "n_fft", "n_mels", "n_mfcc", "rfas_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:  # 100000 px exhausted memory before any check
+            raise ConfigError(f"image_size must be a positive multiple of 32 up to {MAX_IMAGE_SIZE}, got "
+                              f"{self.image_size}")
         if self.num_frames % 2 or self.num_frames < 2:
             raise ConfigError(f"num_frames must be even and >= 2 (tubelets pair frames), got {self.num_frames}")
         if self.image_size % 32:

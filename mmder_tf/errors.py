@@ -13,6 +13,10 @@ class CheckpointError(MMDERError):
     """A checkpoint that is not one, or does not fit the model."""
 
 
+class TrainingDivergedError(MMDERError):
+    """The loss became NaN or infinite: the weights are garbage, so nothing is reported as a result."""
+
+
 class DatasetError(MMDERError):
     """A dataset folder, manifest, label or fold that cannot be used."""
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 from mmder_tf.fileio import WriterLock, read_json
 
@@ -131,6 +131,7 @@ def evaluate_ensemble(run_dirs, out=None, weighting: str = "mean", verbose: bool
     return results
 
 
+@one_line_file_errors("mmder-evaluate")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mmder-evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="run folder written by mmder-finetune (--out)")

@@ -19,6 +19,7 @@ Every command that writes a run folder, a cache or an export goes through here:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -144,6 +145,57 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 
 def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- full and read-only disks
+
+# Some writers (HDF5 behind Keras' save_weights) crash the process instead of raising when the disk
+# fills mid-write, so a writer that knows its size asks first; the margin covers the file's metadata.
+SPACE_MARGIN = 1 << 20
+
+
+def mount_point(path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def ensure_space(path, nbytes: int):
+    """Raise OSError(ENOSPC) naming the device before writing `nbytes` to `path` where they cannot fit."""
+    directory = Path(path).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(directory).free < int(nbytes) + SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+_FILE_SYSTEM_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded on the device",
+                       errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                       errno.EPERM: "operation not permitted"}
+
+
+def file_system_error(error: BaseException) -> str | None:
+    """One line for a write refused by the disk (full, read-only, not ours), None for any other error.
+
+    OSError carries errno and the file; TensorFlow's file errors (TFRecord, SavedModel) and HDF5's
+    carry only the C library's text, so that is recognised too.
+    """
+    text = str(error)
+    code = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    if code not in _FILE_SYSTEM_ERRORS:
+        code = next((c for c in _FILE_SYSTEM_ERRORS if os.strerror(c) in text), None)
+        if code is None:
+            return None
+    filename = getattr(error, "filename", None)
+    where = f" ({filename})" if filename else ""
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        device = mount_point(filename) if filename else None
+        return (f"{_FILE_SYSTEM_ERRORS[code]}{f' mounted at {device}' if device else ''}{where}; free some space "
+                "and run the same command again: finished files and the last good checkpoint are kept")
+    detail = where or f" ({text.splitlines()[0][:200]})" if text else ""
+    return f"cannot write: {_FILE_SYSTEM_ERRORS[code]}{detail}; choose a writable folder"
 
 
 # ----------------------------------------------------------------------------- the one-writer lock

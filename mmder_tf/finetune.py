@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.config import CLASSIFIER_MODES, CROPS, STRATEGIES, add_spectrogram_arguments
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 from mmder_tf.training.config import (
@@ -155,6 +155,7 @@ def run(**options) -> dict:
     return results
 
 
+@one_line_file_errors("mmder-finetune")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(verbose=getattr(args, "verbose", 1) >= 2)

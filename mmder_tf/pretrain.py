@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mmder_tf.cli import one_line_file_errors
 from mmder_tf.config import CROPS, STRATEGIES, FusionConfig, default_crop
 from mmder_tf.errors import CheckpointError, ConfigError, DatasetError, MMDERError
 
@@ -87,6 +88,7 @@ def config_from_args(argv=None):
         distribute=args.distribute, verbose=args.verbose)
 
 
+@one_line_file_errors("mmder-pretrain")
 def main(argv=None) -> int:
     try:
         config = config_from_args(argv)

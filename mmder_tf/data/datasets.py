@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -278,13 +279,40 @@ def _walk(root: Path):
     """All files under root, sorted, skipping hidden files and folders (e.g. macOS ._ resource forks)."""
     if not root.is_dir():
         raise DatasetError(f"data directory not found: {root}")
-    found = []
+    # Linked folders are followed (datasets are often links into other storage), but each real folder
+    # and file is visited once: a link loop would count clips many times and carry held-out subjects'
+    # clips into training under another path.
+    found, seen_dirs, seen_files, repeats = [], set(), set(), []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        identity = _identity(dirpath)
+        if identity in seen_dirs:
+            repeats.append(dirpath)
+            dirnames[:] = []
+            continue
+        seen_dirs.add(identity)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith("."):
-                found.append(Path(dirpath) / name)
+                path = Path(dirpath) / name
+                identity = _identity(path)
+                if identity is not None and identity in seen_files:
+                    repeats.append(str(path))
+                    continue
+                seen_files.add(identity)
+                found.append(path)
+    if repeats:
+        warnings.warn(f"{root}: {len(repeats)} folder(s) or file(s) reached a second time through symbolic links "
+                      f"(a link loop?) were read once only, e.g. {repeats[0]}", stacklevel=3)
     return found
+
+
+def _identity(path):
+    """(device, inode) of what `path` names after links, None when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _finish(records, class_names, dataset, root, skipped) -> Manifest:

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.config import CROPS, REAL_DATASET_CROP, FusionConfig, default_crop, face_crop_mode
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
 from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
 from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
@@ -397,6 +397,10 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
     (out_dir / "shards").mkdir(parents=True, exist_ok=True)
     # One writer per cache (per --shard i/N with several machines); shards are locked one by one too,
     # so overlapping --shard specs or a whole run beside a sharded one never write the same shard.
+    settings = _cache_settings(manifest, config, shard_size, frame_format, jpeg_quality, require_audio)
+    finished = _finished_index(out_dir, settings, manifest) if shard_spec is None else None
+    if finished is not None:
+        return finished
     lock_name = LOCK_NAME if shard_spec is None else f".mmder-shard-{shard_spec[0]}-of-{shard_spec[1]}.lock"
     with WriterLock(out_dir, "mmder-prepare", "wait for it to finish (it writes the same clips), or use another "
                     "cache folder", name=lock_name) as lock:
@@ -407,14 +411,40 @@ def prepare(manifest: Manifest, out_dir, config: FusionConfig | None = None, *, 
                                jpeg_quality, require_audio, progress, worker_threads)
 
 
-def _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_spec, frame_format, jpeg_quality,
-                    require_audio, progress, worker_threads) -> dict:
-    settings = CacheSettings(
+def _cache_settings(manifest, config, shard_size, frame_format, jpeg_quality, require_audio) -> CacheSettings:
+    return CacheSettings(
         image_size=config.image_size, crop=config.crop, sample_rate=config.sample_rate, official=config.official,
         frame_sets=frame_sets(config), frame_format=frame_format,
         jpeg_quality=jpeg_quality if frame_format == "jpeg" else 0, shard_size=shard_size, require_audio=require_audio,
         manifest_fingerprint=_fingerprint(manifest), num_clips=len(manifest),
     )
+
+
+def _finished_index(out_dir: Path, settings: CacheSettings, manifest: Manifest) -> dict | None:
+    """The index of a complete cache of these settings and manifest, read without the writer lock.
+
+    Several readers (tf.distribute workers on one shared cache) then never contend for the lock
+    only to find there is nothing to write; a cache that is incomplete or of other settings goes
+    through the locked path as before. index.json is replaced by a rename, so it is never half-read.
+    """
+    try:
+        index = load_index(out_dir)
+    except DatasetError:
+        return None
+    wanted = json.loads(json.dumps(settings.to_dict()))
+    if not index.get("complete") or index.get("settings") != wanted or index.get("root") != manifest.root:
+        return None
+    if [e.get("path") for e in index.get("records", [])] != [r.path for r in manifest.records]:
+        return None  # the dataset moved: the locked path rewrites the index with the new paths
+    if not all(sidecar_path(out_dir, s).exists() and shard_path(out_dir, s).exists()
+               for s in range(int(index.get("num_shards", 0)))):
+        return None
+    return {**index, "elapsed_s": 0.0, "prepared_now": 0}
+
+
+def _prepare_locked(manifest, out_dir, config, shard_size, num_workers, shard_spec, frame_format, jpeg_quality,
+                    require_audio, progress, worker_threads) -> dict:
+    settings = _cache_settings(manifest, config, shard_size, frame_format, jpeg_quality, require_audio)
     _check_settings(out_dir, settings)
     atomic_write_text(out_dir / "manifest.json", manifest.to_json())
     assignment = shard_assignment(manifest, shard_size)
@@ -561,6 +591,7 @@ def load_index(cache_dir) -> dict:
     return index
 
 
+@one_line_file_errors("mmder-prepare")
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, choices=DATASETS)

@@ -69,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmder_tf.cli import one_line_file_errors
 from mmder_tf.errors import ConfigError
 from mmder_tf.fileio import NotOwnedError
 
@@ -433,6 +434,10 @@ def _write_clip(job):
     return path
 
 
+MAX_SECONDS, MAX_FPS = 600.0, 240.0
+SAMPLE_RATES = (8000, 96000)  # the AAC encoder's range
+
+
 def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: int = 160, fps: float = 25,
              seconds: float = 2.0, sample_rate: int = 16000, emotions=tuple(EMOTIONS), overwrite: bool = False,
              progress: bool = False, workers: int = 1, dimensions: bool = False,
@@ -450,8 +455,16 @@ def generate(out_dir, actors=24, clips_per_class: int = 1, seed: int = 0, size: 
     actor_ids = list(range(1, int(actors) + 1)) if isinstance(actors, (int, np.integer)) else [int(a) for a in actors]
     if not actor_ids or any(not 1 <= a <= 99 for a in actor_ids):
         raise ConfigError(f"actors must be a positive count or numbers in 1..99, got {actors!r}")
-    if clips_per_class < 1 or size < 32 or size % 2 or seconds < 0.6 or fps <= 0:
-        raise ConfigError("need clips_per_class >= 1, an even size >= 32, seconds >= 0.6 and fps > 0")
+    if clips_per_class < 1 or size < 32 or size % 2 or size > 4096:
+        raise ConfigError(f"need clips_per_class >= 1 and an even size in 32..4096, got {clips_per_class}, {size}")
+    # NaN passes every comparison (seconds nan made the generator loop forever): ranges, not bounds
+    if not (math.isfinite(seconds) and 0.6 <= seconds <= MAX_SECONDS):
+        raise ConfigError(f"seconds must be in 0.6..{MAX_SECONDS}, got {seconds}")
+    if not (math.isfinite(fps) and 1 <= fps <= MAX_FPS):
+        raise ConfigError(f"fps must be in 1..{MAX_FPS}, got {fps}")
+    if not SAMPLE_RATES[0] <= sample_rate <= SAMPLE_RATES[1]:
+        raise ConfigError(f"sample_rate must be in {SAMPLE_RATES[0]}..{SAMPLE_RATES[1]} Hz (what the AAC encoder "
+                          f"writes), got {sample_rate}")
     unknown = [c for c in emotions if c not in EMOTIONS]
     if unknown:
         raise ConfigError(f"emotion codes {unknown} are not generated; choose from {sorted(EMOTIONS)}")
@@ -539,6 +552,7 @@ def write_long_clip(path, seconds: float, size: int = 32, fps: float = 5, sample
                        audio_codec="pcm_s16le", container_format="matroska")
 
 
+@one_line_file_errors("mmder_tf.data.synthetic")
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.data.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder (RAVDESS layout)")

@@ -359,6 +359,16 @@ class _AudioCollector:
         return np.concatenate(self.mono).astype(np.float32, copy=False) if self.mono else None
 
 
+def check_finite_audio(path, waveform):
+    """Refuse audio with NaN or infinite samples (float PCM can hold them): the spectrogram of such a clip
+    would silently be that of silence, and the prediction made from it would look like any other."""
+    if waveform is not None and waveform.size and not np.isfinite(waveform).all():
+        bad = int(np.count_nonzero(~np.isfinite(waveform)))
+        raise CorruptMediaError(path, f"the audio holds {bad} NaN or infinite sample(s) of {waveform.size} "
+                                      "(damaged float PCM); no spectrogram can be made of it")
+    return waveform
+
+
 def _align_audio(waveform: np.ndarray, audio_start: float, video_start: float, rate: int, end=None):
     """Shift so that sample 0 is at `video_start` (zeros where audio starts late), cut at `end`."""
     offset = int(round((audio_start - video_start) * rate))
@@ -719,6 +729,7 @@ def decode_clip(
                                               f"end after {stream_end - origin:.2f} s")
         if need_audio and waveform is None:
             raise CorruptMediaError(path, "the audio stream holds no decodable audio")
+        check_finite_audio(path, waveform)
         if video is None:
             duration = 0.0 if waveform is None else len(waveform) / sample_rate
             if duration < MIN_DURATION - 1e-3:

@@ -32,6 +32,7 @@ from mmder_tf.media.decode import (
     _check_decoder,
     _checked_selection,
     _counts,
+    check_finite_audio,
     _open,
     upright_rgb,
 )
@@ -159,7 +160,8 @@ def stream_windows(path, window: float, hop: float, num_frames=16, *, sample_rat
     """Yield (Window, DecodedClip) for every window of the recording, in order (see the module doc).
 
     A window whose frames span less than MIN_DURATION or hold fewer than
-    MIN_FRAMES frames (the decoder's rules) is yielded as (Window, ClipTooShortError).
+    MIN_FRAMES frames (the decoder's rules) is yielded as (Window, ClipTooShortError); one whose frames
+    cannot be decoded or whose audio is not finite as (Window, CorruptMediaError).
     """
     path = Path(path)
     counts = _counts(num_frames)
@@ -225,7 +227,10 @@ def _decode_pass(path, plans, pending, times, origin, sample_rate, need_video, n
                 if isinstance(item, Exception):
                     yield window, item
                     continue
-                clip = _window_clip(path, item, origin, images, collector, sample_rate, need_video, face_crop)
+                try:
+                    clip = _window_clip(path, item, origin, images, collector, sample_rate, need_video, face_crop)
+                except CorruptMediaError as error:  # this window only: the others are still predicted
+                    clip = error
                 for frame in item.wanted if need_video else ():
                     pending[frame] -= 1
                     if pending[frame] == 0:
@@ -296,6 +301,7 @@ def _window_clip(path, item: _Plan, origin, images, collector, sample_rate, need
     start_time = float(item.clip_times[0])
     # as decode_clip(start, end) aligns a segment's audio: sample 0 at its first frame, cut at `end`
     waveform = collector.segment(start_time, origin + item.window.end) if collector is not None else None
+    check_finite_audio(f"{path}@{item.window.start:.3f}-{item.window.end:.3f}s", waveform)
     relative = item.clip_times - start_time
     diffs = np.diff(relative)
     return DecodedClip(

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError
 from mmder_tf.fileio import replacing
 from mmder_tf.models.preset_io import (
@@ -1095,6 +1095,7 @@ def _int_tuple(least, most):
     return parse
 
 
+@one_line_file_errors("mmder-convert")
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="torch .pth/.pt/.bin, .safetensors, a Hugging Face VideoMAE directory, or an "

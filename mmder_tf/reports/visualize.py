@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mmder_tf.config import CROPS, STRATEGIES, FusionConfig, check_strategy
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.errors import MMDERError
 
 
@@ -89,6 +89,7 @@ def save_strategies(rows: dict, out, title: str | None = None) -> Path:
     return out
 
 
+@one_line_file_errors("mmder-visualize")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.visualize", description=__doc__.splitlines()[0])
     parser.add_argument("clip", help="a media file (video with audio, or video only for --strategy video)")

@@ -49,7 +49,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.config import FusionConfig, check_strategy, needs_audio, needs_video
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
 from mmder_tf.fileio import WriterLock, check_replaceable, clean_stale_temps, replace_dir, temp_path
@@ -514,6 +514,30 @@ def read_metadata(export_dir) -> dict:
     return metadata
 
 
+def check_graph_metadata(export_dir, loaded, metadata: dict):
+    """Refuse an export whose assets/mmder_tf.json disagrees with the metadata compiled into its graph.
+
+    The graph's copy (the `metadata` signature) is what the model computes with; the asset is what
+    predict names the columns and fuses the input by. A hand-edited asset (class names reversed) or a
+    saved_model.pb taken from another export would otherwise label every prediction wrongly.
+    """
+    import tensorflow as tf
+
+    signature = loaded.signatures.get("metadata")
+    try:
+        graph = json.loads(signature(unused=tf.constant(0, tf.int32))["json"].numpy().decode("utf-8"))
+    except Exception as error:  # noqa: BLE001 - no signature, no "json" output, or not JSON: all the same refusal
+        raise CheckpointError(f"{export_dir}: the SavedModel carries no readable metadata of its own "
+                              f"({type(error).__name__}); export it again") from None
+    differing = sorted(k for k in set(graph) | set(metadata) if graph.get(k) != metadata.get(k))
+    if differing:
+        first = min(differing, key=lambda k: len(repr(graph.get(k))) + len(repr(metadata.get(k))))  # readable
+        raise CheckpointError(
+            f"{export_dir}: assets/{METADATA_ASSET} disagrees with the SavedModel's own metadata on "
+            f"{', '.join(differing)} ({first}: assets {metadata.get(first)!r}, graph {graph.get(first)!r}); "
+            "the export was altered after it was written: export it again")
+
+
 # ----------------------------------------------------------------------------- loading trained models
 
 def build_classifier(preset: str, config: FusionConfig, class_names, weights=None):
@@ -673,6 +697,7 @@ def warn_training_mismatch(weights, config: FusionConfig) -> list[str]:
     return differences
 
 
+@one_line_file_errors("mmder-export")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)

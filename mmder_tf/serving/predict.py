@@ -22,26 +22,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from mmder_tf.cli import quiet_tensorflow
+from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.errors import CheckpointError, ConfigError, MMDERError
 
 MEDIA_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp",
                   ".wav", ".mp3", ".flac", ".m4a", ".ogg")
 
 
+def _not_a_file(path: Path) -> str:
+    """Why a media name under a folder is no file to read (a dangling link, a FIFO, ...)."""
+    import stat
+
+    if path.is_symlink() and not path.exists():
+        return f"{path}: a symbolic link to a missing file ({os.readlink(path)}); skipped"
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return f"{path}: cannot be read ({error.strerror}); skipped"
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+    return f"{path}: {kind}, not a media file; skipped"
+
+
 def expand_paths(paths) -> list[tuple[str, str | None]]:
-    """(path, error or None) for every clip: files as given, folders as their media files (sorted)."""
+    """(path, error or None) for every clip: files as given, folders as their media files (sorted).
+
+    A media name in a folder that is no regular file (a dangling link, a FIFO) is listed with
+    its reason, so every media name has a result line."""
     items = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            clips = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-            if not clips:
+            named = sorted(p for p in path.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES and not p.is_dir())
+            if not named:
                 items.append((str(path), f"{path}: folder holds no media files ({', '.join(MEDIA_SUFFIXES)})"))
-            items.extend((str(p), None) for p in clips)
+            items.extend((str(p), None if p.is_file() else _not_a_file(p)) for p in named)
         else:
             items.append((str(path), None))
     return items
@@ -80,6 +99,9 @@ class ExportedModel:
                                   "export it again") from None
         if "serving_default" not in loaded.signatures:
             raise CheckpointError(f"{self.path}: the SavedModel has no serving_default signature")
+        from mmder_tf.serving.export import check_graph_metadata
+
+        check_graph_metadata(self.path, loaded, self.metadata)
         self._loaded = loaded  # the signature functions need their object alive
         self._serve = loaded.signatures["serving_default"]
         from mmder_tf.serving.export import accepts_missing_modalities
@@ -236,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_file_errors("mmder-predict")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)

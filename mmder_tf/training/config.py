@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from pathlib import Path
 
@@ -269,7 +270,7 @@ class RunConfig:
         else:
             _choice("preset", self.preset, PRESETS)
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 1), ("synthetic_actors", 1),
-                              ("synthetic_clips", 1)):
+                              ("synthetic_clips", 1), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -278,9 +279,11 @@ class RunConfig:
         if self.val_subjects is not None and self.val_subjects < 1:
             raise ConfigError(f"val_subjects must be >= 1, got {self.val_subjects}")
         if self.lr is not None:
+            if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real):
+                raise ConfigError(f"lr must be a number, got {self.lr!r}")
             set_(self, "lr", float(self.lr))
-            if not self.lr > 0:
-                raise ConfigError(f"lr must be positive, got {self.lr}")
+            if not 0 < self.lr < float("inf"):
+                raise ConfigError(f"lr must be positive and finite, got {self.lr}")
         set_(self, "dropout", float(self.dropout))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -496,7 +499,12 @@ def read_run_file(path) -> tuple[RunConfig, dict]:
     if int(saved.get("format_version", 0)) > RUN_FORMAT_VERSION:
         raise ConfigError(f"{path}: run format {saved['format_version']} is newer than this mmder_tf reads "
                           f"({RUN_FORMAT_VERSION}); upgrade mmder_tf")
-    return RunConfig.from_dict(saved["config"]), saved
+    try:
+        return RunConfig.from_dict(saved["config"]), saved
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a hand-edited field of another type
+        raise ConfigError(f"{path}: a setting has the wrong type ({type(error).__name__}: {error})") from None
 
 
 def run_file_contents(config: RunConfig, **extra) -> dict:

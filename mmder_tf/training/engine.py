@@ -23,7 +23,7 @@ import numpy as np
 import keras
 
 from mmder_tf.config import SEED_MIX
-from mmder_tf.errors import ConfigError
+from mmder_tf.errors import ConfigError, TrainingDivergedError
 from mmder_tf import compat
 from mmder_tf.training.config import DISTRIBUTE_CHOICES, JIT_CHOICES, PRECISIONS
 
@@ -132,6 +132,11 @@ def repair_backup(backup_dir) -> bool:
     metadata = backup_dir / "training_metadata.json"
     previous = backup_dir / "training_metadata.json.bkp"
     if not metadata.exists():
+        # AtomicBackupAndRestore killed between moving the last pair to *.bkp and renaming the new one in
+        if previous.exists() and (backup_dir / "latest.weights.h5.bkp").exists():
+            os.replace(backup_dir / "latest.weights.h5.bkp", backup_dir / "latest.weights.h5")
+            os.replace(previous, metadata)
+            return True
         return False
     try:
         int(json.loads(metadata.read_text())["epoch"])
@@ -171,10 +176,19 @@ def _tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def save_weights_atomic(model, path):
-    """save_weights to a temporary name, then rename: a kill mid-write leaves the old file."""
-    from mmder_tf.fileio import replacing
+def weights_nbytes(model) -> int:
+    return int(sum(np.prod(v.shape, dtype=np.int64) * np.dtype(v.dtype).itemsize for v in model.weights))
 
+
+def save_weights_atomic(model, path):
+    """save_weights to a temporary name, then rename: a kill mid-write leaves the old file.
+
+    The free space is checked first: HDF5 crashes the process (SIGSEGV) when the disk fills
+    mid-write; an OSError(ENOSPC) naming the file is what the commands report in one line.
+    """
+    from mmder_tf.fileio import ensure_space, replacing
+
+    ensure_space(path, weights_nbytes(model))
     with replacing(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
         model.save_weights(str(tmp), overwrite=True)
 
@@ -195,6 +209,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.state = {"monitor": monitor, "best": None, "best_epoch": None, "history": []}
 
     def on_train_begin(self, logs=None):
+        # Once per run: a later fit (the next chunk of epochs) continues the state it holds.
+        if getattr(self, "_begun", False):
+            return
+        self._begun = True
         if self.state_path.exists() and self.initial_epoch > 0:
             state = json.loads(self.state_path.read_text())
             state["history"] = [h for h in state.get("history", []) if h["epoch"] < self.initial_epoch]
@@ -228,6 +246,26 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         rows += [",".join([str(h["epoch"])] + [repr(h.get(k, float("nan"))) for k in keys])
                  for h in self.state["history"]]
         atomic_write_text(self.fold_dir / "history.csv", "\n".join(rows) + "\n")
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raise TrainingDivergedError at the end of an epoch whose loss is NaN or infinite.
+
+    Runs before the checkpoint callbacks, so the diverged epoch's weights are never
+    saved, selected or evaluated: the run stops with a message instead of reporting
+    chance-level metrics as if they were a result (Keras' TerminateOnNaN only stops quietly).
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss") and not np.isfinite(float(v))}
+        if bad:
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(bad.items()))
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch + 1} ({detail}); no result is reported. Lower the learning "
+                f"rate (--lr) or check the data; the checkpoints of the epochs before are kept")
+
+
+EPOCHS_PER_FIT = 8  # epochs whose tf.data pipelines are built at once (fit_resumable)
 
 
 def build_epoch_stream(epoch_dataset, initial_epoch: int, epochs: int, steps_per_epoch: int, mix=None, seed: int = 0,
@@ -285,23 +323,26 @@ def fit_resumable(model, *, fold_dir, epoch_dataset, steps_per_epoch: int, epoch
     if val_data is None:
         monitor = None
     checkpoint = ResumableCheckpoint(fold_dir, monitor, initial_epoch)
-    callbacks = [checkpoint, *extra_callbacks]
+    callbacks = [StopOnDivergence(), checkpoint, *extra_callbacks]
     if tensorboard and _tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "logs"), write_graph=False,
                                                      profile_batch=0))
     # Last, so a backup for epoch k exists only once the checkpoints of epoch k are on disk.
     # double_checkpoint keeps the previous epoch's pair, which repair_backup needs after a badly timed kill.
-    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False, double_checkpoint=True))
-    if initial_epoch < epochs:
-        # Keras builds a multi-worker model by all-reducing (MEAN) the first batch, which the
-        # collective ops cannot do for uint8/int tensors; the model takes floats 0..255 alike.
-        multi_worker = _is_multi_worker(model.distribute_strategy)
-        stream = build_epoch_stream(epoch_dataset, initial_epoch, epochs, steps_per_epoch, mix, seed,
-                                    float_batches=multi_worker)
-        compat.prebuild_distributed(model, stream)
-        if multi_worker:
-            compat.patch_multi_worker_metric_reduce()
-        model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data,
+    callbacks.append(compat.atomic_backup_and_restore(str(backup_dir), save_weights_atomic))
+    # Keras builds a multi-worker model by all-reducing (MEAN) the first batch, which the
+    # collective ops cannot do for uint8/int tensors; the model takes floats 0..255 alike.
+    multi_worker = _is_multi_worker(model.distribute_strategy)
+    # One fit per chunk of epochs: the stream of all epochs was built up front (a tf.data
+    # pipeline per epoch; --epochs 100 cost minutes and GBs before the first step).
+    for start in range(initial_epoch, epochs, EPOCHS_PER_FIT):
+        end = min(start + EPOCHS_PER_FIT, epochs)
+        stream = build_epoch_stream(epoch_dataset, start, end, steps_per_epoch, mix, seed, float_batches=multi_worker)
+        if start == initial_epoch:
+            compat.prebuild_distributed(model, stream)
+            if multi_worker:
+                compat.patch_multi_worker_metric_reduce()
+        model.fit(stream, initial_epoch=start, epochs=end, steps_per_epoch=steps_per_epoch, validation_data=val_data,
                   callbacks=callbacks, verbose=verbose, shuffle=False)
     state_path = fold_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"history": []}

@@ -125,8 +125,10 @@ class PretrainConfig:
             raise ConfigError(f"warmup_epochs must be in 0..epochs, got {self.warmup_epochs}")
         if self.val_subjects < 0 or self.val_clips < 1 or self.figure_every < 0:
             raise ConfigError("val_subjects and figure_every must be >= 0, val_clips >= 1")
-        if not self.base_lr > 0 or (self.lr is not None and not self.lr > 0) or self.min_lr < 0:
-            raise ConfigError("learning rates must be positive")
+        finite = float("inf")
+        if not 0 < self.base_lr < finite or (self.lr is not None and not 0 < self.lr < finite) \
+                or not 0 <= self.min_lr < finite:
+            raise ConfigError("learning rates must be positive and finite")
         if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and self.weight_decay >= 0):
             raise ConfigError("betas must be in [0, 1) and weight_decay >= 0")
         if self.precision not in PRECISIONS or self.jit_compile not in JIT_CHOICES:

@@ -10,14 +10,16 @@ are skipped and the current fold resumes from its last epoch (BackupAndRestore).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from mmder_tf.errors import DatasetError
+from mmder_tf.errors import ConfigError, DatasetError
 from mmder_tf.training.config import RUN_FILE, RunConfig, check_recipe, run_file_contents
 
 
@@ -31,6 +33,13 @@ def generate_demo_data(directory, actors: int, clips: int, seed: int, progress: 
                        dimensions: bool = False) -> Path:
     from mmder_tf.data import synthetic
 
+    try:  # asked before the generator's worker processes each fail on it
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(directory))
+    except OSError as error:
+        raise ConfigError(f"cannot write the demo dataset to {directory} ({error.strerror}); pass --synthetic-dir "
+                          "DIR (or set MMDER_CACHE) to a writable folder") from None
     synthetic.generate(directory, actors=actors, clips_per_class=clips, seed=seed, progress=progress,
                        dimensions=dimensions)
     return Path(directory)
