@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 import numbers
+from pathlib import Path
 
 from mmder_tf.errors import ConfigError
 
