@@ -30,6 +30,23 @@ def realclips(realclips_dir):
     return {p.name: p for p in sorted(realclips_dir.iterdir()) if p.suffix in (".mp4", ".flv")}
 
 
+def _realaudio_dir() -> Path:
+    candidates = [os.environ.get("MMDER_REALAUDIO"), REPO.parent / "shared" / "realaudio", REPO / "shared" / "realaudio"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise RuntimeError(
+        "real speech recordings not found: set MMDER_REALAUDIO or place shared/realaudio beside the repository"
+    )
+
+
+@pytest.fixture(scope="session")
+def realaudio_dir() -> Path:
+    """The real emotional speech corpora (RAVDESS audio-only speech and song, BanglaSER; 16 kHz FLAC):
+    tests read a handful of its files, never the whole set."""
+    return _realaudio_dir()
+
+
 # ----------------------------------------------------------------------------- one small generated dataset, shared
 
 # The end-to-end tests (finetune CLI, evaluate) all read this one dataset and one
