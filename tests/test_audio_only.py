@@ -131,6 +131,23 @@ def test_audio_export_serves_flac_and_mp3_as_audio(audio_run, speech_dir, realcl
     results = json.loads(capsys.readouterr().out)["results"]
     assert len(results) == 3 and all(r["modalities"] == ["audio"] for r in results)
     assert all(set(r["probabilities"]) == set(datasets.RAVDESS_CLASSES_8) for r in results)
+    # the SavedModel's media signatures take the recording without frames, timed by its waveform
+    import tensorflow as tf
+
+    from mmder_tf.fusion.clip import decode_for, fuse_clip
+
+    model = predict.ExportedModel(export)
+    waveform = decode_for(mp3[0], model.config).waveform
+    request = dict(frames=np.zeros((1, 0, 1, 1, 3), np.uint8), timestamps=np.zeros((1, 0), np.float32),
+                   waveform=waveform[None], num_frames_valid=np.array([0], np.int32),
+                   num_samples=np.array([len(waveform)], np.int32))
+    served = tf.saved_model.load(str(export))
+    request = {k: tf.constant(v) for k, v in request.items()}
+    np.testing.assert_array_equal(served.signatures["preprocess"](**request)["fused"].numpy()[0],
+                                  fuse_clip(mp3[0], config=model.config))
+    probabilities = served.signatures["from_media"](**request)["probabilities"].numpy()[0]
+    expected = [results[1]["probabilities"][name] for name in model.class_names]
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
 def test_audio_visual_strategy_refuses_audio_only_recordings(audio_run, speech_dir, capsys):
