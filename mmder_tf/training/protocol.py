@@ -124,6 +124,11 @@ def prepare_cache(config: RunConfig, manifest):
     for line in prepare_lib.describe_duplicates(index):
         log(f"warning: {line} (the same recording would be in training and test: subject-independent scores "
             "would be too high)")
+    from mmder_tf.data.pipeline import check_streams
+
+    # audio-only recordings for a strategy that needs video: refused here, before any model is built
+    check_streams([e for e in index["records"] if e["status"] == "ok"], (config.strategy,),
+                  tolerant=config.handles_missing)
     records = [r for r in manifest.records if r.key in kept]
     return cache_dir, records, skipped
 
