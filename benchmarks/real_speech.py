@@ -227,7 +227,7 @@ def egemaps_predict(features, y, train_idx, test_idx) -> np.ndarray:
 # ----------------------------------------------------------------------------- pre-training
 
 def pretrain_encoder(x, fusion, manifest, out: Path, *, epochs: int, batch_size: int, mask_ratio: float,
-                     seed: int = 0, log=print) -> Path:
+                     lr: float, seed: int = 0, log=print) -> Path:
     """Masked-autoencoder pre-training of the tiny encoder on unlabelled inputs x (labels never read):
     mmder-pretrain's model, masking, loss and optimizer (training/pretrain.py) on the cached inputs.
     Returns the encoder preset folder OUT/encoder."""
@@ -238,7 +238,7 @@ def pretrain_encoder(x, fusion, manifest, out: Path, *, epochs: int, batch_size:
     from mmder_tf.training.protocol import epoch_order
 
     config = PretrainConfig(out=str(out), dataset="csv", manifest=str(manifest), fusion=fusion, preset="tiny",
-                            epochs=epochs, warmup_epochs=max(1, epochs // 10), batch_size=batch_size,
+                            epochs=epochs, warmup_epochs=max(1, epochs // 10), batch_size=batch_size, lr=lr,
                             mask_ratio=mask_ratio, seed=seed, val_subjects=0, figure_every=0, verbose=0)
     mae = build_model(config)
     trainer = make_trainer(mae, config.seed)
@@ -253,7 +253,13 @@ def pretrain_encoder(x, fusion, manifest, out: Path, *, epochs: int, batch_size:
     history = trainer.fit(stream, epochs=epochs, steps_per_epoch=steps, verbose=0, shuffle=False)
     losses = history.history["loss"]
     log(f"  pre-training loss {losses[0]:.4f} -> {losses[-1]:.4f} over {epochs} epochs")
-    return save_encoder(mae, out)
+    path = save_encoder(mae, out)
+    # with the FusionConfig of its inputs: `--weights` then brings the audio strategy and image size along
+    mae.backbone.save_to_preset(path, preprocessing=fusion, source=f"benchmarks/real_speech.py --pretrain {out}",
+                                training={"data": str(manifest), "clips": len(x), "epochs": epochs, "lr": lr,
+                                          "mask_ratio": mask_ratio, "batch_size": batch_size,
+                                          "loss": [float(losses[0]), float(losses[-1])]})
+    return path
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -313,7 +319,7 @@ SPEECH_PRESET = "speech-tiny"
 # The speech recipe's run at CPU scale (chosen on validation actors: docs/real_speech.md).
 RUN = dict(image_size=64, epochs=30, batch_size=16)
 SMOKE = dict(image_size=32, epochs=1, batch_size=8)
-PRETRAIN = dict(epochs=100, batch_size=32, mask_ratio=0.8)
+PRETRAIN = dict(epochs=80, batch_size=32, mask_ratio=0.8, lr=1.5e-3)
 
 
 def main(argv=None):
@@ -344,7 +350,8 @@ def main(argv=None):
         x, _ = model_inputs(rows, fusion, Path(opts.work))
         cpu = time.process_time()
         path = pretrain_encoder(x, fusion, manifest, Path(opts.pretrain), epochs=opts.pretrain_epochs,
-                                batch_size=PRETRAIN["batch_size"], mask_ratio=PRETRAIN["mask_ratio"])
+                                batch_size=PRETRAIN["batch_size"], mask_ratio=PRETRAIN["mask_ratio"],
+                                lr=PRETRAIN["lr"])
         print(f"pre-trained encoder: {path} ({len(rows)} clips of {manifest.name}, {opts.pretrain_epochs} epochs, "
               f"{time.process_time() - cpu:.0f} CPU s)")
         return path
@@ -411,7 +418,7 @@ def main(argv=None):
     labels = {"egemaps": "eGeMAPS+SVM", "scratch": "audio, random init, --recipe speech",
               "pretrained": f"audio, {SPEECH_PRESET} encoder, --recipe speech",
               "probe": f"audio, {SPEECH_PRESET} encoder, paper recipe (linear probe)"}
-    print(f"\n| row | " + " | ".join(f"fold {n}" for n in chosen) + " | WAR mean ± std | UAR mean ± std | CPU s |")
+    print("\n| row | " + " | ".join(f"fold {n}" for n in chosen) + " | WAR mean ± std | UAR mean ± std | CPU s |")
     print("|---" * (len(chosen) + 4) + "|")
     for row in wanted:
         folds_of = results[row]["folds"]
