@@ -81,23 +81,24 @@ def _key(*parts) -> str:
 
 
 def cached(path: Path, make):
-    """(array, CPU seconds it took to make): np.load(path) if it exists, else make() -> (array, seconds)
-    saved atomically there, its seconds beside it (path.json)."""
+    """(path, CPU seconds it took to make): the .npy at `path`, made first by make() -> (array, seconds)
+    when missing (saved atomically, its seconds beside it in path.json). Read it with np.load."""
     seconds_file = path.with_suffix(".json")
     if path.exists():
         seconds = json.loads(seconds_file.read_text())["cpu_s"] if seconds_file.exists() else float("nan")
-        return np.load(path), seconds
+        return path, seconds
     value, seconds = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(tmp, value)
     os.replace(tmp, path)
     seconds_file.write_text(json.dumps({"cpu_s": seconds}))
-    return value, seconds
+    return path, seconds
 
 
-def model_inputs(rows, fusion, work: Path, log=print) -> tuple[np.ndarray, float]:
-    """(uint8 [N, 16, H, W, 3], CPU s): each file through fuse_clip (decode -> align -> spectrogram images)."""
+def model_inputs(rows, fusion, work: Path, log=print) -> tuple[Path, float]:
+    """(.npy of uint8 [N, 16, H, W, 3], CPU s): each file through fuse_clip (decode -> align -> spectrogram
+    images)."""
     from mmder_tf.fusion.clip import fuse_clip
 
     def make():
@@ -126,8 +127,8 @@ def _egemaps(paths) -> tuple[np.ndarray, float]:
     return features, time.process_time() - cpu
 
 
-def egemaps_features(rows, work: Path) -> tuple[np.ndarray, float]:
-    """(float32 [N, 88], CPU s): eGeMAPSv02 functionals of each whole file.
+def egemaps_features(rows, work: Path) -> tuple[Path, float]:
+    """(.npy of float32 [N, 88], CPU s): eGeMAPSv02 functionals of each whole file.
 
     Computed in a fresh process: openSMILE's native library and TensorFlow's in one
     process abort with a heap corruption (measured: malloc(): invalid size).
@@ -213,6 +214,31 @@ def train_and_predict(config, x, y, train_idx, test_idx, num_classes: int) -> np
     return np.asarray(logits, np.float32)
 
 
+def run_fold(job: dict) -> dict:
+    """Every row of one fold: {row: (test logits, CPU seconds)}. A plain dict in and out, so that
+    folds can run in worker processes (--jobs)."""
+    from mmder_tf.config import FusionConfig
+
+    subjects, y = np.asarray(job["subjects"]), np.asarray(job["y"])
+    test_idx = np.where(np.isin(subjects, job["test_subjects"]))[0]
+    train_idx = np.where(~np.isin(subjects, job["test_subjects"]))[0]
+    x = np.load(job["x"]) if job["x"] else None
+    features = np.load(job["features"]) if job["features"] else None
+    fusion, settings = FusionConfig.from_dict(job["fusion"]), job["settings"]
+    out = {}
+    for row in job["rows"]:
+        cpu = time.process_time()
+        if row == "egemaps":
+            logits = egemaps_predict(features, y, train_idx, test_idx)
+        else:
+            config = run_config(row, fusion, job["manifest"], epochs=settings["epochs"],
+                                batch_size=settings["batch_size"], weights=job["weights"])
+            logits = train_and_predict(config, x, y, train_idx, test_idx, job["num_classes"])
+        out[row] = (logits, time.process_time() - cpu)
+        print(f"  fold {job['number']} {row} done ({out[row][1]:.0f} CPU s)", flush=True)
+    return out
+
+
 def egemaps_predict(features, y, train_idx, test_idx) -> np.ndarray:
     """The reference: standardised eGeMAPS functionals, linear SVM C = 0.01 (one-vs-rest, as LinearSVC)."""
     from sklearn.pipeline import make_pipeline
@@ -255,8 +281,8 @@ def pretrain_encoder(x, fusion, manifest, out: Path, *, epochs: int, batch_size:
     log(f"  pre-training loss {losses[0]:.4f} -> {losses[-1]:.4f} over {epochs} epochs")
     path = save_encoder(mae, out)
     # with the FusionConfig of its inputs: `--weights` then brings the audio strategy and image size along
-    mae.backbone.save_to_preset(path, preprocessing=fusion, source=f"benchmarks/real_speech.py --pretrain {out}",
-                                training={"data": str(manifest), "clips": len(x), "epochs": epochs, "lr": lr,
+    mae.backbone.save_to_preset(path, preprocessing=fusion, source=f"python benchmarks/real_speech.py --pretrain {out}",
+                                training={"data": Path(manifest).name, "clips": len(x), "epochs": epochs, "lr": lr,
                                           "mask_ratio": mask_ratio, "batch_size": batch_size,
                                           "loss": [float(losses[0]), float(losses[-1])]})
     return path
@@ -332,6 +358,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--weights", help="pre-trained encoder preset (default: the shipped speech-tiny)")
     parser.add_argument("--out", help="write results.json, the table and the confusion figure here")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at once in worker processes")
     parser.add_argument("--work", default=str(DEFAULT_WORK), help="cache of model inputs and eGeMAPS features")
     parser.add_argument("--smoke", action="store_true", help="seconds: 1 clip a class of 4 subjects, 2 folds, "
                         "1 epoch, 32 px (checks the code, measures nothing)")
@@ -347,7 +374,7 @@ def main(argv=None):
         fusion = FusionConfig(strategy="audio", image_size=size)
         manifest = Path(opts.manifest) if opts.manifest else REALAUDIO / "banglaser.csv"
         rows = read_manifest(manifest, opts.root)
-        x, _ = model_inputs(rows, fusion, Path(opts.work))
+        x = np.load(model_inputs(rows, fusion, Path(opts.work))[0])
         cpu = time.process_time()
         path = pretrain_encoder(x, fusion, manifest, Path(opts.pretrain), epochs=opts.pretrain_epochs,
                                 batch_size=PRETRAIN["batch_size"], mask_ratio=PRETRAIN["mask_ratio"],
@@ -383,26 +410,34 @@ def main(argv=None):
     fusion = FusionConfig(strategy="audio", image_size=settings["image_size"])
     weights = Path(opts.weights) if opts.weights else shipped_encoder()
     started = time.process_time()
-    x, input_cpu = model_inputs(rows, fusion, work) if set(wanted) - {"egemaps"} else (None, 0.0)
-    features, feature_cpu = egemaps_features(rows, work) if "egemaps" in wanted else (None, 0.0)
+    x_path = features_path = None
+    input_cpu = feature_cpu = 0.0
+    if set(wanted) - {"egemaps"}:
+        x_path, input_cpu = model_inputs(rows, fusion, work)
+    if "egemaps" in wanted:
+        features_path, feature_cpu = egemaps_features(rows, work)
     print(f"inputs ready in {time.process_time() - started:.0f} CPU s (cached in {work}); making them took "
           f"{input_cpu:.0f} CPU s (spectrogram images, mmder_tf rows), {feature_cpu:.0f} CPU s (eGeMAPS)", flush=True)
 
     results = {row: {"folds": {}, "cpu_s": 0.0} for row in wanted}
     confusions = {row: np.zeros((len(names), len(names)), np.int64) for row in wanted}
-    for number in chosen:
-        test_subjects = folds[number - 1]
+    jobs = [dict(number=n, test_subjects=folds[n - 1], rows=wanted, manifest=str(manifest),
+                 x=str(x_path) if x_path else None, features=str(features_path) if features_path else None,
+                 y=y, subjects=subjects, fusion=fusion.to_dict(), settings=settings, weights=str(weights),
+                 num_classes=len(names)) for n in chosen]
+    if opts.jobs > 1:  # folds in worker processes: one TF process keeps about one core busy on these small models
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(opts.jobs, len(jobs))) as pool:
+            done = pool.imap(run_fold, jobs)
+            outputs = [next(done) for _ in jobs]
+    else:
+        outputs = [run_fold(job) for job in jobs]
+    for job, output in zip(jobs, outputs):
+        number, test_subjects = job["number"], job["test_subjects"]
         test_idx = np.where(np.isin(subjects, test_subjects))[0]
-        train_idx = np.where(~np.isin(subjects, test_subjects))[0]
         for row in wanted:
-            cpu = time.process_time()
-            if row == "egemaps":
-                logits = egemaps_predict(features, y, train_idx, test_idx)
-            else:
-                config = run_config(row, fusion, manifest, epochs=settings["epochs"],
-                                    batch_size=settings["batch_size"], weights=weights)
-                logits = train_and_predict(config, x, y, train_idx, test_idx, len(names))
-            seconds = time.process_time() - cpu
+            logits, seconds = output[row]
             fold = scores(logits, y[test_idx], len(names))
             confusions[row] += fold.pop("confusion")
             results[row]["folds"][number] = {**fold, "cpu_s": seconds, "test": list(test_subjects)}
