@@ -343,7 +343,7 @@ def shipped_encoder() -> Path:
 
 SPEECH_PRESET = "speech-tiny"
 # The speech recipe's run at CPU scale (chosen on validation actors: docs/real_speech.md).
-RUN = dict(image_size=64, epochs=30, batch_size=16)
+RUN = dict(image_size=64, epochs=40, batch_size=16)
 SMOKE = dict(image_size=32, epochs=1, batch_size=8)
 PRETRAIN = dict(epochs=80, batch_size=32, mask_ratio=0.8, lr=1.5e-3)
 
