@@ -93,3 +93,40 @@ def test_real_speech_benchmark_smoke(tmp_path, capsys):
     assert len(saved["classes"]) == 8 and (out / "confusion.png").stat().st_size > 0
     # the test subjects of the two folds are disjoint
     assert not set(saved["folds"][0]) & set(saved["folds"][1])
+
+
+def test_manifest_mode_reads_any_labelled_csv_with_subject_folds(tmp_path, capsys):
+    """--manifest: paths relative to the CSV's folder, K subject-grouped folds, the reference row."""
+    import real_speech
+
+    source = real_speech.REALAUDIO / "ravdess_speech.csv"
+    if not source.is_file():
+        pytest.fail(f"real audio not found at {real_speech.REALAUDIO}: set MMDER_REALAUDIO")
+    lines = source.read_text().splitlines()
+    # actors 1-3, statement 1, repetition 1 (fields 5 and 6 of the RAVDESS name): 15 clips each
+    kept = [line for line in lines[1:] if line.endswith((",actor01", ",actor02", ",actor03"))
+            and Path(line.split(",")[0]).stem.split("-")[4:6] == ["01", "01"]]
+    assert len(kept) == 45
+    (tmp_path / "audio").symlink_to(real_speech.REALAUDIO / "ravdess_speech")
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text("path,label,subject\n" + "\n".join(
+        line.replace("ravdess_speech/", "audio/", 1) for line in kept) + "\n")
+    results = real_speech.main(["--manifest", str(manifest), "--num-folds", "3", "--rows", "egemaps",
+                                "--work", str(tmp_path / "work")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("real speech: best mmder_tf WAR n/a | eGeMAPS+SVM WAR ")
+    folds = results["egemaps"]["folds"]
+    assert sorted(folds) == [1, 2, 3]
+    assert [f["test"] for f in folds.values()] == [["actor01"], ["actor02"], ["actor03"]]
+
+
+def test_manifest_errors_are_one_line(tmp_path):
+    import real_speech
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,label\nx.flac,happy\n")
+    with pytest.raises(SystemExit, match="needs columns path,label,subject"):
+        real_speech.read_manifest(bad)
+    bad.write_text("path,label,subject\nmissing.flac,happy,s1\n")
+    with pytest.raises(SystemExit, match="1 listed files do not exist"):
+        real_speech.read_manifest(bad)
