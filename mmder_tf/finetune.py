@@ -53,7 +53,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="manifest JSON/CSV instead of scanning --data-dir")
     p.add_argument("--cache", help="prepared TFRecord cache (default <out>/cache; prepared on demand)")
     p.add_argument("--weights", help="a preset folder (mmder-convert, save_to_preset, an mmder-pretrain run) or a "
-                                     "VideoMAE / MAE-DFER checkpoint (converted on the fly)")
+                                     "VideoMAE / MAE-DFER checkpoint (converted on the fly), or a shipped preset: speech-tiny "
+                                     "(an audio encoder pre-trained on BanglaSER)")
     p.add_argument("--preset", choices=PRESETS,
                    help="backbone size (default large; tiny for the demo; with --weights: the checkpoint's)")
     p.add_argument("--mode", choices=CLASSIFIER_MODES,
@@ -70,7 +71,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
                    help="fused frame size (default: what --weights / --preset needs, e.g. 160 for MAE-DFER; else 224, "
                         "demo 64)")
     p.add_argument("--num-classes", type=int, choices=RAVDESS_CLASS_COUNTS, help="RAVDESS: 7 (calm merged) or 8")
-    p.add_argument("--recipe", choices=RECIPES, help="paper (default) or mae-dfer")
+    p.add_argument("--recipe", choices=RECIPES, help="paper (default), mae-dfer, or speech (real speech with --strategy audio: warm-up + "
+                        "cosine, label smoothing, mixup, SpecAugment masks; docs/real_speech.md)")
     p.add_argument("--select", choices=SELECT_CHOICES,
                    help="epoch kept per fold: best on a validation split of training subjects (default "
                         "val_accuracy), or the last")

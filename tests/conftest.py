@@ -9,14 +9,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _realclips_dir() -> Path:
-    candidates = [os.environ.get("MMDER_REALCLIPS"), REPO.parent / "shared" / "realclips", REPO / "shared" / "realclips"]
+def _shared_dir(name: str, variable: str, what: str) -> Path:
+    """../shared/<name> beside the repository (or inside it), or where $<variable> points."""
+    candidates = [os.environ.get(variable), REPO.parent / "shared" / name, REPO / "shared" / name]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
-    raise RuntimeError(
-        "real clips not found: set MMDER_REALCLIPS or place shared/realclips beside the repository"
-    )
+    raise RuntimeError(f"{what} not found: set {variable} or place shared/{name} beside the repository")
+
+
+def _realclips_dir() -> Path:
+    return _shared_dir("realclips", "MMDER_REALCLIPS", "real clips")
 
 
 def golden_dir() -> Path:
@@ -37,6 +40,13 @@ def realclips_dir() -> Path:
 def realclips(realclips_dir):
     """All real clips by file name."""
     return {p.name: p for p in sorted(realclips_dir.iterdir()) if p.suffix in (".mp4", ".flv")}
+
+
+@pytest.fixture(scope="session")
+def realaudio_dir() -> Path:
+    """The real emotional speech corpora (RAVDESS audio-only speech and song, BanglaSER; 16 kHz FLAC):
+    tests read a handful of its files, never the whole set."""
+    return _shared_dir("realaudio", "MMDER_REALAUDIO", "real speech recordings")
 
 
 # ----------------------------------------------------------------------------- one small generated dataset, shared

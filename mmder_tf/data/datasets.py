@@ -14,8 +14,14 @@ valid when the dataset folder moves.
 Protocols (see /work/shared/REFERENCE.md section 1, 4):
 - RAVDESS: full audio-video speech (modality 01, vocal channel 01) by default,
   1440 clips of 24 actors; 7 classes with calm merged into neutral (288 neutral,
-  192 each other) or 8 classes with `num_classes=8`.
-- CREMA-D: {actor}_{sentence}_{EMO}_{level}.flv/.mp4, 6 classes, 91 actors.
+  192 each other) or 8 classes with `num_classes=8`. A folder of the audio-only
+  releases (modality 03: speech 03-01-..., song 03-02-... with its 6 emotions)
+  gives those recordings (`scan_ravdess`).
+- CREMA-D: {actor}_{sentence}_{EMO}_{level}.flv/.mp4, 6 classes, 91 actors
+  (a folder without videos: its audio files, e.g. AudioWAV).
+- Audio-only files (AUDIO_EXTENSIONS) are clips without a video stream: the
+  `audio` strategy trains on them; audio-visual ones take them only with
+  modality dropout, as clips whose video is missing (data.pipeline).
 - IEMOCAP: utterances from Session*/dialog/EmoEvaluation/*.txt cut out of the
   dialog videos Session*/dialog/avi/DivX/<dialog>.avi; 4 classes (excitement
   merged into happiness); subject = session + speaker gender ("Ses01F").
@@ -335,17 +341,54 @@ _RAVDESS_CHANNEL = {"01": "speech", "02": "song"}
 RAVDESS_INTENSITY = {"01": 0.0, "02": 1.0}  # normal, strong (neutral has normal only)
 
 
-def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_channels=("01",)) -> Manifest:
-    """RAVDESS 03-01-EE-II-SS-RR-AA names (modality-channel-emotion-intensity-statement-repetition-actor)."""
-    if num_classes not in (7, 8):
+RAVDESS_SONG_EMOTIONS = ("01", "02", "03", "04", "05", "06")  # the song release has no disgust or surprise
+
+
+def _ravdess_selection(parsed, modalities, vocal_channels):
+    """The (modalities, vocal channels) to take: as given, or what the folder holds.
+
+    By default the audio-video speech clips (modality 01, the paper's protocol);
+    a folder without them but with audio-only files (modality 03, RAVDESS's
+    `Audio_Speech_Actors_01-24` / `Audio_Song_Actors_01-24` releases) gives those;
+    a folder of song files alone gives the song.
+    """
+    if modalities is None:
+        held = {m for m, _, suffix in parsed if m != "03" and suffix in VIDEO_EXTENSIONS}
+        modalities = ("01",) if "01" in held or not any(m == "03" for m, _, _ in parsed) else ("03",)
+    if vocal_channels is None:
+        held = {c for m, c, _ in parsed if m in modalities}
+        vocal_channels = ("01",) if "01" in held or not held else ("02",)
+    return tuple(modalities), tuple(vocal_channels)
+
+
+def ravdess_classes(num_classes: int | None = None, vocal_channels=("01",)) -> tuple:
+    """RAVDESS class names: 7 (calm merged into neutral, the default) or 8; the song alone keeps the classes
+    of its 6 emotions (neutral, calm, happy, sad, angry, fearful; calm merged with num_classes=7)."""
+    if num_classes not in (None, 7, 8):
         raise DatasetError(f"RAVDESS has 7 (calm merged into neutral) or 8 classes, got num_classes={num_classes}")
-    classes = RAVDESS_CLASSES_7 if num_classes == 7 else RAVDESS_CLASSES_8
+    if tuple(vocal_channels) == ("02",):
+        sung = [RAVDESS_EMOTIONS[code] for code in RAVDESS_SONG_EMOTIONS]
+        return tuple(name for name in sung if not (num_classes == 7 and name == "calm"))
+    return RAVDESS_CLASSES_8 if num_classes == 8 else RAVDESS_CLASSES_7
+
+
+def scan_ravdess(data_dir, num_classes: int | None = None, modalities=None, vocal_channels=None) -> Manifest:
+    """RAVDESS 03-01-EE-II-SS-RR-AA names (modality-channel-emotion-intensity-statement-repetition-actor).
+
+    `modalities` / `vocal_channels` (codes, e.g. ("03",), ("02",)): None takes what the
+    folder holds (`_ravdess_selection`): the audio-video speech clips, else the
+    audio-only speech, else the audio-only song. Classes: `ravdess_classes`.
+    """
     root = Path(data_dir)
-    records, skipped, seen = [], [], {}
+    found = []
     for path in _walk(root):
-        if path.suffix.lower() not in MEDIA_EXTENSIONS:
-            continue
-        match = _RAVDESS_NAME.match(path.name)
+        if path.suffix.lower() in MEDIA_EXTENSIONS:
+            found.append((path, _RAVDESS_NAME.match(path.name)))
+    parsed = [(m.group(1), m.group(2), p.suffix.lower()) for p, m in found if m]
+    modalities, vocal_channels = _ravdess_selection(parsed, modalities, vocal_channels)
+    classes = ravdess_classes(num_classes, vocal_channels)
+    records, skipped, seen = [], [], {}
+    for path, match in found:
         if not match:
             skipped.append(Skip(str(path), "unknown file name: not MM-VV-EE-II-SS-RR-AA"))
             continue
@@ -354,7 +397,9 @@ def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_chann
             skipped.append(Skip(str(path), f"unknown code in file name (modality {modality}, channel {channel}, emotion {emotion})"))
             continue
         if modality not in modalities or channel not in vocal_channels:
-            skipped.append(Skip(str(path), f"not selected: {_RAVDESS_MODALITY[modality]} {_RAVDESS_CHANNEL[channel]}"))
+            hint = " (the folder holds audio-video clips: point --data-dir at the audio-only files to train on them)" \
+                if modality == "03" and "01" in modalities else ""
+            skipped.append(Skip(str(path), f"not selected: {_RAVDESS_MODALITY[modality]} {_RAVDESS_CHANNEL[channel]}{hint}"))
             continue
         if modality != "03" and path.suffix.lower() not in VIDEO_EXTENSIONS:
             skipped.append(Skip(str(path), "not selected: audio file with a video modality code"))
@@ -365,8 +410,11 @@ def scan_ravdess(data_dir, num_classes: int = 7, modalities=("01",), vocal_chann
             continue
         seen[stem] = str(path)
         name = RAVDESS_EMOTIONS[emotion]
-        if num_classes == 7 and name == "calm":
+        if name == "calm" and "calm" not in classes:
             name = "neutral"
+        if name not in classes:
+            skipped.append(Skip(str(path), f"emotion {name} is not a class of the selected song recordings"))
+            continue
         records.append(ClipRecord(
             path=str(path), label=classes.index(name), label_name=name, subject=actor,
             meta={"emotion_code": emotion, "intensity": intensity, "statement": statement,
@@ -384,13 +432,22 @@ CREMAD_INTENSITY = {"LO": 0.0, "MD": 0.5, "HI": 1.0, "XX": None}  # XX: unspecif
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 
+def _held_kind(paths) -> tuple:
+    """The extensions a dataset folder is read as: its videos, or its audio files when it holds no video
+    (an audio-only release: RAVDESS Audio_Speech, CREMA-D AudioWAV); the other kind is skipped."""
+    if any(p.suffix.lower() in VIDEO_EXTENSIONS for p in paths):
+        return VIDEO_EXTENSIONS
+    return AUDIO_EXTENSIONS
+
+
 def scan_cremad(data_dir) -> Manifest:
-    """CREMA-D {actor}_{sentence}_{EMO}_{level} video files (the AudioWAV copies are skipped)."""
+    """CREMA-D {actor}_{sentence}_{EMO}_{level} video files; a folder without videos gives its audio files
+    (the AudioWAV / AudioMP3 releases); audio files beside videos are skipped."""
     root = Path(data_dir)
+    files = [p for p in _walk(root) if p.suffix.lower() in MEDIA_EXTENSIONS]
+    wanted = _held_kind(files)
     records, skipped, seen = [], [], {}
-    for path in _walk(root):
-        if path.suffix.lower() not in MEDIA_EXTENSIONS:
-            continue
+    for path in files:
         match = _CREMAD_NAME.match(path.stem)
         if not match:
             skipped.append(Skip(str(path), "unknown file name: not {actor}_{sentence}_{EMO}_{level}"))
@@ -399,8 +456,9 @@ def scan_cremad(data_dir) -> Manifest:
         if emotion not in CREMAD_CODES:
             skipped.append(Skip(str(path), f"unknown emotion code {emotion}"))
             continue
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            skipped.append(Skip(str(path), "not selected: audio-only file"))
+        if path.suffix.lower() not in wanted:
+            skipped.append(Skip(str(path), "not selected: audio-only file beside the videos" if wanted is VIDEO_EXTENSIONS
+                                else "not selected: video beside audio-only files"))
             continue
         if path.stem in seen:
             skipped.append(Skip(str(path), f"duplicate of {seen[path.stem]}"))
@@ -619,17 +677,23 @@ def scan_csv(csv_path, class_names=None, dataset="csv", check_files=True) -> Man
 # ---------------------------------------------------------------- unlabelled folders (pre-training)
 
 def scan_folder(data_dir) -> Manifest:
-    """Every video under data_dir, any names and nesting, as unlabelled clips (pre-training).
+    """Every video under data_dir, any names and nesting, as unlabelled clips (pre-training); a folder
+    without videos gives its audio files (wav, flac, mp3, m4a, ogg, aac) instead.
 
     Subject = the first folder under data_dir (VoxCeleb2's `id00012/<video>/00001.mp4`
     -> `id00012`; a flat folder -> the file's stem), so held-out clips can be whole
-    speakers. Non-video files are reported skips.
+    speakers. Other files (and audio files beside videos) are reported skips.
     """
     root = Path(data_dir)
+    files = _walk(root)
+    wanted = _held_kind(files)
     records, skipped = [], []
-    for path in _walk(root):
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            skipped.append(Skip(str(path), f"not a video ({path.suffix or 'no extension'})"))
+    for path in files:
+        if path.suffix.lower() not in wanted:
+            kind = "a video" if wanted is VIDEO_EXTENSIONS else "an audio file"
+            extra = " (audio files are taken from a folder without videos)" \
+                if path.suffix.lower() in AUDIO_EXTENSIONS else ""
+            skipped.append(Skip(str(path), f"not {kind} ({path.suffix or 'no extension'}){extra}"))
             continue
         # Not resolved: clips are often symlinks into other storage, and the key names them as found.
         relative = Path(os.path.relpath(path, root)).as_posix()

@@ -38,6 +38,8 @@ def _feature_spec(frame_sets):
         "duration": tf.io.FixedLenFeature([], tf.float32),
         "waveform": tf.io.FixedLenFeature([], tf.string),
         "has_audio": tf.io.FixedLenFeature([], tf.int64),
+        # caches prepared before audio-only recordings were taken hold video for every clip
+        "has_video": tf.io.FixedLenFeature([], tf.int64, default_value=1),
     }
     for n, height, width in frame_sets:
         spec[frames_feature(n, height, width)] = tf.io.VarLenFeature(tf.string)
@@ -147,7 +149,9 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
     `modalities` (names, default both) fixes the input kind (evaluating a model on
     video or audio alone); `modality_dropout` (p_video, p_audio) instead draws per clip
     which modality is replaced by the placeholder (`draw_modalities`). With either, a
-    clip the cache holds without audio is video-only.
+    clip the cache holds without audio is video-only, one without video (an
+    audio-only recording) audio-only; the dropout never takes the one modality a
+    clip has (a fixed kind may: an audio-only recording's "video" input is empty).
     """
     from mmder_tf.fusion.clip import presence
 
@@ -167,9 +171,17 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
         n = one.frames_per_modality
         height, width = one.modality_size
         if needs_video(one.strategy):
-            frames = _decode_frames(tf.sparse.to_dense(parsed[frames_feature(n, height, width)], default_value=""),
-                                    n, height, width, frame_format)
-            frames = tf.ensure_shape(frames, [n, height, width, 3])
+            def stored_frames():
+                serialized = tf.sparse.to_dense(parsed[frames_feature(n, height, width)], default_value="")
+                return tf.ensure_shape(_decode_frames(serialized, n, height, width, frame_format),
+                                       [n, height, width, 3])
+
+            if missing_allowed:
+                # an audio-only recording stores no frames: its video is missing (the placeholder, via `present`)
+                frames = tf.cond(parsed["has_video"] > 0, stored_frames,
+                                 lambda: tf.zeros([n, height, width, 3], tf.uint8))
+            else:
+                frames = stored_frames()
         else:
             frames = tf.zeros([0, 1, 1, 3], tf.uint8)
         if needs_audio(one.strategy):
@@ -180,10 +192,11 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
         if missing_allowed and one.strategy not in ("video", "audio"):
             drawn = (draw_modalities(parsed["key"], modality_dropout, seed, epoch) if modality_dropout
                      else tf.constant(fixed))
-            has_audio = parsed["has_audio"] > 0
-            if modality_dropout:  # never drop the only modality a clip has: a silent clip keeps its video
-                drawn = tf.stack([tf.logical_or(drawn[0], tf.logical_not(has_audio)), drawn[1]])
-            present = tf.logical_and(drawn, tf.stack([True, has_audio]))
+            held = tf.stack([parsed["has_video"] > 0, parsed["has_audio"] > 0])
+            present = tf.logical_and(drawn, held)
+            if modality_dropout:
+                # a training clip holding one modality keeps it whatever the draw dropped: never left with none
+                present = tf.where(tf.reduce_any(present), present, held)
         return fuse_aligned(frames, waveform, parsed["duration"], one, epoch=epoch, modalities=present)
 
     def fuse(serialized):
@@ -199,6 +212,28 @@ def example_fuser(config: FusionConfig, frame_sets, frame_format: str, epoch: in
         return (fused, label, key) if with_keys else (fused, label)
 
     return fuse
+
+
+def check_streams(entries, strategies, tolerant: bool = False):
+    """Refuse clips without a stream a strategy needs: one line naming the way out.
+
+    `entries`: cache index entries. `tolerant` (modality dropout, or a fixed input
+    kind): an audio-visual strategy takes clips without audio as video-only and
+    audio-only recordings as video-missing examples.
+    """
+    for strategy in strategies:
+        both = needs_video(strategy) and needs_audio(strategy)
+        if needs_audio(strategy) and not (tolerant and both):
+            silent = [e["key"] for e in entries if not e["has_audio"]]
+            if silent:
+                raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
+        if needs_video(strategy) and not (tolerant and both):
+            voices = [e["key"] for e in entries if not e.get("has_video", True)]
+            if voices:
+                raise DatasetError(
+                    f"{len(voices)} of {len(entries)} clips are audio-only recordings (e.g. {voices[0]}) and strategy "
+                    f"{strategy} needs video: train on them with --strategy audio"
+                    + (", or with --modality-dropout to learn them as clips whose video is missing" if both else ""))
 
 
 def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: int, *, training: bool,
@@ -224,12 +259,8 @@ def make_dataset(cache_dir, keys_or_records, config: FusionConfig, batch_size: i
     settings = index["settings"]
     strategies = check_strategies(strategies)
     modality_dropout = check_modality_dropout(modality_dropout)
-    tolerant = modality_dropout is not None or modalities is not None  # silent clips become video-only
-    for strategy in strategies or (config.strategy,):
-        if needs_audio(strategy) and not (tolerant and needs_video(strategy)):
-            silent = [e["key"] for e in entries if not e["has_audio"]]
-            if silent:
-                raise DatasetError(f"{strategy} needs audio; clips without: {silent[:3]}")
+    check_streams(entries, strategies or (config.strategy,),
+                  tolerant=modality_dropout is not None or modalities is not None)
     frame_format = settings["frame_format"]
     shards = sorted({e["shard"] for e in entries})
     files = [str(shard_path(cache_dir, s)) for s in shards]
@@ -295,10 +326,17 @@ def decoding_dataset(records, config: FusionConfig, batch_size: int, *, training
     reported = set()
     budget = FailureBudget(len(records))
 
+    tolerant = check_modality_dropout(modality_dropout) is not None or modalities is not None
+    needed = check_strategies(strategies) or (config.strategy,)
+
     def encode(index):
         record = records[int(index)]
         try:
-            return encode_clip(record, settings, config)[0]
+            serialized, has_audio, _, has_video = encode_clip(record, settings, config)
+            # a clip without a stream its strategy needs is a reported skip saying what would take it
+            check_streams([{"key": record.key, "has_audio": has_audio, "has_video": has_video}],
+                          needed, tolerant=tolerant)
+            return serialized
         except Exception as exc:  # noqa: BLE001 - one clip must not stop a long run
             if record.key not in reported:
                 reported.add(record.key)

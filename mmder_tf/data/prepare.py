@@ -16,6 +16,8 @@ SavedModel on the same file:
   CFAS, 16 frames at S/2 x S (resizing an S x S frame again would not give the
   frame serving resizes once from the source).
 - `waveform`: the mono float32 waveform at the config's sample rate, as decoded.
+- `has_audio`, `has_video`: which streams the clip has; an audio-only recording
+  (wav, flac, mp3, ...) is stored with no frames, its duration is its length.
 
 Frames are PNG by default (lossless; `--format raw` stores the bytes, larger and
 faster to read; `--format jpeg --quality Q` is the explicit lossy option, see the
@@ -59,7 +61,8 @@ import numpy as np
 from mmder_tf.config import CROPS, REAL_DATASET_CROP, FusionConfig, default_crop, face_crop_mode
 from mmder_tf.cli import one_line_file_errors, quiet_tensorflow
 from mmder_tf.data.datasets import DATASETS, ClipRecord, Manifest, atomic_write_text, load_manifest
-from mmder_tf.errors import ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError
+from mmder_tf.errors import (ConfigError, CorruptMediaError, DatasetError, MediaError, NoAudioStreamError,
+                             NoVideoStreamError)
 from mmder_tf.fileio import (LOCK_NAME, LockedError, NotOwnedError, WriterLock, clean_stale_temps, describe_contents,
                              describe_holder, read_json, replacing)
 
@@ -180,8 +183,11 @@ def _crop_half(frames: np.ndarray, half: str | None) -> np.ndarray:
     raise DatasetError(f"meta crop_half must be 'left' or 'right', got {half!r}")
 
 
-def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfig) -> tuple[bytes, bool, str]:
-    """Decode one clip: (its serialised tf.train.Example, deterministic bytes; has audio; content hash).
+def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfig) -> tuple[bytes, bool, str, bool]:
+    """Decode one clip: (its serialised tf.train.Example, deterministic bytes; has audio; content hash; has video).
+
+    An audio-only file (no video stream: wav, flac, mp3, ...) is stored without
+    frames (`has_video` 0): its waveform and duration (its length) are all it has.
 
     The content hash covers what the clip contributes (frames and waveform), not
     its key, label or subject: equal hashes are the same recording filed twice.
@@ -203,9 +209,13 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         if settings.require_audio:
             raise
         clip = decode_clip(record.path, need_audio=False, **kwargs)
+    except NoVideoStreamError:
+        # an audio-only recording: its waveform alone, D = its length; no frame is decoded, no face searched
+        clip = decode_clip(record.path, need_video=False, need_audio=True, **kwargs)
     if not (np.isfinite(clip.duration) and clip.duration > 0):
         raise CorruptMediaError(record.path, f"decoder returned an unusable duration {clip.duration!r}")
-    counts = list(settings.frame_counts)
+    has_video = bool(clip.frame_indices)
+    counts = list(settings.frame_counts) if has_video else []
     frames_by_count = clip.frames
     if half is not None:
         images = {int(i): frame for n in counts for frame, i in zip(clip.frames[n], clip.frame_indices[n])}
@@ -216,7 +226,9 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
             frames_by_count = crop_selections(images, clip.frame_indices, face)[0]
         else:
             frames_by_count = {n: np.stack([images[int(i)] for i in clip.frame_indices[n]]) for n in counts}
-    if face:
+    if not has_video:
+        resized = {}
+    elif face:
         # each count's frames are cropped along their own face track (as fuse_clip does for one count)
         resized = {(n, h, w): prepare_frames(frames_by_count[n], config, size=(h, w)).numpy()
                    for n, h, w in settings.frame_sets}
@@ -240,9 +252,11 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         "duration": _float([clip.duration]),
         "sample_rate": _int64([settings.sample_rate]),
         "has_audio": _int64([int(clip.waveform is not None)]),
+        "has_video": _int64([int(has_video)]),
     }
     for n, height, width in settings.frame_sets:
-        encoded = encode_frames(resized[(n, height, width)], settings.frame_format, settings.jpeg_quality)
+        encoded = encode_frames(resized[(n, height, width)], settings.frame_format, settings.jpeg_quality) \
+            if has_video else []
         features[frames_feature(n, height, width)] = _bytes(encoded)
     waveform = clip.waveform if clip.waveform is not None else np.zeros((0,), np.float32)
     # float32 as decoded: int16 would flush near-silence to zeros and move quiet mel bins by dB
@@ -254,7 +268,8 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
             content.update(value)
     content.update(waveform_bytes)
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString(deterministic=True), clip.waveform is not None, content.hexdigest()[:32]
+    return example.SerializeToString(deterministic=True), clip.waveform is not None, content.hexdigest()[:32], \
+        has_video
 
 
 def _bytes(values):
@@ -311,17 +326,21 @@ def _prepare_shard(job):
 def _write_shard(out_dir, shard, target, items, settings, config, written, skipped, no_audio, content):
     import tensorflow as tf
 
+    no_video = []  # audio-only recordings
+
     with replacing(target) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for index, record_dict in items:
                 record = ClipRecord.from_dict(record_dict)
                 try:
-                    serialized, has_audio, digest = encode_clip(record, settings, config)
+                    serialized, has_audio, digest, has_video = encode_clip(record, settings, config)
                     writer.write(serialized)
                     written.append(record.key)
                     content[record.key] = digest
                     if not has_audio:
                         no_audio.append(record.key)
+                    if not has_video:
+                        no_video.append(record.key)
                 except MediaError as exc:
                     skipped.append({"key": record.key, "path": record.path, "error": type(exc).__name__,
                                     "reason": exc.reason})
@@ -330,7 +349,8 @@ def _write_shard(out_dir, shard, target, items, settings, config, written, skipp
                                     "reason": str(exc).splitlines()[0] if str(exc) else repr(exc), "unexpected": True})
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-    sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio, "content": content}
+    sidecar = {"shard": shard, "written": written, "skipped": skipped, "no_audio": no_audio, "no_video": no_video,
+               "content": content}
     atomic_write_text(sidecar_path(out_dir, shard), json.dumps(sidecar, indent=1, sort_keys=True))
 
 
@@ -506,7 +526,7 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
     for s, members in enumerate(assignment):
         for i in members:
             shard_of[i] = s
-    written, skipped, no_audio, content, missing_shards = set(), {}, set(), {}, []
+    written, skipped, no_audio, no_video, content, missing_shards = set(), {}, set(), set(), {}, []
     for s in range(len(assignment)):
         sidecar = sidecar_path(out_dir, s)
         if not (sidecar.exists() and shard_path(out_dir, s).exists()):
@@ -516,6 +536,7 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
                          "remove it and its shard, then prepare again")
         written.update(info["written"])
         no_audio.update(info["no_audio"])
+        no_video.update(info.get("no_video", ()))
         content.update(info.get("content", {}))
         for item in info["skipped"]:
             skipped[item["key"]] = item
@@ -526,6 +547,7 @@ def write_index(out_dir: Path, manifest: Manifest, config: FusionConfig, setting
         entry["status"] = "ok" if record.key in written else ("skipped" if record.key in skipped else "pending")
         # what the cache holds: a skipped or pending clip has no audio (nor frames) in it
         entry["has_audio"] = entry["status"] == "ok" and record.key not in no_audio
+        entry["has_video"] = entry["status"] == "ok" and record.key not in no_video
         if record.key in content:
             entry["content_hash"] = content[record.key]
         if record.key in skipped:

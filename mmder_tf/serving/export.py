@@ -251,7 +251,8 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
     `accepts_missing` (a model trained with modality dropout, audio-visual strategy):
     a row with num_samples 0 is video-only, a row with num_frames_valid 0 audio-only
     (its timeline is the waveform's length), each missing modality the placeholder.
-    Otherwise both are required, with a message that says why.
+    Otherwise both are required, with a message that says why. The `audio` strategy
+    takes rows without frames too (audio-only recordings, timed by their waveform).
     """
     tf = _tf()
     from mmder_tf.fusion import alignment
@@ -259,6 +260,8 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
 
     audio_visual = needs_video(config.strategy) and needs_audio(config.strategy)
     accepts_missing = accepts_missing and audio_visual
+    # rows without frames are audio-only recordings: for the audio strategy, or a model with modality dropout
+    audio_alone = accepts_missing or not needs_video(config.strategy)
     refusal = ("; this model was trained without modality dropout and needs both video and audio "
                "(train with --modality-dropout for clips that lack one)" if audio_visual else "")
 
@@ -267,11 +270,11 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
         times = timestamps[:count]
         has_video, has_audio = count > 0, samples > 0
         enough_frames = count >= min_frames
-        if accepts_missing:
+        if audio_alone:
             enough_frames = tf.logical_or(enough_frames, tf.logical_not(has_video))
         checks = [
             tf.debugging.Assert(enough_frames, [f"a clip needs at least {min_frames} frames (num_frames_valid)"
-                                                + (" or none (audio alone)" if accepts_missing else refusal)
+                                                + (" or none (audio alone)" if audio_alone else refusal)
                                                 + "; got", count]),
             # Strictly increasing, as decoded presentation times are: anything else is a client bug
             # (unsorted frames or timestamps in the wrong unit) that would silently pick wrong frames.
@@ -284,7 +287,7 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
         with tf.control_dependencies(checks):
             times = tf.identity(times)
         audio_seconds = tf.cast(samples, tf.float32) / float(config.sample_rate)
-        if accepts_missing:
+        if audio_alone:  # without frames the timeline is the waveform's length, as decode_clip gives it
             duration = tf.cond(has_video, lambda: alignment.video_duration(times - times[0]),
                                lambda: audio_seconds)
         else:
@@ -313,7 +316,7 @@ def _fuse_one(config: FusionConfig, min_frames: int, min_duration: float, max_se
         with tf.control_dependencies(checks):
             # everything sized from the timeline waits for the checks
             frames, times, waveform = tf.identity(frames[:count]), tf.identity(times), tf.identity(waveform[:samples])
-        present = tf.stack([has_video, has_audio]) if accepts_missing else None
+        present = tf.stack([has_video, has_audio]) if audio_alone else None
         return fuse_media(frames, times, waveform, config, modalities=present)
 
     return fuse

@@ -21,10 +21,10 @@ from mmder_tf.config import (
 )
 from mmder_tf.data.datasets import DATASETS as MEDIA_DATASETS
 from mmder_tf.errors import ConfigError
-from mmder_tf.models.presets import LGI_FORMER_PRESETS, PRESETS
+from mmder_tf.models.presets import LGI_FORMER_PRESETS, PRESETS, resolve_weights
 
 DATASETS = MEDIA_DATASETS + ("synthetic",)
-RECIPES = ("paper", "mae-dfer")
+RECIPES = ("paper", "mae-dfer", "speech")
 SELECT_CHOICES = ("val_accuracy", "val_loss", "last")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "on", "off")
@@ -250,6 +250,7 @@ class RunConfig:
         unknown = sorted({name for name, _ in self.task_weights} - set(self.targets))
         if unknown:
             raise ConfigError(f"--task-weights name {unknown}, not among --targets {','.join(self.targets)}")
+        set_(self, "weights", resolve_weights(self.weights))  # a shipped preset name -> its folder
         for name in ("data_dir", "manifest", "cache", "weights", "out", "synthetic_dir", "targets_file"):
             value = getattr(self, name)
             if value is not None:
@@ -460,11 +461,13 @@ def preset_preprocessing(weights) -> FusionConfig | None:
     """The FusionConfig a preset folder's inputs were made with (models.preset_io), or None."""
     from mmder_tf.models.preset_io import is_preset, load_preprocessing
 
+    weights = resolve_weights(weights)
     return load_preprocessing(weights) if weights and is_preset(weights) else None
 
 
 def encoder_image_size(weights=None, preset=None) -> int | None:
     """The frame size an encoder needs (MAE-DFER's regions fit 160 px only), or None: any size will do."""
+    weights = resolve_weights(weights)
     if weights:
         if not Path(weights).exists():
             raise ConfigError(f"--weights {weights}: no such file")

@@ -133,6 +133,11 @@ def prepare_cache(config: RunConfig, manifest):
     for line in prepare_lib.describe_duplicates(index):
         log(f"warning: {line} (the same recording would be in training and test: subject-independent scores "
             "would be too high)")
+    from mmder_tf.data.pipeline import check_streams
+
+    # audio-only recordings for a strategy that needs video: refused here, before any model is built
+    check_streams([e for e in index["records"] if e["status"] == "ok"], (config.strategy,),
+                  tolerant=config.handles_missing)
     records = [r for r in manifest.records if r.key in kept]
     return cache_dir, records, skipped
 
@@ -245,13 +250,10 @@ def train_and_test_fold(state: RunState, number: int, fold) -> dict:
         f"val {len(val)} ({len(fold.val_subjects)}), test {len(test)} ({', '.join(fold.test_subjects)})")
     settings, strategy, batch = state.settings, state.strategy, config.batch_size
     num_classes = state.num_classes
-    soft = recipes.uses_soft_labels(settings)
     steps = max(1, -(-len(train) // batch))
-    mix = None
-    if soft:
-        def mix(x, y, seed):
-            return recipes.mix_batch(x, y, seed, num_classes, settings["mixup"], settings["cutmix"],
-                                     settings["label_smoothing"], strategy=config.strategy)
+    # mixup / cutmix / label smoothing, and the speech recipe's spectrogram masks: one-hot (soft) targets
+    mix = recipes.batch_augmenter(settings, num_classes, config.strategy)
+    soft = mix is not None
 
     def to_onehot(x, y):
         return x, tf.one_hot(tf.cast(y, tf.int32), num_classes)
@@ -545,7 +547,8 @@ def _run_locked(config: RunConfig, manifest, class_names, selected, strategy, is
         raise ConfigError(f"--recipe {config.recipe} mixes clips (mixup / CutMix), which would need mixed dimension "
                           "targets: train emotion dimensions with --recipe paper")
     augmentation = settings["mixup"] > 0 or settings["cutmix"] > 0 or config.handles_missing or (
-        config.strategy == "rfas" and config.fusion.rfas_per_epoch)
+        config.strategy == "rfas" and config.fusion.rfas_per_epoch) or (
+        recipes.uses_masking(settings) and config.strategy == "audio")
     # Caching is exact only when the frozen encoder sees each clip the same way every epoch.
     feature_cache = config.mode == "linear_probe" and config.feature_cache and not augmentation
     run_info = {
