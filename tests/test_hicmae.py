@@ -162,7 +162,7 @@ def test_checkpoint_args_supply_heads_and_geometry(tmp_path):
     clf = load_pretrained(tmp_path / "with_args.pth", classifier=True, num_heads=4, audio_num_heads=4,
                           fusion_num_heads=4)
     io = np.load(HICMAE / "ft_small" / "io.npz")
-    assert clf.backbone.image_size == (64, 64) and clf.backbone.audio_length == 64
+    assert clf.backbone.image_size == 64 and clf.backbone.audio_length == 64
     assert rel(clf(inputs(io)), io["logits"]) <= TOL
 
 

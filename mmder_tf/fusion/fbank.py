@@ -78,6 +78,7 @@ def kaldi_fbank(waveform, sample_rate=16000, num_mel_bins=128, target_length=256
     frames = frames - tf.reduce_mean(frames, axis=1, keepdims=True)
     previous = tf.concat([frames[:, :1], frames[:, :-1]], axis=1)
     frames = (frames - PREEMPHASIS * previous) * tf.constant(hann.astype(np.float32))
+    frames = tf.pad(frames, [[0, 0], [0, fft_size - window_size]])  # explicit: rfft refuses short empty input
     power = tf.square(tf.abs(tf.signal.rfft(frames, fft_length=[fft_size])))
     fbank = tf.math.log(tf.maximum(tf.matmul(power, banks), EPS))
     if target_length is not None:
