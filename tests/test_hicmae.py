@@ -185,3 +185,20 @@ def test_visual_encoder_alone_still_loads():
     assert not isinstance(backbone, HiCMAEBackbone)
     x = np.ascontiguousarray(io["x"].transpose(0, 2, 3, 4, 1))
     assert rel(backbone(x), io["video_tokens_final"]) <= TOL
+
+
+def test_finetune_trains_the_visual_encoder_of_a_hicmae_checkpoint(tmp_path):
+    """`mmder-finetune --weights HICMAE.pth` trains the fused strategies on HiCMAE's visual encoder, fresh head."""
+    from mmder_tf import EmotionClassifier, finetune
+    from mmder_tf.models.videomae.backbone import VideoMAEBackbone
+    from mmder_tf.training.model import build_classifier
+
+    (tmp_path / "clips").mkdir()
+    ckpt = HICMAE / "ft_small" / "ckpt.pth"
+    config = finetune.config_from_argv(["--dataset", "ravdess", "--data-dir", str(tmp_path / "clips"), "--out",
+                                        str(tmp_path / "run"), "--weights", str(ckpt), "--image-size", "64"])
+    model = build_classifier(config, 7)
+    assert isinstance(model, EmotionClassifier) and isinstance(model.backbone, VideoMAEBackbone)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+    np.testing.assert_array_equal(np.asarray(model.backbone.get_layer("block_2").mlp.fc2.bias),
+                                  state["encoder.blocks.2.mlp.fc2.bias"].numpy())

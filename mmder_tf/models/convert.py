@@ -280,6 +280,16 @@ def checkpoint_input(path, trust_pickle=False) -> dict:
     return {}
 
 
+def is_hicmae_checkpoint(path, trust_pickle=False) -> bool:
+    """True for a HiCMAE torch checkpoint (audio and fusion encoders beside the visual one); cheap (memory-mapped)."""
+    from mmder_tf.models.hicmae.convert import is_hicmae
+
+    path = run_folder_weights(path)
+    if is_preset(path) or path.is_dir() or not path.is_file() or path.suffix in (".safetensors", ".h5"):
+        return False
+    return is_hicmae(_load_torch_state(path, trust_pickle, mmap=True))
+
+
 # ---------------------------------------------------------------- renaming
 
 _HF_BLOCK = {
