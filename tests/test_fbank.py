@@ -42,7 +42,9 @@ def test_every_recording_matches_torchaudio():
 def test_mel_banks_and_the_empty_bin():
     data, names = recordings()
     ours = kaldi_mel_banks(128, 512, 16000)
-    np.testing.assert_allclose(ours, data["mel_banks"], atol=1e-6)
+    # Ours is drawn in float64, torchaudio's in float32: weights near a triangle's edge differ by ~1e-5.
+    np.testing.assert_allclose(ours, data["mel_banks"], atol=3e-5)
+    assert np.array_equal(ours > 0, data["mel_banks"] > 0)  # the same FFT bins in every triangle
     empty = np.flatnonzero(ours.max(axis=1) == 0)
     assert list(empty) == [3]  # no FFT bin falls in mel bin 3: torchaudio keeps it at log(eps), so do we
     feature = kaldi_fbank(data[f"{names[0]}_wav_int16"].astype(np.float32) / 32768.0).numpy()
