@@ -914,8 +914,10 @@ def load_pretrained(
     folder (`save_to_preset`, `convert_checkpoint`), or a pre-training run folder
     (`mmder-pretrain --out`: its encoder, or with `pretraining=True` the whole
     model). MAE-DFER checkpoints give an `LGIFormerBackbone`, the others a
-    `VideoMAEBackbone` (HiCMAE: its visual encoder; the audio and fusion
-    encoders and decoders are dropped).
+    `VideoMAEBackbone` (HiCMAE: its visual encoder). With `classifier=True` a
+    HiCMAE checkpoint gives its whole audio-visual `HiCMAEClassifier`; the keywords
+    `num_heads`, `audio_num_heads`, `fusion_num_heads`, `image_size`, `audio_length`
+    supply what neither its tensors nor its `args` tell (models.hicmae.convert).
     Depth, width and MLP size come from the tensors; heads and LayerNorm eps
     from the HF config when there is one (else the ViT table and 1e-6; pass
     `num_heads=` for other widths). `num_frames` / `image_size` (an int or
