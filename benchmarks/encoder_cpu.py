@@ -11,6 +11,15 @@ against our `base` VideoMAE at --image-size (the paper's claim: LGI-Former costs
 
     python benchmarks/encoder_cpu.py --presets mae-dfer
     mae-dfer: ours <s> s (16x160x160)  base VideoMAE <s> s (16x224x224)  ratio <mae-dfer/base>  (...)
+
+HiCMAE's two-stream model (`hicmae`: both encoders, fusion and head's inputs, on one
+16 x 160 x 160 clip and its 256 x 128 fbank) against our `base` VideoMAE on the fused
+16 x 224 x 224 input, with the forward FLOPs of each (counted from the architecture:
+2 per multiply-add of every matmul and of attention). `--smoke` runs the same row on
+the test-scale models (seconds; what the tests run):
+
+    python benchmarks/encoder_cpu.py --presets hicmae
+    hicmae: ours <s> s, <G> GFLOP (16x160x160 + 256x128 fbank)  base VideoMAE <s> s, <G> GFLOP (16x224x224)  ratio time <r> flops <r>
 """
 from __future__ import annotations
 
@@ -57,7 +66,7 @@ def add_arguments(parser, presets):
 
 
 def smoke(args):
-    return smoke_sizes(args, presets=["tiny"], frames=4, image_size=32, repeats=1)
+    return smoke_sizes(args, presets=["tiny", "hicmae"], frames=4, image_size=32, repeats=1)
 
 
 def set_threads(threads):
@@ -92,6 +101,58 @@ def ours(preset, frames, size, mode):
         fn = tf.function(lambda v: model(v, training=False), jit_compile=(mode == "xla"))
         call = lambda: fn(x).numpy()  # noqa: E731
     return model, call
+
+
+def _block_flops(n, d, mlp_ratio=4.0, context=None, context_dim=None):
+    """Forward FLOPs of one pre-norm block on n tokens of width d; with a context, HiCMAE's cross part too."""
+    flops = 2 * n * d * d * (4 + 2 * mlp_ratio) + 4 * n * n * d
+    if context is not None:
+        flops += 2 * n * d * d * 2 + 2 * context * context_dim * 2 * d + 4 * n * context * d
+    return flops
+
+
+def videomae_flops(cfg, frames, size, tubelet=2, patch=16):
+    n = (frames // tubelet) * (size // patch) ** 2
+    return cfg["depth"] * _block_flops(n, cfg["hidden_dim"]) + 2 * n * (3 * tubelet * patch * patch) * cfg["hidden_dim"]
+
+
+def hicmae_flops(backbone):
+    """Forward FLOPs of a HiCMAEBackbone on one clip and its fbank."""
+    b = backbone
+    n = b.num_tokens
+    na = (b.audio_length // b.audio_patch_size) * (b.num_mel_bins // b.audio_patch_size)
+    d, da = b.hidden_dim, b.audio_hidden_dim
+    flops = 2 * n * 3 * b.tubelet_size * b.patch_size ** 2 * d + 2 * na * b.audio_patch_size ** 2 * da
+    flops += b.depth * _block_flops(n, d, b.mlp_ratio) + b.audio_depth * _block_flops(na, da, b.mlp_ratio)
+    flops += b.fusion_depth * (_block_flops(n, d, b.mlp_ratio, na, da) + _block_flops(na, da, b.mlp_ratio, n, d))
+    return flops
+
+
+def hicmae_row(args):
+    """HiCMAE (clip + fbank) against VideoMAE on the fused clip, timed in turns in this process."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mmder_tf.models.hicmae.backbone import HiCMAEBackbone
+    from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
+
+    name, reference, frames, size = ("hicmae-tiny", "tiny", 16, 64) if args.smoke else \
+        ("hicmae", "base", args.frames, args.image_size)
+    model = HiCMAEBackbone.from_preset(name)
+    rng = np.random.default_rng(0)
+    h, w = (model.image_size, model.image_size) if isinstance(model.image_size, int) else model.image_size
+    inputs = {"video": tf.constant(rng.standard_normal((1, model.num_frames, h, w, 3)).astype("float32")),
+              "audio": tf.constant(rng.standard_normal((1, model.audio_length, model.num_mel_bins)).astype("float32"))}
+    fn = tf.function(lambda v: model(v, training=False), jit_compile=(args.mode == "xla"))
+    call = (lambda: model(inputs, training=False)["video"].numpy()) if args.mode == "eager" else \
+        (lambda: fn(inputs)["video"].numpy())
+    base, call_base = ours(reference, frames, size, args.mode)
+    t_hicmae, t_base = interleaved_medians([call, call_base], args.repeats)
+    f_hicmae, f_base = hicmae_flops(model), videomae_flops(BACKBONE_PRESETS[reference], frames, size)
+    return (f"{name}: ours {t_hicmae:.3f} s, {f_hicmae / 1e9:.1f} GFLOP ({model.num_frames}x{h}x{w} + "
+            f"{model.audio_length}x{model.num_mel_bins} fbank)  {reference} VideoMAE {t_base:.3f} s, "
+            f"{f_base / 1e9:.1f} GFLOP ({frames}x{size}x{size})  ratio time {t_hicmae / t_base:.2f} "
+            f"flops {f_hicmae / f_base:.2f}")
 
 
 def theirs(cfg, frames, size, attn):
@@ -133,6 +194,9 @@ def main(argv=None):
     setup = (f"float32, {args.threads} threads (tf intra {tf.config.threading.get_intra_op_parallelism_threads()}, "
              f"torch {torch.get_num_threads()}), tf {args.mode} onednn={onednn}, median of {args.repeats} interleaved")
     for preset in args.presets:
+        if preset == "hicmae":
+            print(f"{hicmae_row(args)}  ({setup})", flush=True)
+            continue
         if preset in LGI_PRESETS:
             lgi, call_lgi = ours(preset, args.frames, args.image_size, args.mode)
             base, call_base = ours("base", args.frames, args.image_size, args.mode)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import keras
 import mmder_tf.models.layers, mmder_tf.models.videomae.backbone, mmder_tf.models.lgi_former.backbone, mmder_tf.models.classifier
-import mmder_tf.models.videomae.pretraining
+import mmder_tf.models.videomae.pretraining, mmder_tf.models.hicmae.classifier
 no_tf = "tensorflow" not in sys.modules
 from mmder_tf.models.convert import load_pretrained
 results = {}
@@ -31,8 +31,9 @@ for work in sorted(Path(sys.argv[1]).iterdir()):
         train = keras.ops.convert_to_numpy(model.pretraining_loss(data["x"]))
     else:
         model = load_pretrained(work / "preset", classifier=True)
-        logits = keras.ops.convert_to_numpy(model(data["x"]))
-        train = keras.ops.convert_to_numpy(model(data["x"], training=True))
+        x = {"video": data["x"], "audio": data["audio"]} if "audio" in data else data["x"]
+        logits = keras.ops.convert_to_numpy(model(x))
+        train = keras.ops.convert_to_numpy(model(x, training=True))
     results[work.name] = {"max_diff": float(np.abs(logits - data["logits"]).max()),
                           "finite_train": bool(np.isfinite(train).all())}
 json.dump({"backend": keras.backend.backend(), "no_tf": no_tf and "tensorflow" not in sys.modules, "models": results},
@@ -64,7 +65,23 @@ def pretraining_case():
     return model, np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8"), mask
 
 
-CASES = {"videomae": videomae_case, "lgi_former": lgi_former_case, "pretraining": pretraining_case}
+def hicmae_case():
+    """HiCMAE's two encoders, fusion and hierarchical head; clip and fbank in, as a dict."""
+    from mmder_tf.models.hicmae.classifier import HiCMAEClassifier
+
+    model = HiCMAEClassifier.from_preset("hicmae-tiny", num_classes=3,
+                                         backbone_overrides={"num_frames": 4, "image_size": 32, "audio_length": 32,
+                                                             "drop_path_rate": 0.1})
+    rng = np.random.default_rng(2)
+    for variable in model.weights:  # random layer weights too, so the softmax pooling matters
+        variable.assign(variable.numpy() + 0.05 * rng.standard_normal(variable.shape).astype("float32"))
+    x = {"video": rng.integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8"),
+         "audio": rng.standard_normal((2, 32, 128)).astype("float32")}
+    return model, x
+
+
+CASES = {"videomae": videomae_case, "lgi_former": lgi_former_case, "pretraining": pretraining_case,
+         "hicmae": hicmae_case}
 # Both pinned in requirements-test.txt: a missing backend fails here rather than skipping.
 OTHER_BACKENDS = ["torch", "jax"]
 
@@ -79,9 +96,12 @@ def rerun(request, tmp_path_factory):
         model, x, *mask = make()
         work = root / "cases" / name
         work.mkdir(parents=True)
-        logits = np.asarray(model.reconstruct(x, mask[0])[0] if mask else model(x))
+        logits = np.asarray(model.reconstruct(x, mask[0])[0] if mask else model(x, training=False))
         scales[name] = float(np.abs(logits).max())
-        np.savez(work / "io.npz", x=x, logits=logits, **({"mask": mask[0]} if mask else {}))
+        extra = {"mask": mask[0]} if mask else {}
+        if isinstance(x, dict):
+            x, extra["audio"] = x["video"], x["audio"]
+        np.savez(work / "io.npz", x=x, logits=logits, **extra)
         model.save_to_preset(work / "preset")
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = root / "result.json"
@@ -107,3 +127,8 @@ def test_lgi_former_matches_tensorflow(rerun):
 def test_pretraining_model_matches_tensorflow(rerun):
     models, _ = rerun
     assert models["pretraining"]["max_diff"] <= 1e-4 and models["pretraining"]["finite_train"]
+
+
+def test_hicmae_matches_tensorflow(rerun):
+    models, scales = rerun
+    assert models["hicmae"]["max_diff"] / scales["hicmae"] <= 1e-5 and models["hicmae"]["finite_train"]

@@ -249,7 +249,8 @@ def test_released_checkpoint_layout_loads_without_executing_pickles(tmp_path):
 @pytest.mark.parametrize("folder", ["ft_small", "pretrain_small"])
 def test_hicmae_visual_encoder_matches_upstream(folder, tmp_path):
     io = np.load(HICMAE / "ft_small" / "io.npz")  # both folders share the input and the visual encoder geometry
-    report = convert_checkpoint(HICMAE / folder / "ckpt.pth", tmp_path / "v", image_size=64, num_heads=4)
+    report = convert_checkpoint(HICMAE / folder / "ckpt.pth", tmp_path / "v", image_size=64, num_heads=4,
+                                backbone_only=True)
     assert report["layout"] == "hicmae" and report["model"] == "VideoMAEBackbone"
     dropped = report["dropped"]
     assert dropped["audio encoder"] > 0 and dropped["audio-visual fusion encoder"] > 0
@@ -273,11 +274,9 @@ def test_hicmae_visual_encoder_matches_upstream(folder, tmp_path):
         # Every block's normed output, what HiCMAE's fine-tuning pools over.
         for k, got in enumerate(keras.Model(backbone.input, outputs)(x)):
             assert rel(backbone.final_norm(got), io["video_encoder_out"][:, :, k]) <= TOL
-        with pytest.raises(ConfigError, match="audio-visual features"):
+        # With a classifier it is the whole audio-visual model (tests/test_hicmae.py): its other sizes are asked for.
+        with pytest.raises(ConfigError, match="pass audio_num_heads=, fusion_num_heads=, audio_length="):
             load_pretrained(HICMAE / folder / "ckpt.pth", classifier=True, image_size=64, num_heads=4)
-        clf = load_pretrained(HICMAE / folder / "ckpt.pth", classifier=True, num_classes=6, allow_missing_head=True,
-                              image_size=64, num_heads=4)
-        assert clf.backbone.final_norm is not None
 
 
 # ---------------------------------------------------------------- released configurations (shapes only)

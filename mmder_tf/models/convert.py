@@ -130,7 +130,8 @@ def _load_torch_object(path, trust_pickle=False, mmap=False):
 
 
 def _read_torch(path, trust_pickle=False):
-    return {k: _to_numpy(v) for k, v in _load_torch_state(path, trust_pickle).items()}
+    obj = _load_torch_object(path, trust_pickle)
+    return {k: _to_numpy(v) for k, v in _unwrap_state(obj, path).items()}, _recorded_args(obj)
 
 
 def _recorded_args(obj) -> dict:
@@ -177,7 +178,7 @@ def _read_hf_dir(path, trust_pickle=False):
         for shard in sorted(set(index["weight_map"].values())):
             state.update(_read_safetensors(path / shard))
     elif (path / "pytorch_model.bin").is_file():
-        state = _read_torch(path / "pytorch_model.bin", trust_pickle)
+        state = _read_torch(path / "pytorch_model.bin", trust_pickle)[0]
     else:
         raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin next to config.json")
     return hf_config, state
@@ -286,6 +287,16 @@ def checkpoint_input(path, trust_pickle=False) -> dict:
     if layout == "hicmae":
         return {"num_frames": 16, "image_size": HICMAE_IMAGE_SIZE}
     return {}
+
+
+def is_hicmae_checkpoint(path, trust_pickle=False) -> bool:
+    """True for a HiCMAE torch checkpoint (audio and fusion encoders beside the visual one); cheap (memory-mapped)."""
+    from mmder_tf.models.hicmae.convert import is_hicmae
+
+    path = run_folder_weights(path)
+    if is_preset(path) or path.is_dir() or not path.is_file() or path.suffix in (".safetensors", ".h5"):
+        return False
+    return is_hicmae(_load_torch_state(path, trust_pickle, mmap=True))
 
 
 # ---------------------------------------------------------------- renaming
@@ -795,7 +806,15 @@ def _build_from_torch(
         raise ConfigError(f"region_size applies to MAE-DFER (LGI-Former) checkpoints; {ckpt.path} is a {layout} checkpoint")
     if classifier is None:
         has_head = any(k.removeprefix("module.") in ("head.weight", "classifier.weight") for k in ckpt.state)
-        classifier = layout != "hicmae" and has_head or num_classes is not None or allow_missing_head
+        classifier = has_head or num_classes is not None or allow_missing_head
+    if layout == "hicmae" and classifier:
+        # The whole audio-visual model; without a classifier, HiCMAE gives its visual encoder (below).
+        from mmder_tf.models.hicmae.convert import build_from_tensors
+
+        geometry = {k: v for k, v in (("num_frames", num_frames), ("image_size", image_size)) if v is not None}
+        return build_from_tensors(ckpt.state, ckpt.args, ckpt.path, classifier=True, num_classes=num_classes,
+                                  allow_missing_head=allow_missing_head, mode=mode, dropout=dropout,
+                                  class_names=class_names, dtype=dtype, overrides={**geometry, **overrides})
     # MAE-DFER's fine-tuning leaves the pre-training encoder's final norm out (only the pooled feature is
     # normalised, by fc_norm); a bare backbone keeps it, so it returns what the pre-training encoder returns.
     tensors, layout, ignored, origin = canonical_state(ckpt, keep_final_norm=not classifier)
@@ -821,8 +840,7 @@ def _build_from_torch(
     if classifier:
         if num_classes is None:
             if "head.weight" not in tensors:
-                why = " (HiCMAE's head classifies audio-visual features, so it is dropped)" if layout == "hicmae" else ""
-                raise ConfigError(f"{ckpt.path} has no video classification head{why}: pass num_classes (and allow_missing_head=True)")
+                raise ConfigError(f"{ckpt.path} has no video classification head: pass num_classes (and allow_missing_head=True)")
             num_classes = int(tensors["head.weight"].shape[0])
         if class_names is None:
             class_names = _hf_class_names(ckpt.hf_config, num_classes)
@@ -904,6 +922,8 @@ def _load_preset_model(path, num_frames, image_size, classifier, num_classes, al
                        class_names, dtype, overrides, pretraining=False):
     """What `load_pretrained` makes of a preset folder: the saved model, its encoder, or a classifier on it."""
     from mmder_tf.models.classifier import EmotionClassifier
+    from mmder_tf.models.hicmae.backbone import HiCMAEBackbone
+    from mmder_tf.models.hicmae.classifier import HiCMAEClassifier
     from mmder_tf.models.lgi_former.pretraining import LGIFormerPretrainer
     from mmder_tf.models.videomae.pretraining import VideoMAEPretrainer
 
@@ -914,9 +934,12 @@ def _load_preset_model(path, num_frames, image_size, classifier, num_classes, al
         if not isinstance(saved, pretrainers):
             raise CheckpointError(f"{path} holds a {type(saved).__name__}, not a pre-training model: it has no decoder")
         return saved
-    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, *pretrainers)) else saved
+    backbone = saved.backbone if isinstance(saved, (EmotionClassifier, HiCMAEClassifier, *pretrainers)) else saved
     if not classifier:
         return backbone
+    if isinstance(saved, HiCMAEClassifier) or isinstance(backbone, HiCMAEBackbone):
+        return _hicmae_preset_classifier(path, saved, backbone, num_classes, allow_missing_head, mode, dropout,
+                                         class_names)
     if isinstance(saved, EmotionClassifier) and (num_classes is None or num_classes == saved.num_classes):
         saved.mode = mode
         if class_names is not None:
@@ -932,6 +955,22 @@ def _load_preset_model(path, num_frames, image_size, classifier, num_classes, al
     if isinstance(saved, EmotionClassifier):
         model.fc_norm.set_weights(saved.fc_norm.get_weights())
     return model
+
+
+def _hicmae_preset_classifier(path, saved, backbone, num_classes, allow_missing_head, mode, dropout, class_names):
+    from mmder_tf.models.hicmae.classifier import HiCMAEClassifier
+
+    if saved is not backbone and (num_classes is None or num_classes == saved.num_classes):
+        saved.mode = mode
+        if class_names is not None:
+            saved.class_names = list(class_names)
+        return saved
+    if not allow_missing_head:
+        what = "has no head" if saved is backbone else f"has a {saved.num_classes}-class head"
+        raise CheckpointError(f"{path} {what}; pass allow_missing_head=True for a fresh {num_classes}-class head")
+    if num_classes is None:
+        raise ConfigError(f"{path} has no classification head: pass num_classes")
+    return HiCMAEClassifier(backbone, num_classes, mode=mode, dropout=dropout, class_names=class_names)
 
 
 def load_pretrained(
@@ -959,8 +998,10 @@ def load_pretrained(
     folder (`save_to_preset`, `convert_checkpoint`), or a pre-training run folder
     (`mmder-pretrain --out`: its encoder, or with `pretraining=True` the whole
     model). MAE-DFER checkpoints give an `LGIFormerBackbone`, the others a
-    `VideoMAEBackbone` (HiCMAE: its visual encoder; the audio and fusion
-    encoders and decoders are dropped).
+    `VideoMAEBackbone` (HiCMAE: its visual encoder). With `classifier=True` a
+    HiCMAE checkpoint gives its whole audio-visual `HiCMAEClassifier`; the keywords
+    `num_heads`, `audio_num_heads`, `fusion_num_heads`, `image_size`, `audio_length`
+    supply what neither its tensors nor its `args` tell (models.hicmae.convert).
     Depth, width and MLP size come from the tensors; heads from `num_heads=`, else
     the args saved beside the weights (upstream's `--model` name, or the heads this
     package's .pth export records), else the HF config, else the standard ViT widths;
@@ -1043,7 +1084,11 @@ def convert_checkpoint(
     Returns a report dict: layout, tensors loaded, ignored keys, `dropped`
     (ignored tensors per upstream part: decoder, audio encoder, ...), fresh keys,
     `preset` (the folder written). A two-file model of earlier versions converts as it is.
+    A HiCMAE checkpoint gives its whole audio-visual `HiCMAEClassifier` (with `backbone_only`, its visual
+    encoder); a HiCMAE model converts back to upstream's layout when `dst` ends in .pth / .pt.
     """
+    if Path(dst).suffix in (".pth", ".pt"):
+        return _convert_to_hicmae(src, Path(dst), num_frames, image_size, trust_pickle, backbone_overrides)
     dst = _check_destination(dst)
     if _legacy_config(Path(src)) is not None:
         return convert_legacy(src, dst)
@@ -1057,6 +1102,21 @@ def convert_checkpoint(
     save_preset(model, dst, source=f"{report['source']} ({report['layout']} layout)")
     report["preset"] = str(dst)
     return report
+
+
+def _convert_to_hicmae(src, dst, num_frames, image_size, trust_pickle, overrides):
+    from mmder_tf.models.hicmae.classifier import HiCMAEClassifier
+    from mmder_tf.models.hicmae.convert import model_targets as hicmae_targets
+    from mmder_tf.models.hicmae.convert import save_hicmae
+
+    model = load_pretrained(src, num_frames, image_size, classifier=True, trust_pickle=trust_pickle, **overrides)
+    if not isinstance(model, HiCMAEClassifier):
+        raise ConfigError(f"{dst}: only HiCMAE models are written as .pth this way (VideoMAE pre-training models: "
+                          "--pretraining); pass a preset folder as destination")
+    save_hicmae(model, dst)
+    return {"source": str(src), "layout": "hicmae", "model": type(model).__name__, "preset": str(dst),
+            "loaded": len(hicmae_targets(model)), "ignored": [], "dropped": {}, "fresh": [],
+            "backbone": model.backbone.get_config()}
 
 
 def convert_pretraining(src, dst, *, num_frames=None, image_size=None, trust_pickle=False, decoder_overrides=None,
@@ -1100,7 +1160,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmder_tf.convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="torch .pth/.pt/.bin, .safetensors, a Hugging Face VideoMAE directory, or an "
                                     "X.weights.h5 of the earlier two-file format (X.config.json beside it)")
-    parser.add_argument("dst", help="output preset folder (config.json, model.weights.h5, metadata.json)")
+    parser.add_argument("dst", help="output preset folder (config.json, model.weights.h5, metadata.json); "
+                                    "for a HiCMAE model also .pth (upstream's layout)")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: checkpoint config, else 16)")
     parser.add_argument("--image-size", type=_int_tuple(1, 2), default=None,
                         help="frame size, N or H,W (default: checkpoint config, else 224; MAE-DFER and HiCMAE 160)")
@@ -1108,6 +1169,9 @@ def main(argv=None):
                         help="MAE-DFER region size t,h,w in tubelets (default 2,5,10)")
     parser.add_argument("--num-heads", type=int, default=None,
                         help="attention heads (default: the checkpoint's args or config, else a standard width's)")
+    parser.add_argument("--audio-num-heads", type=int, default=None, help="HiCMAE audio encoder heads")
+    parser.add_argument("--fusion-num-heads", type=int, default=None, help="HiCMAE fusion encoder heads")
+    parser.add_argument("--audio-length", type=int, default=None, help="HiCMAE fbank frames (256 released)")
     parser.add_argument("--num-classes", type=int, default=None, help="classes of the head (default: the checkpoint's head)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names")
     parser.add_argument("--allow-missing-head", action="store_true", help="leave fc_norm/head fresh if absent or of another size")
@@ -1133,7 +1197,9 @@ def main(argv=None):
             class_names=args.class_names.split(",") if args.class_names else None,
             trust_pickle=args.trust_pickle,
             region_size=args.region_size,
-            **({} if args.num_heads is None else {"num_heads": args.num_heads}),
+            **{k: v for k, v in (("num_heads", args.num_heads), ("audio_num_heads", args.audio_num_heads),
+                                 ("fusion_num_heads", args.fusion_num_heads), ("audio_length", args.audio_length))
+               if v is not None},
         )
     except (CheckpointError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -42,6 +42,8 @@ MODEL_CLASSES = {
     "EmotionClassifier": "mmder_tf.models.classifier",
     "VideoMAEPretrainer": "mmder_tf.models.videomae.pretraining",
     "LGIFormerPretrainer": "mmder_tf.models.lgi_former.pretraining",
+    "HiCMAEBackbone": "mmder_tf.models.hicmae.backbone",
+    "HiCMAEClassifier": "mmder_tf.models.hicmae.classifier",
 }
 # Constructor arguments that belong to the encoder of a task or pre-training model.
 BACKBONE_ARGUMENTS = ("num_frames", "image_size", "region_size", "drop_path_rate")

@@ -38,11 +38,21 @@ def build_classifier(config: RunConfig, num_classes: int, class_names=None, *, d
         return EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
                                  mean=config.mean, std=config.std, class_names=class_names, dtype=dtype,
                                  targets=config.dimensions, placeholder=config.placeholder)
-    from mmder_tf.models.convert import load_pretrained
+    from mmder_tf.models.convert import is_hicmae_checkpoint, load_pretrained
 
-    model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
-                            classifier=True, num_classes=num_classes, allow_missing_head=True, mode=config.mode,
-                            dropout=config.dropout, class_names=class_names, drop_path_rate=drop_path, dtype=dtype)
+    if is_hicmae_checkpoint(config.weights):
+        # The fused strategies train HiCMAE's visual encoder under a fresh head (its AV model: docs/hicmae.md).
+        backbone = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
+                                   drop_path_rate=drop_path, dtype=dtype)
+        model = EmotionClassifier(backbone, num_classes, mode=config.mode, dropout=config.dropout,
+                                  class_names=class_names, dtype=dtype)
+    else:
+        model = load_pretrained(config.weights, num_frames=fusion.num_frames, image_size=fusion.image_size,
+                                classifier=True, num_classes=num_classes, allow_missing_head=True, mode=config.mode,
+                                dropout=config.dropout, class_names=class_names, drop_path_rate=drop_path, dtype=dtype)
+    if not isinstance(model, EmotionClassifier):
+        raise ConfigError(f"--weights {config.weights} hold a {type(model).__name__}; mmder-finetune trains video "
+                          "classifiers on the fused input (HiCMAE's audio-visual model: docs/hicmae.md)")
     found = preset_of(model.backbone)
     if config.preset is not None and config.preset != found:
         backbone = model.backbone
