@@ -136,7 +136,9 @@ def parser_of(command: str) -> argparse.ArgumentParser:
             elif command.endswith(".py"):
                 script = REPO / command
                 assert script.is_file(), f"{command}: no such script"
-                runpy.run_path(str(script), run_name="__main__")
+                # as `python SCRIPT` does: the script's own folder first on sys.path (benchmarks import _smoke)
+                with mock.patch.object(sys, "path", [str(script.parent), *sys.path]):
+                    runpy.run_path(str(script), run_name="__main__")
             else:
                 runpy.run_module(command, run_name="__main__", alter_sys=True)
         except _Parsed as caught:
