@@ -194,7 +194,11 @@ def test_finetune_trains_the_visual_encoder_of_a_hicmae_checkpoint(tmp_path):
     from mmder_tf.training.model import build_classifier
 
     (tmp_path / "clips").mkdir()
-    ckpt = HICMAE / "ft_small" / "ckpt.pth"
+    # The golden checkpoint stores no args, and a 64-wide encoder's head count cannot be read from its
+    # tensors (refused, never guessed): save it with the args a training run records.
+    ckpt = tmp_path / "with_heads.pth"
+    torch.save({"model": torch.load(HICMAE / "ft_small" / "ckpt.pth", map_location="cpu", weights_only=True)["model"],
+                "args": {"num_heads": 4}}, ckpt)
     config = finetune.config_from_argv(["--dataset", "ravdess", "--data-dir", str(tmp_path / "clips"), "--out",
                                         str(tmp_path / "run"), "--weights", str(ckpt), "--image-size", "64"])
     model = build_classifier(config, 7)

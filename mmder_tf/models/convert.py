@@ -811,7 +811,8 @@ def _build_from_torch(
         # The whole audio-visual model; without a classifier, HiCMAE gives its visual encoder (below).
         from mmder_tf.models.hicmae.convert import build_from_tensors
 
-        geometry = {k: v for k, v in (("num_frames", num_frames), ("image_size", image_size)) if v is not None}
+        geometry = {k: v for k, v in (("num_frames", num_frames), ("image_size", image_size), ("num_heads", num_heads))
+                    if v is not None}
         return build_from_tensors(ckpt.state, ckpt.args, ckpt.path, classifier=True, num_classes=num_classes,
                                   allow_missing_head=allow_missing_head, mode=mode, dropout=dropout,
                                   class_names=class_names, dtype=dtype, overrides={**geometry, **overrides})
