@@ -176,3 +176,19 @@ def test_audio_visual_strategy_refuses_audio_only_recordings(audio_run, speech_d
                                       with_modalities=True)
             assert kinds == ("audio",)
             np.testing.assert_array_equal(clip, served)  # never drawn without its audio, its only modality
+
+
+def test_pretrain_takes_a_folder_or_csv_of_audio_files(speech_dir, tmp_path, capsys):
+    from mmder_tf import pretrain
+
+    csv = tmp_path / "voices.csv"
+    csv.write_text("path,subject\n" + "".join(f"{speech_dir / name},{name.split('/')[0]}\n" for name in SPEECH))
+    assert len(datasets.scan_path_csv(csv)) == 4
+    common = ["--preset", "tiny", "--image-size", str(SIZE), "--batch-size", "2", "--epochs", "1", "--lr", "1e-3",
+              "--figure-every", "0", "--verbose", "0", "--decode-workers", "1"]
+    assert pretrain.main(["--data-dir", str(speech_dir), "--out", str(tmp_path / "fslf"), *common]) == 2
+    message = capsys.readouterr().err
+    assert "audio-only" in message and "--strategy audio" in message
+    assert pretrain.main(["--manifest", str(csv), "--strategy", "audio", "--out", str(tmp_path / "run"), *common]) == 0
+    summary = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert summary["finished"] and summary["history"]
