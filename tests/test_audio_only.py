@@ -70,6 +70,38 @@ def test_folder_and_cremad_take_audio_files_when_they_hold_no_video(tmp_path):
     assert [r.label_name for r in cremad] == ["angry", "sad"] and cremad.subjects == ("1001", "1002")
 
 
+def test_csv_of_audio_files_in_every_container_is_cached_and_fused_as_served(realaudio_dir, tmp_path):
+    """wav, flac, mp3, m4a (aac) and ogg (opus, 48 kHz) recordings in a labelled CSV: prepared without video,
+    and the cached clip is the one fuse_clip serves; the real RAVDESS manifest reads as 8 classes."""
+    from mmder_tf.data.pipeline import make_dataset
+    from mmder_tf.data.prepare import load_index, prepare
+    from mmder_tf.fusion.clip import fuse_clip
+    from mmder_tf.media.decode import write_video
+
+    real = datasets.load_manifest("csv", manifest=realaudio_dir / "ravdess_speech.csv")
+    assert len(real) == 1440 and set(real.class_names) == set(datasets.RAVDESS_CLASSES_8)
+    seconds = np.arange(16000) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * seconds) * (1 + np.sin(2 * np.pi * 3 * seconds)) / 2).astype(np.float32)
+    rows = ["path,label,subject"]
+    for i, (name, codec, rate) in enumerate((("a.wav", "pcm_s16le", 16000), ("b.flac", "flac", 16000),
+                                             ("c.mp3", "libmp3lame", 16000), ("d.m4a", "aac", 16000),
+                                             ("e.ogg", "libopus", 48000))):
+        audio = tone if rate == 16000 else np.interp(np.arange(rate) / rate, seconds, tone).astype(np.float32)
+        write_video(tmp_path / name, None, audio=audio, sample_rate=rate, audio_codec=codec)
+        rows.append(f"{name},{'low' if i % 2 else 'high'},s{i % 2}")
+    (tmp_path / "voices.csv").write_text("\n".join(rows) + "\n")
+    manifest = datasets.load_manifest("csv", manifest=tmp_path / "voices.csv")
+    config = FusionConfig(strategy="audio", image_size=SIZE)
+    prepare(manifest, tmp_path / "cache", config, progress=False)
+    index = load_index(tmp_path / "cache")
+    assert index["counts"]["ok"] == 5 and not any(e["has_video"] for e in index["records"])
+    cached = {k.decode(): x for batch in make_dataset(tmp_path / "cache", None, config, 8, training=False,
+                                                      with_keys=True)
+              for x, k in zip(batch[0].numpy(), batch[2].numpy())}
+    for record in manifest:
+        np.testing.assert_array_equal(cached[record.key], fuse_clip(record.path, config=config))
+
+
 # --------------------------------------------------------------------------- train, export, serve
 
 @pytest.fixture(scope="module")
@@ -176,3 +208,19 @@ def test_audio_visual_strategy_refuses_audio_only_recordings(audio_run, speech_d
                                       with_modalities=True)
             assert kinds == ("audio",)
             np.testing.assert_array_equal(clip, served)  # never drawn without its audio, its only modality
+
+
+def test_pretrain_takes_a_folder_or_csv_of_audio_files(speech_dir, tmp_path, capsys):
+    from mmder_tf import pretrain
+
+    csv = tmp_path / "voices.csv"
+    csv.write_text("path,subject\n" + "".join(f"{speech_dir / name},{name.split('/')[0]}\n" for name in SPEECH))
+    assert len(datasets.scan_path_csv(csv)) == 4
+    common = ["--preset", "tiny", "--image-size", str(SIZE), "--batch-size", "2", "--epochs", "1", "--lr", "1e-3",
+              "--figure-every", "0", "--verbose", "0", "--decode-workers", "1"]
+    assert pretrain.main(["--data-dir", str(speech_dir), "--out", str(tmp_path / "fslf"), *common]) == 2
+    message = capsys.readouterr().err
+    assert "audio-only" in message and "--strategy audio" in message
+    assert pretrain.main(["--manifest", str(csv), "--strategy", "audio", "--out", str(tmp_path / "run"), *common]) == 0
+    summary = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert summary["finished"] and summary["history"]

@@ -252,8 +252,11 @@ def encode_clip(record: ClipRecord, settings: CacheSettings, config: FusionConfi
         "duration": _float([clip.duration]),
         "sample_rate": _int64([settings.sample_rate]),
         "has_audio": _int64([int(clip.waveform is not None)]),
-        "has_video": _int64([int(has_video)]),
     }
+    if not has_video:
+        # written for audio-only recordings alone (read as 1 when absent): clips with video keep the bytes
+        # of caches prepared before, so a cache started by an earlier version finishes byte-identical
+        features["has_video"] = _int64([0])
     for n, height, width in settings.frame_sets:
         encoded = encode_frames(resized[(n, height, width)], settings.frame_format, settings.jpeg_quality) \
             if has_video else []

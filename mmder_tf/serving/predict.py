@@ -10,7 +10,8 @@ Each result names the modalities the model was given ("modalities" with --json;
 dropout (`mmder-finetune --modality-dropout`) also takes a clip without an audio
 stream (video only), an audio-only file (wav, mp3, m4a, flac, ...; audio only)
 and, with a face crop, a video in which no face is found (audio only); other
-models refuse those with a message saying so.
+audio-visual models refuse those with a message saying so. An `audio` strategy
+model takes audio-only files and videos alike ("modalities": ["audio"]).
 
 A clip that cannot be used (missing, empty, corrupt, no audio for an
 audio-visual strategy without modality dropout, too short) is reported with its reason on stderr and,
@@ -140,9 +141,11 @@ class ExportedModel:
             strategy = self.config.strategy
             if isinstance(error, (NoAudioStreamError, NoVideoStreamError)) and needs_video(strategy) \
                     and needs_audio(strategy) and not self.accepts_missing:
+                voice = ("; an --strategy audio model takes audio-only recordings"
+                         if isinstance(error, NoVideoStreamError) else "")
                 raise type(error)(error.path, f"{error.reason}; this {strategy} model was trained without modality "
                                               "dropout and needs both video and audio (a model trained with "
-                                              "--modality-dropout classifies clips that lack one)") from None
+                                              f"--modality-dropout classifies clips that lack one{voice})") from None
             raise
 
     def probabilities(self, fused_batch):

@@ -385,6 +385,8 @@ def run(config: PretrainConfig) -> dict:
         skipped = [{"key": e["key"], "path": e["path"], "reason": e.get("skip_reason", "")}
                    for e in index["records"] if e["status"] == "skipped"]
         usable = {e["key"] for e in index["records"] if e["status"] == "ok"}
+        # audio-only recordings for a strategy that needs video: refused before any model is built
+        pipeline.check_streams([e for e in index["records"] if e["status"] == "ok"], strategies or (fusion.strategy,))
         train_records = [r for r in train_records if r.key in usable]
         val_records = [r for r in val_records if r.key in usable]
         for entry in skipped:
