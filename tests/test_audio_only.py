@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from mmder_tf.config import FusionConfig
+from mmder_tf.config import FusionConfig, default_crop
 from mmder_tf.data import datasets
 from mmder_tf.errors import DatasetError, NoVideoStreamError
 
@@ -147,7 +147,8 @@ def test_audio_only_recordings_are_cached_without_video(audio_run, speech_dir):
     decoded_seconds = features["duration"].float_list.value[0]
     assert decoded_seconds == pytest.approx(len(np.frombuffer(features["waveform"].bytes_list.value[0], "<f4")) / 16000)
     # one path: the cached clip is the clip fuse_clip (and so mmder-predict) makes of the file
-    config = FusionConfig(strategy="audio", image_size=SIZE)
+    # the run's crop is RAVDESS's default (no frame is cropped here, but the cache records it)
+    config = FusionConfig(strategy="audio", image_size=SIZE, crop=default_crop("ravdess"))
     cached = {k.decode(): x for batch in make_dataset(cache, None, config, 4, training=False, with_keys=True)
               for x, k in zip(batch[0].numpy(), batch[2].numpy())}
     np.testing.assert_array_equal(cached[key], fuse_clip(speech_dir / key, config=config))
