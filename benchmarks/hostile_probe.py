@@ -514,6 +514,8 @@ def edge_probes(work: Path, data: Path, cache: Path, media: Path, model_dir: Pat
         finally:
             fileio.shutil.disk_usage = real_usage
         if mounted:
+            free = shutil.disk_usage(full).free  # what the run left: filled, so the export meets a full disk
+            (full / "filler").write_bytes(b"\0" * max(free - 65536, 0))
             probe("export onto a full disk", "no space left on the device")(
                 lambda: export.main(["--weights", str(work / "clf.weights.h5"), "--preset", "tiny", "--class-names",
                                      "a,b,c", "--strategy", "cfas", "--image-size", "32", "--output",

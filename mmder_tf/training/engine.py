@@ -177,7 +177,9 @@ def _tensorboard_available() -> bool:
 
 
 def weights_nbytes(model) -> int:
-    return int(sum(np.prod(v.shape, dtype=np.int64) * np.dtype(v.dtype).itemsize for v in model.weights))
+    """Bytes of the tensors model.save_weights writes (the optimizer's slots included), HDF5 overhead aside."""
+    return int(sum(np.prod(v.shape, dtype=np.int64) * np.dtype(getattr(v.dtype, "name", v.dtype)).itemsize
+                   for v in compat.weight_entries(model).values()))
 
 
 def save_weights_atomic(model, path):
@@ -188,7 +190,7 @@ def save_weights_atomic(model, path):
     """
     from mmder_tf.fileio import ensure_space, replacing
 
-    ensure_space(path, weights_nbytes(model))
+    ensure_space(path, weights_nbytes(model) * 1.1)
     with replacing(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
         model.save_weights(str(tmp), overwrite=True)
 
