@@ -196,11 +196,11 @@ def test_audio_visual_strategy_refuses_audio_only_recordings(audio_run, speech_d
     assert code == 2 and "\n" not in message
     assert "audio-only" in message and "--strategy audio" in message and "--modality-dropout" in message
     with pytest.raises(DatasetError, match="--strategy audio$"):
-        make_dataset(run / "cache", None, FusionConfig(strategy="video", image_size=SIZE), 2, training=False)
+        make_dataset(run / "cache", None, FusionConfig(strategy="video", image_size=SIZE, crop=default_crop("ravdess")), 2, training=False)
     with pytest.raises(NoVideoStreamError):
         fuse_clip(speech_dir / SPEECH[0], "fslf", image_size=SIZE)
     # with modality dropout they are clips whose video is missing: the placeholder, and the served audio
-    config = FusionConfig(strategy="fslf", image_size=SIZE)
+    config = FusionConfig(strategy="fslf", image_size=SIZE, crop=default_crop("ravdess"))
     batches = make_dataset(run / "cache", None, config, 4, training=True, epoch=0, with_keys=True,
                            modality_dropout=(0.3, 0.3))
     for fused, _, keys in batches:
