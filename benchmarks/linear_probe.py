@@ -44,19 +44,21 @@ _pipeline_clip_dataset = protocol.clip_dataset
 
 
 def ordered_clip_dataset(cache_dir, records, fusion, batch_size, *, training=False, seed=0, epoch=None,
-                         with_keys=False):
+                         with_keys=False, modalities=None, modality_dropout=None):
     """protocol.clip_dataset, but a training epoch comes in protocol.epoch_order(len(records), seed, epoch):
     the order the cached-feature path uses. The epoch's clips are still decoded and fused by the
     pipeline every epoch (lazily, when the epoch is reached); only their order is changed."""
     import tensorflow as tf
 
+    if modality_dropout is not None:
+        raise SystemExit("linear_probe.py compares the official recompute path without modality dropout")
     if not training:
-        return _pipeline_clip_dataset(cache_dir, records, fusion, batch_size, with_keys=with_keys)
+        return _pipeline_clip_dataset(cache_dir, records, fusion, batch_size, with_keys=with_keys, modalities=modalities)
     records = list(records)
     order = protocol.epoch_order(len(records), seed, epoch)
     wanted = tf.constant([records[i].key for i in order])
     # The whole split as one element (pipeline order), then gathered into the seeded order.
-    whole = _pipeline_clip_dataset(cache_dir, records, fusion, len(records), with_keys=True)
+    whole = _pipeline_clip_dataset(cache_dir, records, fusion, len(records), with_keys=True, modalities=modalities)
 
     def reorder(x, y, keys):
         position = tf.argmax(tf.cast(tf.equal(wanted[:, None], keys[None, :]), tf.int32), axis=1)
