@@ -65,8 +65,8 @@ def add_arguments(parser, presets):
     add_smoke(parser)
 
 
-def smoke(args):
-    return smoke_sizes(args, presets=["tiny", "hicmae"], frames=4, image_size=32, repeats=1)
+def smoke(args, presets=("tiny",)):
+    return smoke_sizes(args, presets=list(presets), frames=4, image_size=32, repeats=1)
 
 
 def set_threads(threads):
@@ -183,7 +183,7 @@ def theirs(cfg, frames, size, attn):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, ["base", "large"])
-    args = smoke(parser.parse_args(argv))
+    args = smoke(parser.parse_args(argv), presets=("tiny", "hicmae"))
     tf, torch = set_threads(args.threads)
 
     from mmder_tf.models.videomae.presets import BACKBONE_PRESETS
