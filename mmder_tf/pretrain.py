@@ -90,15 +90,17 @@ def config_from_args(argv=None):
 
 @one_line_file_errors("mmder-pretrain")
 def main(argv=None) -> int:
+    from mmder_tf.cli import quiet_tensorflow
+
+    # Resolving the configuration scans the data with TensorFlow: quiet it before that, not after.
+    quiet_tensorflow(verbose=(build_parser().parse_known_args(argv)[0].verbose or 0) >= 2)
     try:
         config = config_from_args(argv)
     except (ConfigError, DatasetError) as error:
         print(f"mmder-pretrain: error: {error}", file=sys.stderr)
         return 2
-    from mmder_tf.cli import quiet_tensorflow
     from mmder_tf.training.pretrain import run
 
-    quiet_tensorflow(verbose=config.verbose >= 2)
     try:
         run(config)
     except (ConfigError, DatasetError, CheckpointError) as error:
