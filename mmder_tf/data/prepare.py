@@ -459,6 +459,9 @@ def _finished_index(out_dir: Path, settings: CacheSettings, manifest: Manifest) 
         return None
     if [e.get("path") for e in index.get("records", [])] != [r.path for r in manifest.records]:
         return None  # the dataset moved: the locked path rewrites the index with the new paths
+    stored = out_dir / "manifest.json"
+    if not stored.is_file() or stored.read_text() != manifest.to_json():
+        return None  # the records changed (e.g. emotion targets attached): the locked path writes them
     if not all(sidecar_path(out_dir, s).exists() and shard_path(out_dir, s).exists()
                for s in range(int(index.get("num_shards", 0)))):
         return None
