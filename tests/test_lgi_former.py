@@ -333,9 +333,9 @@ def test_region_tokens_are_not_decayed():
     from mmder_tf.training import recipes
 
     backbone = LGIFormerBackbone.from_preset("mae-dfer-tiny", num_frames=4, image_size=64)
-    clf = EmotionClassifier(backbone, 3)
+    clf = EmotionClassifier(backbone, 3, mode="finetune")
     variables = clf.trainable_variables
-    for recipe in ("mae-dfer", "paper"):
+    for recipe in ("mae-dfer",):  # (the paper recipe decays every trainable weight, as the official code)
         settings = {**recipes.recipe_settings(recipe, 8), "cosine": False}  # full lr on the first step
         optimizer = recipes.make_optimizer(settings, 10, 1, backbone.depth)
         before = {v.path: np.array(v) for v in variables}
