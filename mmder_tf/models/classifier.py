@@ -21,8 +21,24 @@ MODES = CLASSIFIER_MODES
 BACKBONES = (VideoMAEBackbone, LGIFormerBackbone)
 
 
+class TrainingMode:
+    """`mode` of a classifier over `self.backbone`: linear_probe freezes the encoder, finetune trains it."""
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value):
+        """Switching mode changes what trains: compile again afterwards."""
+        if value not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+        self.backbone.trainable = value == "finetune"
+
+
 @keras.saving.register_keras_serializable(package="mmder_tf")
-class EmotionClassifier(keras.Model, PresetIO):
+class EmotionClassifier(TrainingMode, keras.Model, PresetIO):
     """Task model on a `VideoMAEBackbone` or `LGIFormerBackbone`; uint8 or float 0..255 [B, T, H, W, 3] -> logits [B, C].
 
     The backbone's tokens become one feature per clip by its own pooling
@@ -137,18 +153,6 @@ class EmotionClassifier(keras.Model, PresetIO):
             return logits
         values = scaling(dimension_head(features))
         return {CATEGORY: logits, **{name: values[:, i] for i, name in enumerate(self._targets)}}
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    @mode.setter
-    def mode(self, value):
-        """Switching mode changes what trains: compile again afterwards."""
-        if value not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {value!r}")
-        self._mode = value
-        self.backbone.trainable = value == "finetune"
 
     def feature_extractor(self) -> keras.Model:
         """Pixels -> pooled tokens (the fc_norm input), sharing this model's layers."""

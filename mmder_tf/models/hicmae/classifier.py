@@ -4,8 +4,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from mmder_tf.config import CLASSIFIER_MODES
 from mmder_tf.errors import ConfigError
+from mmder_tf.models.classifier import TrainingMode
 from mmder_tf.models.hicmae.backbone import HiCMAEBackbone
 from mmder_tf.models.hicmae.layers import LayerWeightedPooling
 from mmder_tf.models.hicmae.presets import CLASSIFIER_PRESETS
@@ -14,7 +14,7 @@ from mmder_tf.models.preset_io import PresetIO
 
 
 @keras.saving.register_keras_serializable(package="mmder_tf")
-class HiCMAEClassifier(keras.Model, PresetIO):
+class HiCMAEClassifier(TrainingMode, keras.Model, PresetIO):
     """{"video": uint8 or float 0..255 [B, T, H, W, 3], "audio": normalised fbank [B, Ta, F]} -> logits [B, C].
 
     The pixels are normalised inside (ImageNet mean/std, as EmotionClassifier
@@ -80,18 +80,6 @@ class HiCMAEClassifier(keras.Model, PresetIO):
             raise ConfigError(f"{name} is an encoder preset: pass num_classes")
         backbone = HiCMAEBackbone.from_builtin(backbone_name, dtype=dtype, **{**spec, **(backbone_overrides or {})})
         return cls(backbone, num_classes, dtype=dtype, **kwargs)
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    @mode.setter
-    def mode(self, value):
-        """Switching mode changes what trains: compile again afterwards."""
-        if value not in CLASSIFIER_MODES:
-            raise ConfigError(f"mode must be one of {CLASSIFIER_MODES}, got {value!r}")
-        self._mode = value
-        self.backbone.trainable = value == "finetune"
 
     def feature_extractor(self) -> keras.Model:
         """Inputs -> the fc_norm output (what upstream's `save_feature=True` returns), sharing this model's layers."""
