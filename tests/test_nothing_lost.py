@@ -208,7 +208,8 @@ def test_cache_index_and_reports_after_a_move(small_dataset, small_cache, tmp_pa
     shutil.copytree(small_cache, tmp_path / "cache")
     monkeypatch.chdir(moved.parent)
     manifest = load_manifest("ravdess", data_dir="data")  # relative, as users type it
-    args = argparse.Namespace(cache_dir=tmp_path / "cache", fusion=CONFIG, workers=1, verbose=0)
+    args = argparse.Namespace(cache_dir=tmp_path / "cache", fusion=CONFIG, strategy=CONFIG.strategy, handles_missing=False,
+                              workers=1, verbose=0)
     _, records, reported = prepare_cache(args, manifest)
     (bad,) = [e for e in reported if e["key"]]
     assert bad["path"].startswith("data/") and not bad["path"].startswith("data/data/")
